@@ -1,0 +1,5 @@
+import sys
+
+from ozwald.cli import main
+
+sys.exit(main())

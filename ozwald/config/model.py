@@ -1,0 +1,309 @@
+"""The settings file, as typed, immutable models.
+
+The shape follows the external contract (hosts, provisioners, services with varieties and profiles)
+and adds the container keys real AI services need. Every container key may appear at the service,
+variety and profile level; `None` means "not set here", so that resolution can tell an explicit empty
+value from an absent one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from ozwald.config.values import Duration, EnvKey, EnvValue, ImageRef, LabelKey, Name, Size
+
+_CDI_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*/[a-z0-9][a-z0-9._-]*=[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_DEVICE_PATH = re.compile(r"^/dev/[A-Za-z0-9._/-]+(:/dev/[A-Za-z0-9._/-]+)?(:[rwm]{1,3})?$")
+_HOST_PATH = re.compile(r"^/[A-Za-z0-9._/@+,=-]*$")
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VOLUME_OPTIONS = {"ro", "rw", "z", "Z", "U", "O", "copy", "nocopy", "shared", "slave", "private", "rshared",
+                   "rslave", "rprivate", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
+_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=-]+$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Host(Strict):
+    name: Name
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RedisParameters(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    password: SecretStr | None = None
+    unix_socket: str | None = None
+
+
+class Cache(Strict):
+    type: Literal["redis"]
+    parameters: RedisParameters = RedisParameters()
+
+
+class Provisioner(Strict):
+    name: Name
+    host: Name
+    cache: Cache
+
+
+class Port(Strict):
+    """A published port, like `podman run --publish`."""
+
+    container: int = Field(ge=1, le=65535)
+    host: int | None = Field(default=None, ge=1, le=65535)
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"container": value, "host": value}
+        if not isinstance(value, str):
+            return value
+        text, _, protocol = value.partition("/")
+        parts = text.rsplit(":", 2)
+        try:
+            if len(parts) == 1:
+                out: dict[str, Any] = {"container": int(parts[0]), "host": int(parts[0])}
+            elif len(parts) == 2:
+                out = {"host": int(parts[0]), "container": int(parts[1])}
+            else:
+                host_ip = parts[0].strip("[]")
+                out = {"host_ip": host_ip, "host": int(parts[1]) if parts[1] else None, "container": int(parts[2])}
+        except ValueError:
+            raise ValueError(f"invalid port {value!r}: use [ip:][host:]container[/protocol]") from None
+        if protocol:
+            out["protocol"] = protocol
+        return out
+
+    def podman_spec(self) -> str:
+        ip = ""
+        if self.host_ip is not None:
+            ip = f"[{self.host_ip}]" if self.host_ip.version == 6 else str(self.host_ip)
+        host = "" if self.host is None else str(self.host)
+        prefix = f"{ip}:{host}:" if ip else (f"{host}:" if host else "")
+        return f"{prefix}{self.container}/{self.protocol}"
+
+
+class Volume(Strict):
+    """A bind mount (absolute host path) or a named Podman volume."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    options: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parts = value.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"invalid volume {value!r}: use source:target[:options]")
+        options = tuple(o for o in parts[2].split(",") if o) if len(parts) == 3 else ()
+        read_only = "ro" in options
+        return {"source": parts[0], "target": parts[1], "read_only": read_only,
+                "options": tuple(o for o in options if o not in ("ro", "rw"))}
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value.startswith("/"):
+            if not _HOST_PATH.match(value):
+                raise ValueError(f"invalid host path {value!r}: use A-Z a-z 0-9 and . _ / @ + , = -")
+        elif not _VOLUME_NAME.match(value):
+            raise ValueError(f"invalid volume source {value!r}: an absolute host path or a volume name")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not value.startswith("/") or not _HOST_PATH.match(value):
+            raise ValueError(f"invalid container path {value!r}: an absolute path of A-Z a-z 0-9 . _ / @ + , = -")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [o for o in value if o not in _VOLUME_OPTIONS]
+        if unknown:
+            raise ValueError(f"unknown volume option(s) {', '.join(unknown)}")
+        if "ro" in value or "rw" in value:
+            raise ValueError("use read_only instead of ro/rw in options")
+        return value
+
+    def podman_spec(self) -> str:
+        options: tuple[str, ...] = ("ro",) if self.read_only else ()
+        options += self.options
+        return f"{self.source}:{self.target}" + (f":{','.join(options)}" if options else "")
+
+
+def check_device(value: str) -> str:
+    if value.startswith("-"):
+        raise ValueError(f"device {value!r}: the optional '-' prefix silently drops the device; remove it")
+    if not (_CDI_NAME.match(value) or _DEVICE_PATH.match(value)):
+        raise ValueError(
+            f"invalid device {value!r}: use a CDI name (nvidia.com/gpu=0, amd.com/gpu=all) "
+            "or a host device path (/dev/dri/renderD128[:/dev/dri/renderD128][:rwm])"
+        )
+    return value
+
+
+class Health(Strict):
+    """Readiness: a command run inside the container, or an HTTP URL probed from inside it."""
+
+    command: tuple[str, ...] | str | None = None
+    http: str | None = None
+    # How to probe `http` inside the container: a shell chain (curl, then wget, then python3), or one tool.
+    probe: Literal["auto", "curl", "wget", "python3"] = "auto"
+    interval: Duration = 10.0
+    start_period: Duration = 0.0
+    retries: int = Field(default=3, ge=1)
+    timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Health:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("set exactly one of health.command or health.http")
+        return self
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        if value is not None and len(value) == 0:
+            raise ValueError("health.command cannot be empty")
+        if isinstance(value, tuple) and any("\x00" in a for a in value):
+            raise ValueError("health.command cannot contain NUL bytes")
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("health.command cannot contain NUL bytes")
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not _URL.match(value):
+            raise ValueError(f"invalid health URL {value!r}: use http(s)://host:port/path")
+        return value
+
+
+class Resources(Strict):
+    """Declared needs, used for admission: the service will not be started where these do not fit."""
+
+    vram_gb: float | None = Field(default=None, ge=0)
+    memory_gb: float | None = Field(default=None, ge=0)
+    gpus: int | None = Field(default=None, ge=0)
+    cpus: float | None = Field(default=None, ge=0)
+
+
+RestartPolicy = Literal["no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"]
+
+
+def _split_command(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"cannot split command {value!r}: {exc}") from None
+    return value
+
+
+class Layer(Strict):
+    """The keys allowed at every level: service (base), variety and profile."""
+
+    image: ImageRef | None = None
+    environment: dict[EnvKey, EnvValue] | None = None
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    ports: tuple[Port, ...] | None = None
+    volumes: tuple[Volume, ...] | None = None
+    devices: tuple[str, ...] | None = None
+    health: Health | None = None
+    restart: RestartPolicy | None = None
+    start_timeout: Duration | None = None
+    stop_timeout: Duration | None = None
+    shm_size: Size | None = None
+    labels: dict[LabelKey, str] | None = None
+    resources: Resources | None = None
+    persistent: bool | None = None
+
+    @field_validator("command", "entrypoint", mode="before")
+    @classmethod
+    def _commands(cls, value: Any) -> Any:
+        value = _split_command(value)
+        if isinstance(value, list | tuple):
+            if len(value) == 0:
+                raise ValueError("cannot be empty")
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(f"arguments must be strings, not {type(item).__name__} ({item!r})")
+                if "\x00" in item:
+                    raise ValueError("arguments cannot contain NUL bytes")
+        return value
+
+    @field_validator("devices", mode="after")
+    @classmethod
+    def _devices(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            for device in value:
+                check_device(device)
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (v if isinstance(v, str) else _label_scalar(v)) for k, v in value.items()}
+        return value
+
+
+def _label_scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return value
+
+
+class Variety(Layer):
+    """Hardware-specific image, env and devices (e.g. nvidia, amdgpu, cpu-only)."""
+
+
+class Profile(Layer):
+    """A named overlay that changes runtime behaviour (e.g. fast-gpu, no-gpu)."""
+
+
+ServiceType = Literal["container", "source-files"]
+CONTAINER_ONLY_KEYS = ("image", "command", "entrypoint", "ports", "volumes", "devices", "health", "restart",
+                       "start_timeout", "stop_timeout", "shm_size", "persistent")
+
+
+class Service(Layer):
+    name: Name
+    type: ServiceType = "container"
+    description: str | None = None
+    varieties: dict[Name, Variety] = Field(default_factory=dict)
+    profiles: dict[Name, Profile] = Field(default_factory=dict)
+
+
+class Settings(Strict):
+    hosts: tuple[Host, ...] = ()
+    provisioners: tuple[Provisioner, ...] = ()
+    services: tuple[Service, ...] = ()
+
+    def service(self, name: str) -> Service | None:
+        for service in self.services:
+            if service.name == name:
+                return service
+        return None

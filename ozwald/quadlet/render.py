@@ -1,0 +1,204 @@
+"""Render an effective spec into a Quadlet `.container` unit.
+
+The output is a pure function of (spec, instance, target Podman version): the same input always gives
+the same bytes, so a changed file always means a changed service.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from ozwald import __version__
+from ozwald.config.model import Health
+from ozwald.config.resolve import EffectiveSpec
+from ozwald.config.values import check_name
+from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_token
+from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
+
+UNIT_PREFIX = "ozwald-"
+LABEL_PREFIX = "ozwald."
+STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
+RESTART_SEC = 2
+START_LIMIT_BURST = 5
+START_LIMIT_INTERVAL_S = 300
+
+
+class RenderError(ValueError):
+    """The spec cannot be rendered for the target Podman; the message names the key and version."""
+
+
+def unit_base(instance: str) -> str:
+    return f"{UNIT_PREFIX}{instance}"
+
+
+def unit_name(instance: str) -> str:
+    """The systemd unit Quadlet generates for an instance."""
+    return f"{unit_base(instance)}.service"
+
+
+def unit_filename(instance: str) -> str:
+    return f"{unit_base(instance)}.container"
+
+
+@dataclass(frozen=True)
+class RenderedUnit:
+    instance: str
+    filename: str
+    unit_name: str
+    text: str
+    spec_hash: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class _Sections:
+    target: Version
+    unit: list[str] = field(default_factory=list)
+    container: list[str] = field(default_factory=list)
+    service: list[str] = field(default_factory=list)
+    install: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def container_key(self, key: str, value: str, value_tag: str | None = None) -> None:
+        needed = since("Container", key, value_tag)
+        if self.target < needed:
+            shown = f"{key}={value_tag}" if value_tag else key
+            raise RenderError(f"[Container] {shown} needs Podman {format_version(needed)} or newer; "
+                              f"the target is Podman {format_version(self.target)}")
+        self.container.append(f"{key}={value}")
+
+    def supports(self, key: str, value_tag: str | None = None) -> bool:
+        return self.target >= since("Container", key, value_tag)
+
+
+def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NEWEST_KNOWN) -> RenderedUnit:
+    """The `.container` unit for one instance of a container service."""
+    check_name(instance)
+    if spec.type != "container" or spec.image is None:
+        raise RenderError(f"service {spec.service!r} is of type {spec.type!r}: only container services become units")
+    if podman_version < QUADLET_MIN:
+        raise RenderError(f"Quadlet needs Podman {format_version(QUADLET_MIN)} or newer; "
+                          f"the target is Podman {format_version(podman_version)}")
+    out = _Sections(target=podman_version)
+    out.unit += [
+        f"Description=Ozwald instance {instance} (service {spec.service}, variety {spec.variety or '-'}, "
+        f"profile {spec.profile or '-'})",
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL_S}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
+    ]
+    _container(out, spec, instance)
+    out.service += [
+        f"Restart={spec.restart}",
+        f"RestartSec={RESTART_SEC}",
+        f"TimeoutStartSec={_seconds(spec.start_timeout)}",
+        f"TimeoutStopSec={int(spec.stop_timeout) + STOP_GRACE_S}",
+        # podman exits 143 when the container ends on SIGTERM; that is a clean stop, not a failure.
+        "SuccessExitStatus=143",
+    ]
+    if spec.persistent:
+        out.install.append("WantedBy=multi-user.target default.target")
+    text = _assemble(out, instance)
+    return RenderedUnit(instance=instance, filename=unit_filename(instance), unit_name=unit_name(instance),
+                        text=text, spec_hash=spec.spec_hash, warnings=tuple(out.warnings))
+
+
+def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
+    assert spec.image is not None
+    out.container_key("Image", raw_token(spec.image))
+    out.container_key("ContainerName", unit_base(instance))
+    labels = [
+        ("ozwald.managed", "true"),
+        ("ozwald.instance", instance),
+        ("ozwald.service", spec.service),
+        ("ozwald.variety", spec.variety or ""),
+        ("ozwald.profile", spec.profile or ""),
+        ("ozwald.spec-hash", spec.spec_hash),
+        *spec.labels,
+    ]
+    for key, value in labels:
+        out.container_key("Label", quote_word(f"{key}={value}"))
+    for key, value in spec.environment:
+        out.container_key("Environment", quote_word(f"{key}={value}"))
+    for device in spec.devices:
+        # Never the optional '-' prefix: on a CDI name it silently drops the GPU.
+        out.container_key("AddDevice", raw_token(device))
+    for port in spec.ports:
+        out.container_key("PublishPort", raw_token(port.podman_spec()))
+    for volume in spec.volumes:
+        out.container_key("Volume", raw_token(volume.podman_spec()))
+    if spec.shm_size is not None:
+        out.container_key("ShmSize", raw_token(spec.shm_size))
+    if spec.entrypoint is not None:
+        out.container_key("Entrypoint", raw_json_array(spec.entrypoint))
+    if spec.command is not None:
+        out.container_key("Exec", quote_words(spec.command))
+    if spec.health is not None:
+        _health(out, spec.health)
+    out.container_key("StopTimeout", str(int(spec.stop_timeout)))
+
+
+def _health(out: _Sections, health: Health) -> None:
+    out.container_key("HealthCmd", raw_json_array(health_command(health)))
+    out.container_key("HealthInterval", _seconds(health.interval) + "s")
+    out.container_key("HealthTimeout", _seconds(health.timeout) + "s")
+    out.container_key("HealthRetries", str(health.retries))
+    if health.start_period:
+        out.container_key("HealthStartPeriod", _seconds(health.start_period) + "s")
+    if out.supports("Notify", "healthy"):
+        out.container_key("Notify", "healthy", value_tag="healthy")
+    else:
+        out.warnings.append(
+            f"Podman {format_version(out.target)} has no Notify=healthy (5.0+): the unit becomes active when the "
+            "container starts, and readiness is read from the container's health state instead"
+        )
+
+
+_PYTHON_PROBE = (
+    "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read(1)"
+)
+
+
+def health_command(health: Health) -> list[str]:
+    """The exec-form health command, as Podman's `--health-cmd` JSON array ("CMD" or "CMD-SHELL" first)."""
+    if health.command is not None:
+        if isinstance(health.command, str):
+            return ["CMD-SHELL", health.command]
+        return ["CMD", *health.command]
+    assert health.http is not None
+    url = health.http
+    timeout = _seconds(health.timeout)
+    curl = ["curl", "-fsS", "-o", "/dev/null", "--max-time", timeout, url]
+    wget = ["wget", "-q", "-O", "/dev/null", "-T", timeout, url]
+    python = ["python3", "-c", _PYTHON_PROBE, url, timeout]
+    if health.probe == "curl":
+        return ["CMD", *curl]
+    if health.probe == "wget":
+        return ["CMD", *wget]
+    if health.probe == "python3":
+        return ["CMD", *python]
+    chain = " || ".join(shlex.join(tool) for tool in (curl, wget, python))
+    return ["CMD-SHELL", chain]
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _assemble(out: _Sections, instance: str) -> str:
+    lines = [
+        f"# Generated by Ozwald {__version__} for instance {instance}.",
+        "# Do not edit: Ozwald rewrites this file whenever the desired state changes.",
+        "",
+        "[Unit]",
+        *out.unit,
+        "",
+        "[Container]",
+        *out.container,
+        "",
+        "[Service]",
+        *out.service,
+    ]
+    if out.install:
+        lines += ["", "[Install]", *out.install]
+    return "\n".join(lines) + "\n"
