@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ozwald", description="Podman/systemd-native provisioner for AI services")
     parser.add_argument("--version", action="version", version=f"ozwald {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="settings file (default: $OZWALD_CONFIG, ./ozwald.yml, /etc/ozwald/ozwald.yml)")
+    common.add_argument("--config", help="settings file (default: $OZWALD_CONFIG, ./ozwald.yml, "
+                        "/etc/ozwald/ozwald.yml)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     check = actions.add_parser("check_config", parents=[common], help="validate the settings file")

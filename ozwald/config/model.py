@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from ozwald.config.values import Duration, EnvKey, EnvValue, ImageRef, LabelKey, Name, Size
+from ozwald.config.values import Duration, EnvKey, EnvValue, ImageRef, LabelKey, Name, Size, Text
 
 _CDI_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*/[a-z0-9][a-z0-9._-]*=[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _DEVICE_PATH = re.compile(r"^/dev/[A-Za-z0-9._/-]+(:/dev/[A-Za-z0-9._/-]+)?(:[rwm]{1,3})?$")
@@ -164,7 +164,7 @@ def check_device(value: str) -> str:
 class Health(Strict):
     """Readiness: a command run inside the container, or an HTTP URL probed from inside it."""
 
-    command: tuple[str, ...] | str | None = None
+    command: tuple[Text, ...] | Text | None = None
     http: str | None = None
     # How to probe `http` inside the container: a shell chain (curl, then wget, then python3), or one tool.
     probe: Literal["auto", "curl", "wget", "python3"] = "auto"
@@ -224,8 +224,8 @@ class Layer(Strict):
 
     image: ImageRef | None = None
     environment: dict[EnvKey, EnvValue] | None = None
-    command: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
+    command: tuple[Text, ...] | None = None
+    entrypoint: tuple[Text, ...] | None = None
     ports: tuple[Port, ...] | None = None
     volumes: tuple[Volume, ...] | None = None
     devices: tuple[str, ...] | None = None
@@ -234,7 +234,7 @@ class Layer(Strict):
     start_timeout: Duration | None = None
     stop_timeout: Duration | None = None
     shm_size: Size | None = None
-    labels: dict[LabelKey, str] | None = None
+    labels: dict[LabelKey, Text] | None = None
     resources: Resources | None = None
     persistent: bool | None = None
 
@@ -250,6 +250,18 @@ class Layer(Strict):
                     raise ValueError(f"arguments must be strings, not {type(item).__name__} ({item!r})")
                 if "\x00" in item:
                     raise ValueError("arguments cannot contain NUL bytes")
+        return value
+
+    @field_validator("command", mode="after")
+    @classmethod
+    def _exec_words(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # Quadlet copies `Exec=` into systemd's ExecStart=, which drops empty words and reads a lone
+        # `;` as a command separator. Refusing both keeps the container's argv exactly as configured.
+        for item in value or ():
+            if item == "":
+                raise ValueError("empty arguments are dropped by Quadlet; use --flag=\"\" or remove it")
+            if item == ";":
+                raise ValueError("a lone ';' argument is a command separator for systemd; quote it into a word")
         return value
 
     @field_validator("devices", mode="after")
@@ -292,7 +304,7 @@ CONTAINER_ONLY_KEYS = ("image", "command", "entrypoint", "ports", "volumes", "de
 class Service(Layer):
     name: Name
     type: ServiceType = "container"
-    description: str | None = None
+    description: Text | None = None
     varieties: dict[Name, Variety] = Field(default_factory=dict)
     profiles: dict[Name, Profile] = Field(default_factory=dict)
 
@@ -301,6 +313,11 @@ class Settings(Strict):
     hosts: tuple[Host, ...] = ()
     provisioners: tuple[Provisioner, ...] = ()
     services: tuple[Service, ...] = ()
+
+    @field_validator("hosts", "provisioners", "services", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return () if value is None else value  # `services:` with nothing under it is an empty list
 
     def service(self, name: str) -> Service | None:
         for service in self.services:

@@ -22,6 +22,17 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")
 
 
+def check_text(value: str) -> str:
+    """Text that can reach a unit file and a process environment: UTF-8 encodable, without NUL."""
+    if "\x00" in value:
+        raise ValueError("text cannot contain NUL bytes")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"text is not valid Unicode (lone surrogate?): {value!r}") from None
+    return value
+
+
 def check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
@@ -68,9 +79,7 @@ def env_scalar(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("environment values cannot contain NUL bytes")
-        return value
+        return check_text(value)
     if value is None:
         raise ValueError('a null environment value is ambiguous: write "" for an empty value')
     raise ValueError(f"environment values must be scalars (string, number or boolean), not {type(value).__name__}")
@@ -104,6 +113,7 @@ def parse_duration(value: Any) -> float:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+Text = Annotated[str, AfterValidator(check_text)]
 EnvKey = Annotated[str, AfterValidator(check_env_key)]
 EnvValue = Annotated[str, BeforeValidator(env_scalar)]
 LabelKey = Annotated[str, AfterValidator(check_label_key)]

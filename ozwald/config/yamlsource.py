@@ -103,8 +103,9 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
     Raises ConfigError for syntax errors and duplicate keys, with the file and line.
     """
     source = SourceMap(file=file)
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, source
@@ -115,10 +116,15 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, SourceMap]:
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([ConfigIssue(f"invalid YAML: {problem}", "", file, line)]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"invalid YAML: character #x{exc.character:04x} is not allowed in YAML text"
+        raise ConfigError([ConfigIssue(message, "", file, line)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(f"invalid YAML: {exc}", "", file, None)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if walker.issues:
         raise ConfigError(walker.issues)
     return data, source

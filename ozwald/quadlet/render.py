@@ -135,7 +135,13 @@ def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
         out.container_key("Exec", quote_words(spec.command))
     if spec.health is not None:
         _health(out, spec.health)
-    out.container_key("StopTimeout", str(int(spec.stop_timeout)))
+    if out.supports("StopTimeout"):
+        out.container_key("StopTimeout", str(int(spec.stop_timeout)))
+    else:
+        out.warnings.append(
+            f"Podman {format_version(out.target)} has no StopTimeout (5.0+): podman's default stop timeout "
+            f"(10 s) applies instead of {_seconds(spec.stop_timeout)} s"
+        )
 
 
 def _health(out: _Sections, health: Health) -> None:

@@ -1,0 +1,42 @@
+# One entry point for developers and CI. Every target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv quadlet system-deps lint test test-fast demo clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Podman's real Quadlet generator (from Debian 13's podman .deb), cached per machine.
+quadlet:
+	@tools/fetch-quadlet.sh >/dev/null
+
+# Host packages the integration tests need (debootstrap, systemd-nspawn, …); only as root.
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then tools/install-system-deps.sh; else echo "not root: skipping system packages"; fi
+
+lint: venv
+	$(BIN)/ruff check ozwald tests bench contrib
+	$(BIN)/mypy
+
+test: venv quadlet system-deps lint
+	$(BIN)/pytest -q
+
+# Unit tests only: no test host.
+test-fast: venv quadlet
+	$(BIN)/pytest -q -m "not testhost"
+
+demo: venv quadlet
+	$(BIN)/python contrib/demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
