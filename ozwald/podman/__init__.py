@@ -1,0 +1,5 @@
+"""Podman, read through its API socket: images, container state, health and logs."""
+
+from ozwald.podman.inspector import ContainerState, PodmanInspector, PodmanUnavailable
+
+__all__ = ["ContainerState", "PodmanInspector", "PodmanUnavailable"]

@@ -1,0 +1,202 @@
+"""A blocking, thread-safe systemd client over D-Bus (jeepney's threading router).
+
+One connection per process: `SystemdClient.shared()` hands every caller the same one. Jobs are awaited
+on systemd's JobRemoved signal, with the match added and Subscribe() called before any job is queued,
+so no completion can be missed and nothing polls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from queue import Empty, Queue
+from typing import Any, ClassVar
+
+from jeepney import Message, MessageType
+from jeepney.bus_messages import message_bus
+from jeepney.io.threading import DBusRouter, Proxy, open_dbus_connection
+from jeepney.wrappers import DBusErrorResponse, unwrap_msg
+
+from ozwald.systemd import protocol
+from ozwald.systemd.errors import BusUnavailable, JobFailed, SystemdError, error_for
+
+DEFAULT_CALL_TIMEOUT = 30.0
+SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
+
+
+def system_bus_address() -> str:
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one queued job ended. `error` is set when systemd refused to queue it at all."""
+
+    unit: str
+    operation: str
+    result: str
+    seconds: float
+    error: SystemdError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.result == "done"
+
+    def raise_for_result(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.result != "done":
+            raise JobFailed(self.unit, self.operation, self.result)
+
+
+class SystemdClient:
+    _shared: ClassVar[dict[str, SystemdClient]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, address: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        self.address = address or system_bus_address()
+        self.call_timeout = call_timeout
+        try:
+            self._connection = open_dbus_connection(bus=self.address)
+        except (OSError, TimeoutError) as exc:
+            raise BusUnavailable(f"cannot connect to the system bus at {self.address}: {exc}") from None
+        self._router = DBusRouter(self._connection)
+        bus = Proxy(message_bus, self._router, timeout=call_timeout)
+        bus.AddMatch(protocol.job_removed_rule(with_sender=True))
+        bus.AddMatch(protocol.unit_changes_rule(with_sender=True))
+        self._call(protocol.subscribe())
+
+    @classmethod
+    def shared(cls, address: str | None = None) -> SystemdClient:
+        """The process-wide client for `address` (default: $DBUS_SYSTEM_BUS_ADDRESS or the system bus)."""
+        key = address or system_bus_address()
+        with cls._shared_lock:
+            client = cls._shared.get(key)
+            if client is None or not client.alive:
+                client = cls(key)
+                cls._shared[key] = client
+            return client
+
+    @property
+    def alive(self) -> bool:
+        # jeepney exposes no public liveness check; its receiver thread ends when the connection drops.
+        return bool(self._router._rcv_thread.is_alive())
+
+    def close(self) -> None:
+        self._router.close()
+        self._connection.close()
+
+    def __enter__(self) -> SystemdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Calls -----------------------------------------------------------------------------------------
+
+    def _call(self, message: Message, unit: str | None = None) -> tuple[Any, ...]:
+        try:
+            reply = self._router.send_and_get_reply(message, timeout=self.call_timeout)
+            body: tuple[Any, ...] = unwrap_msg(reply)
+            return body
+        except DBusErrorResponse as exc:
+            text = str(exc.data[0]) if exc.data else exc.name
+            raise error_for(unit, exc.name, text) from None
+        except TimeoutError:
+            raise SystemdError(unit, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
+        except OSError as exc:
+            raise BusUnavailable(f"system bus connection lost: {exc}") from None
+
+    def reload(self) -> None:
+        """Re-run generators (Quadlet) and reload unit files; returns once systemd has finished."""
+        self._call(protocol.reload())
+
+    def reset_failed(self, unit: str) -> None:
+        self._call(protocol.reset_failed_unit(unit), unit)
+
+    def list_units(self, pattern: str = "ozwald-*") -> list[protocol.UnitState]:
+        """Loaded units matching `pattern`, with their service state (result, restarts, exit status)."""
+        listed = protocol.parse_list_units(self._call(protocol.list_units_by_patterns([pattern])))
+        return [self.unit_state(row.name) for row in listed]
+
+    def unit_state(self, unit: str) -> protocol.UnitState:
+        """systemd loads the unit on demand if needed; an unknown unit has load_state 'not-found'."""
+        unit_props = protocol.unwrap_properties(self._call(protocol.get_all_properties(unit, protocol.UNIT_IFACE),
+                                                           unit))
+        service_props: dict[str, Any] = {}
+        if unit.endswith(".service") and unit_props.get("LoadState") == "loaded":
+            service_props = protocol.unwrap_properties(
+                self._call(protocol.get_all_properties(unit, protocol.SERVICE_IFACE), unit))
+        return protocol.unit_state(unit, unit_props, service_props)
+
+    # Jobs ------------------------------------------------------------------------------------------
+
+    def start(self, units: Sequence[str], timeout: float | None = None) -> dict[str, JobOutcome]:
+        """Start units in parallel and wait for every job to end."""
+        return self._jobs("start", units, protocol.start_unit, timeout)
+
+    def stop(self, units: Sequence[str], timeout: float | None = None) -> dict[str, JobOutcome]:
+        return self._jobs("stop", units, protocol.stop_unit, timeout)
+
+    def restart(self, units: Sequence[str], timeout: float | None = None) -> dict[str, JobOutcome]:
+        return self._jobs("restart", units, protocol.restart_unit, timeout)
+
+    def start_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
+        """Start one unit; raise JobFailed unless its job ends `done`."""
+        outcome = self.start([unit], timeout)[unit]
+        outcome.raise_for_result()
+        return outcome
+
+    def stop_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
+        outcome = self.stop([unit], timeout)[unit]
+        outcome.raise_for_result()
+        return outcome
+
+    def restart_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
+        outcome = self.restart([unit], timeout)[unit]
+        outcome.raise_for_result()
+        return outcome
+
+    def _jobs(self, operation: str, units: Sequence[str], build: Any, timeout: float | None
+              ) -> dict[str, JobOutcome]:
+        outcomes: dict[str, JobOutcome] = {}
+        pending: dict[str, tuple[str, float]] = {}
+        removed: Queue[Message] = Queue()
+        # The filter exists before any job is queued: a job that ends at once is still seen.
+        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
+            for unit in units:
+                started = time.monotonic()
+                try:
+                    (job_path,) = self._call(build(unit), unit)
+                except SystemdError as exc:
+                    outcomes[unit] = JobOutcome(unit, operation, "error", 0.0, exc)
+                    continue
+                pending[str(job_path)] = (unit, started)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while pending:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    message = removed.get(timeout=remaining)
+                except Empty:
+                    names = ", ".join(sorted(unit for unit, _ in pending.values()))
+                    raise TimeoutError(f"{operation} jobs still running after {timeout:g} s: {names}") from None
+                if message.header.message_type is not MessageType.signal:
+                    continue
+                event = protocol.parse_job_removed(message.body)
+                if event.job_path in pending:
+                    unit, started = pending.pop(event.job_path)
+                    outcomes[unit] = JobOutcome(unit, operation, event.result, time.monotonic() - started)
+        return outcomes
+
+    # Watching --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def unit_changes(self) -> Iterator[Queue[Message]]:
+        """A queue of PropertiesChanged signals for units, for as long as the context is open."""
+        changes: Queue[Message] = Queue()
+        with self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=changes):
+            yield changes
