@@ -40,6 +40,13 @@ def _log_suffix(logs: Sequence[str]) -> str:
     return (": " + " | ".join(tail)) if tail else ""
 
 
+def _unresolvable_cdi(logs: Sequence[str]) -> str | None:
+    for line in reversed(logs):
+        if "unresolvable CDI devices" in line:
+            return line.rsplit("unresolvable CDI devices", 1)[1].strip(" :") or "?"
+    return None
+
+
 def image_missing(image: str | None, logs: Sequence[str], podman: PodmanInspector | None) -> bool:
     if image is None:
         return False
@@ -60,6 +67,10 @@ def explain_failure(state: UnitState, *, image: str | None = None, has_health_ch
                 f"file with `/usr/libexec/podman/quadlet -dryrun`")
     if image_missing(image, logs, podman):
         return f"image {image} not found"
+    cdi = _unresolvable_cdi(logs)
+    if cdi is not None:
+        return (f"CDI device {cdi} not found: no CDI spec in /etc/cdi or /var/run/cdi provides it "
+                "(for NVIDIA: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml)")
     result = state.result
     if result == "timeout":
         limit = state.timeout_start_usec / 1e6 if state.timeout_start_usec else None

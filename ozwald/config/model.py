@@ -231,6 +231,7 @@ class Layer(Strict):
     devices: tuple[str, ...] | None = None
     health: Health | None = None
     restart: RestartPolicy | None = None
+    restart_delay: Duration | None = None
     start_timeout: Duration | None = None
     stop_timeout: Duration | None = None
     shm_size: Size | None = None
@@ -298,7 +299,7 @@ class Profile(Layer):
 
 ServiceType = Literal["container", "source-files"]
 CONTAINER_ONLY_KEYS = ("image", "command", "entrypoint", "ports", "volumes", "devices", "health", "restart",
-                       "start_timeout", "stop_timeout", "shm_size", "persistent")
+                       "restart_delay", "start_timeout", "stop_timeout", "shm_size", "persistent")
 
 
 class Service(Layer):

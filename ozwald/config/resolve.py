@@ -24,6 +24,7 @@ DEFAULT_DEVICES: dict[str, tuple[str, ...]] = {
 DEFAULT_RESTART: RestartPolicy = "on-failure"
 DEFAULT_START_TIMEOUT = 900.0  # model downloads and loads take minutes
 DEFAULT_STOP_TIMEOUT = 30.0
+DEFAULT_RESTART_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class EffectiveSpec:
     devices: tuple[str, ...] = ()
     health: Health | None = None
     restart: RestartPolicy = DEFAULT_RESTART
+    restart_delay: float = DEFAULT_RESTART_DELAY
     start_timeout: float = DEFAULT_START_TIMEOUT
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     shm_size: str | None = None
@@ -70,6 +72,7 @@ class EffectiveSpec:
             "devices": list(self.devices),
             "health": self.health.model_dump(mode="json") if self.health is not None else None,
             "restart": self.restart,
+            "restart_delay": self.restart_delay,
             "start_timeout": self.start_timeout,
             "stop_timeout": self.stop_timeout,
             "shm_size": self.shm_size,
@@ -146,6 +149,7 @@ def _merge(service: Service, layers: list[Layer], variety: str | None, profile: 
             resources.update(layer.resources.model_dump(exclude_none=True))
     start_timeout = _most_specific(layers, "start_timeout")
     stop_timeout = _most_specific(layers, "stop_timeout")
+    restart_delay = _most_specific(layers, "restart_delay")
     return EffectiveSpec(
         service=service.name,
         type=service.type,
@@ -160,6 +164,7 @@ def _merge(service: Service, layers: list[Layer], variety: str | None, profile: 
         devices=tuple(devices) if service.type == "container" else (),
         health=_most_specific(layers, "health"),
         restart=_most_specific(layers, "restart") or DEFAULT_RESTART,
+        restart_delay=DEFAULT_RESTART_DELAY if restart_delay is None else restart_delay,
         start_timeout=DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
         stop_timeout=DEFAULT_STOP_TIMEOUT if stop_timeout is None else stop_timeout,
         shm_size=_most_specific(layers, "shm_size"),

@@ -19,7 +19,6 @@ from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_versi
 UNIT_PREFIX = "ozwald-"
 LABEL_PREFIX = "ozwald."
 STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
-RESTART_SEC = 2
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
 
@@ -90,7 +89,7 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
     _container(out, spec, instance)
     out.service += [
         f"Restart={spec.restart}",
-        f"RestartSec={RESTART_SEC}",
+        f"RestartSec={_seconds(spec.restart_delay)}",
         f"TimeoutStartSec={_seconds(spec.start_timeout)}",
         f"TimeoutStopSec={int(spec.stop_timeout) + STOP_GRACE_S}",
         # podman exits 143 when the container ends on SIGTERM; that is a clean stop, not a failure.
