@@ -27,7 +27,13 @@ def describe(exc: BaseException) -> str:
 
 
 class FailureLog:
-    """Logs each (key, message) pair once at its real level, then at DEBUG."""
+    """Logs each (key, message) pair once at its real level, then at DEBUG.
+
+    The memory is bounded: should messages vary without end (an exception text carrying an
+    address, say), it is cleared and failures are simply reported once more.
+    """
+
+    MAX_REMEMBERED = 1024
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
@@ -38,6 +44,8 @@ class FailureLog:
         with self._lock:
             if (key, message) in self._seen:
                 return False
+            if len(self._seen) >= self.MAX_REMEMBERED:
+                self._seen.clear()
             self._seen.add((key, message))
             return True
 

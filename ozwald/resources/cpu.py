@@ -3,8 +3,9 @@
 `psutil.cpu_percent(interval=1)` sleeps for the interval, which would put a one-second stall into
 every `/srv/host/resources` call. Instead a daemon thread samples with `interval=None` (the load
 since its own previous call) on a fixed period and publishes the latest value; readers only load a
-reference. psutil >= 6 keeps the `interval=None` baseline per thread, so other callers of
-cpu_percent in the same process do not shorten this thread's measurement window.
+reference. psutil 7 keeps the `interval=None` baseline per thread, so other callers of
+cpu_percent in the same process do not shorten this thread's measurement window (older releases
+share one baseline process-wide).
 """
 
 from __future__ import annotations
