@@ -26,12 +26,14 @@ def main() -> int:
     unit = render_unit(spec, "qwen1.5-vllm")
     print(f"== {unit.filename} (qwen1.5-vllm, variety nvidia, profile fast-gpu)\n")
     print(unit.text)
-    quadlet = subprocess.run([str(ROOT / "tools" / "fetch-quadlet.sh")], check=True, capture_output=True,
-                             text=True).stdout.strip()
+    quadlet = subprocess.run(
+        [str(ROOT / "tools" / "fetch-quadlet.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / unit.filename).write_text(unit.text)
-        out = subprocess.run([quadlet, "-dryrun"], env={**os.environ, "QUADLET_UNIT_DIRS": tmp},
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [quadlet, "-dryrun"], env={**os.environ, "QUADLET_UNIT_DIRS": tmp}, capture_output=True, text=True
+        )
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)
         return 1

@@ -49,7 +49,8 @@ def raw_json_array(words: Sequence[str]) -> str:
     """A JSON array for a raw key (HealthCmd, Entrypoint): Podman reads it as an exec-form command."""
     if any("\x00" in word for word in words):
         raise ValueError("NUL bytes cannot be written to a unit file")
-    encoded = json.dumps(list(words), ensure_ascii=False)
+    # Compact: Podman's --health-cmd parser mishandles arrays written with spaces after the commas.
+    encoded = json.dumps(list(words), ensure_ascii=False, separators=(",", ":"))
     # JSON escapes control characters and quotes; U+2028/2029 are left alone by json but are not line
     # breaks for systemd or Quadlet, so the result is one line that starts with [ and ends with ].
     return systemd_literal(encoded)

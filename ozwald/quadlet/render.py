@@ -165,11 +165,19 @@ _PYTHON_PROBE = (
 
 
 def health_command(health: Health) -> list[str]:
-    """The exec-form health command, as Podman's `--health-cmd` JSON array ("CMD" or "CMD-SHELL" first)."""
+    """The JSON array given to Podman's `--health-cmd`.
+
+    Podman (5.4) keeps an array of two or more words as an exec-form command, word for word, but
+    re-splits the words of an array that starts with "CMD" on whitespace, and runs a one-word array
+    through the shell. So exec form is written without "CMD", and a one-word command is quoted for the
+    shell, which then runs exactly that word.
+    """
     if health.command is not None:
         if isinstance(health.command, str):
             return ["CMD-SHELL", health.command]
-        return ["CMD", *health.command]
+        if len(health.command) == 1:
+            return ["CMD-SHELL", shlex.quote(health.command[0])]
+        return list(health.command)
     assert health.http is not None
     url = health.http
     timeout = _seconds(health.timeout)
@@ -177,11 +185,11 @@ def health_command(health: Health) -> list[str]:
     wget = ["wget", "-q", "-O", "/dev/null", "-T", timeout, url]
     python = ["python3", "-c", _PYTHON_PROBE, url, timeout]
     if health.probe == "curl":
-        return ["CMD", *curl]
+        return curl
     if health.probe == "wget":
-        return ["CMD", *wget]
+        return wget
     if health.probe == "python3":
-        return ["CMD", *python]
+        return python
     chain = " || ".join(shlex.join(tool) for tool in (curl, wget, python))
     return ["CMD-SHELL", chain]
 

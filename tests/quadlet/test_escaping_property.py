@@ -1,6 +1,7 @@
 """Property: any value Ozwald accepts reaches podman unchanged through the real Quadlet generator."""
 
 import json
+import shlex
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,7 @@ def test_values_round_trip_through_the_real_generator(env: dict[str, str], label
     assert dict(item.split("=", 1) for item in args["--env"]) == env
     assert "user.note=" + label in args["--label"]
     assert argv[argv.index("localhost/x:latest") + 1:] == command
-    assert json.loads(argv[argv.index("--health-cmd") + 1]) == ["CMD", *health]
+    expected = health if len(health) > 1 else ["CMD-SHELL", shlex.quote(health[0])]
+    assert json.loads(argv[argv.index("--health-cmd") + 1]) == expected
     sections = [line for line in unit.text.split("\n") if line.startswith("[")]
     assert sections == ["[Unit]", "[Container]", "[Service]"]
