@@ -78,7 +78,7 @@ def explain_failure(state: UnitState, *, image: str | None = None, has_health_ch
         if has_health_check:
             return f"never became healthy{within}: health check failing" + _log_suffix(logs)
         return f"did not start{within}" + _log_suffix(logs)
-    if result == "start-limit-hit":
+    if result == "start-limit-hit" or (state.active_state == "failed" and state.n_restarts > 0):
         return (f"crash loop: restarted {state.n_restarts} times, then systemd gave up; last run "
                 f"{_exit(state)}" + _log_suffix(logs))
     if result == "oom-kill":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Empty, Queue
 from typing import Any, ClassVar
 
-from jeepney import Message, MessageType
+from jeepney import HeaderFields, Message, MessageType
 from jeepney.bus_messages import message_bus
 from jeepney.io.threading import DBusRouter, Proxy, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
@@ -53,6 +53,20 @@ class JobOutcome:
             raise JobFailed(self.unit, self.operation, self.result)
 
 
+class _Router(DBusRouter):  # type: ignore[misc]
+    """jeepney's router, minus the traceback its receiver thread prints when the bus goes away.
+
+    A lost connection is expected (systemd restarts, a test host halts); callers see it as
+    BusUnavailable on their next call, and `SystemdClient.shared()` reconnects.
+    """
+
+    def _receiver(self) -> None:
+        try:
+            super()._receiver()
+        except OSError:
+            self._replies.drop_all()
+
+
 class SystemdClient:
     _shared: ClassVar[dict[str, SystemdClient]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -64,7 +78,7 @@ class SystemdClient:
             self._connection = open_dbus_connection(bus=self.address)
         except (OSError, TimeoutError) as exc:
             raise BusUnavailable(f"cannot connect to the system bus at {self.address}: {exc}") from None
-        self._router = DBusRouter(self._connection)
+        self._router = _Router(self._connection)
         bus = Proxy(message_bus, self._router, timeout=call_timeout)
         bus.AddMatch(protocol.job_removed_rule(with_sender=True))
         bus.AddMatch(protocol.unit_changes_rule(with_sender=True))
@@ -193,6 +207,27 @@ class SystemdClient:
         return outcomes
 
     # Watching --------------------------------------------------------------------------------------
+
+    def wait_for(self, unit: str, predicate: Callable[[protocol.UnitState], bool], timeout: float
+                 ) -> protocol.UnitState:
+        """Wait until `predicate(state)` holds, re-reading the unit only when systemd signals a change."""
+        path = protocol.unit_object_path(unit)
+        deadline = time.monotonic() + timeout
+        with self.unit_changes() as changes:
+            while True:
+                state = self.unit_state(unit)
+                if predicate(state):
+                    return state
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{unit}: still {state.active_state}/{state.sub_state} after {timeout:g} s")
+                    try:
+                        message = changes.get(timeout=remaining)
+                    except Empty:
+                        continue
+                    if message.header.fields.get(HeaderFields.path) == path:
+                        break
 
     @contextmanager
     def unit_changes(self) -> Iterator[Queue[Message]]:

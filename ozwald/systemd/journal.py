@@ -11,17 +11,17 @@ import subprocess
 from collections.abc import Sequence
 
 
-def unit_log_tail(unit: str, lines: int = 20, invocation_id: str | None = None,
-                  command_prefix: Sequence[str] = (), timeout: float = 10.0) -> list[str]:
-    """Up to `lines` recent messages of `unit`'s processes, oldest first; [] if the journal is unreadable.
+def container_log_tail(container: str, lines: int = 20, command_prefix: Sequence[str] = (),
+                       timeout: float = 10.0) -> list[str]:
+    """Up to `lines` recent lines of a Quadlet container, oldest first; [] if the journal is unreadable.
 
-    `invocation_id` narrows them to one run of the unit. `command_prefix` runs journalctl elsewhere
-    (for example inside a test host's namespaces).
+    Two sources, and only these: the container's own output (CONTAINER_NAME, logged by conmon) and
+    podman's errors while starting it (Quadlet tags them with the unit's name, which is the container's).
+    Podman's event records and conmon's warnings are left out: they repeat what systemd already says.
+    `command_prefix` runs journalctl elsewhere (for example inside a test host's namespaces).
     """
     argv = [*command_prefix, "journalctl", "--no-pager", "--quiet", "-o", "cat", "-n", str(lines),
-            f"_SYSTEMD_UNIT={unit}"]
-    if invocation_id:
-        argv.append(f"_SYSTEMD_INVOCATION_ID={invocation_id}")
+            f"CONTAINER_NAME={container}", "+", f"SYSLOG_IDENTIFIER={container}"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -36,7 +36,9 @@ def test_unit_state_from_properties() -> None:
     assert state.invocation_id == "00ff"
     assert state.main_ran_seconds == 2.1
     assert explain_failure(state, logs=["booting", "fatal: no model", ""]) == \
-        "exited 3 after 2.1 s: booting | fatal: no model"
+        "crash loop: restarted 2 times, then systemd gave up; last run exited 3 after 2.1 s: booting | fatal: no model"
+    once = protocol.unit_state("ozwald-a.service", unit, {**service, "NRestarts": 0})
+    assert explain_failure(once, logs=["a", "b", "c", "d"]) == "exited 3 after 2.1 s: b | c | d"
 
 
 def test_explanations_for_each_result() -> None:
