@@ -130,7 +130,8 @@ class PodmanInspector:
     def containers(self, label: str = "ozwald.managed=true") -> list[ContainerState]:
         """Every container carrying `label`, running or not: how leaks and duplicates are found."""
         try:
-            found = self._client.containers.list(all=True, filters={"label": [label]})
+            # podman-py sends a list of labels as one malformed filter; a single string works.
+            found = self._client.containers.list(all=True, filters={"label": label})
         except (PodmanError, OSError) as exc:
             raise self._guard("list containers", exc) from None
         states = []
