@@ -159,6 +159,21 @@ class SystemdClient:
     def restart(self, units: Sequence[str], timeout: float | None = None) -> dict[str, JobOutcome]:
         return self._jobs("restart", units, protocol.restart_unit, timeout)
 
+    def enqueue(self, operation: str, units: Sequence[str]) -> dict[str, str | SystemdError]:
+        """Queue start/stop/restart jobs without waiting: unit → job path, or the error that refused it.
+
+        For callers that follow progress through unit-state signals instead of blocking on jobs.
+        """
+        build = {"start": protocol.start_unit, "stop": protocol.stop_unit, "restart": protocol.restart_unit}[operation]
+        queued: dict[str, str | SystemdError] = {}
+        for unit in units:
+            try:
+                (job_path,) = self._call(build(unit), unit)
+                queued[unit] = str(job_path)
+            except SystemdError as exc:
+                queued[unit] = exc
+        return queued
+
     def start_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
         """Start one unit; raise JobFailed unless its job ends `done`."""
         outcome = self.start([unit], timeout)[unit]
@@ -228,6 +243,13 @@ class SystemdClient:
                         continue
                     if message.header.fields.get(HeaderFields.path) == path:
                         break
+
+    @contextmanager
+    def job_removals(self) -> Iterator[Queue[Message]]:
+        """A queue of JobRemoved signals (decode with protocol.parse_job_removed)."""
+        removed: Queue[Message] = Queue()
+        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
+            yield removed
 
     @contextmanager
     def unit_changes(self) -> Iterator[Queue[Message]]:

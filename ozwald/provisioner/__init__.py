@@ -1,0 +1,1 @@
+"""The provisioner: desired state, reconciliation through systemd, and what the API serves."""

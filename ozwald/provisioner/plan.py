@@ -1,0 +1,92 @@
+"""Desired set vs what is on this host: which instances to start, stop, restart or leave alone.
+
+A pure function of its inputs, so the reconciler and the plan endpoint (dry run) say the same thing.
+The actual side is what Ozwald finds on disk and in systemd: its unit files with their spec hash and
+labels, and the units' states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ozwald.config import ResolveError, Settings, resolve
+from ozwald.provisioner.models import DesiredInstance, PlanAction, PlanEntry
+from ozwald.systemd.protocol import UnitState
+from ozwald.units.store import StoredUnit
+
+_LABEL_FIELDS = ("service", "variety", "profile")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A desired container instance, rendered: its unit text and spec hash."""
+
+    instance: DesiredInstance
+    spec_hash: str
+
+
+def _label(unit: StoredUnit, key: str) -> str | None:
+    marker = f'Label="ozwald.{key}='
+    for line in unit.text.splitlines():
+        if line.startswith(marker):
+            value = line[len(marker):-1]
+            return value or None
+    return None
+
+
+def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> list[str]:
+    """Environment keys that differ between the old and new (service, variety, profile), under the current
+    settings. Empty when the old triple no longer resolves."""
+    try:
+        before = resolve(settings, _label(old, "service") or "", _label(old, "variety"), _label(old, "profile")).env
+        after = resolve(settings, new.service, new.variety, new.profile).env
+    except ResolveError:
+        return []
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def _why_restart(settings: Settings, old: StoredUnit, new: DesiredInstance) -> str:
+    changes = []
+    for field in _LABEL_FIELDS:
+        before, after = _label(old, field), getattr(new, field)
+        if before != after:
+            changes.append(f"{field} {before or '-'} → {after or '-'}")
+    env = _env_changes(settings, old, new)
+    why = ", ".join(changes) if changes else "the configuration changed"
+    if env:
+        why += f" changes {', '.join(env)}"
+    return f"restart: {why}"
+
+
+def plan(settings: Settings, targets: Sequence[Target], units: Mapping[str, StoredUnit],
+         states: Mapping[str, UnitState]) -> list[PlanEntry]:
+    """One entry per instance that is desired or present, in a stable order."""
+    entries: list[PlanEntry] = []
+    wanted = {t.instance.name for t in targets}
+    for target in targets:
+        instance = target.instance
+        name = instance.name
+
+        def entry(action: PlanAction, reason: str, instance: DesiredInstance = instance) -> PlanEntry:
+            return PlanEntry(name=instance.name, action=action, reason=reason, service=instance.service,
+                             variety=instance.variety, profile=instance.profile)
+
+        existing = units.get(name)
+        state = states.get(f"ozwald-{name}.service")
+        if existing is None:
+            auto = " (variety chosen for this host)" if instance.variety_auto else ""
+            entries.append(entry("start", f"start: new instance{auto}"))
+        elif existing.spec_hash != target.spec_hash:
+            entries.append(entry("restart", _why_restart(settings, existing, instance)))
+        elif state is None or state.active_state in ("inactive", "failed"):
+            was = state.active_state if state is not None else "not loaded"
+            entries.append(entry("start", f"start: unchanged but {was}"))
+        else:
+            entries.append(entry("keep", f"keep: unchanged and {state.active_state}"))
+    for name in sorted(set(units) - wanted):
+        existing = units[name]
+        entries.append(PlanEntry(name=name, action="stop", reason="stop: no longer in the desired set",
+                                 service=_label(existing, "service"), variety=_label(existing, "variety"),
+                                 profile=_label(existing, "profile")))
+    return entries

@@ -1,0 +1,300 @@
+"""The one worker that makes systemd match the desired set.
+
+It wakes at once when an update is stored (`wake()`), when systemd signals that an Ozwald unit changed,
+and on a slow periodic resync. Each pass reads the desired set, renders every instance, compares with the
+unit files and unit states on the host (`plan`), then applies: stop what was removed, write every changed
+file, reload systemd once, and queue starts and restarts in parallel. It never blocks on a start: progress
+arrives as unit-state signals, which refresh the published statuses.
+
+On start-up the same pass adopts what is already running: units whose spec hash matches are left alone,
+units nobody wants any more are stopped and their files removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from queue import Empty
+from typing import Any
+
+from jeepney import HeaderFields
+
+from ozwald.config import Settings, resolve
+from ozwald.diagnose import explain_failure
+from ozwald.podman import PodmanInspector, PodmanUnavailable
+from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet, PlanEntry
+from ozwald.provisioner.plan import Target, plan
+from ozwald.provisioner.status import since, status_of
+from ozwald.quadlet import RenderedUnit, render_unit
+from ozwald.quadlet.keys import NEWEST_KNOWN, Version
+from ozwald.quadlet.render import unit_name
+from ozwald.systemd import SystemdClient, SystemdError
+from ozwald.systemd.journal import container_log_tail
+from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_object_path
+from ozwald.units import UnitStore
+
+log = logging.getLogger(__name__)
+UNIT_PATH_OZWALD = unit_object_path("ozwald-")  # …/unit/ozwald_2d: every Ozwald unit's path starts so
+SIGNAL_DEBOUNCE_S = 0.02
+
+
+@dataclass
+class PassReport:
+    generation: int
+    entries: list[PlanEntry] = field(default_factory=list)
+    reloaded: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, read_desired: Callable[[], DesiredSet], systemd: SystemdClient,
+                 units: UnitStore, publish: Callable[[list[ActiveService]], None], *,
+                 podman: PodmanInspector | None = None, podman_version: Version = NEWEST_KNOWN,
+                 journal_prefix: Sequence[str] = (), resync_interval: float = 60.0) -> None:
+        self.settings = settings
+        self.read_desired = read_desired
+        self.systemd = systemd
+        self.units = units
+        self.publish = publish
+        self.podman = podman
+        self.podman_version = podman_version
+        self.journal_prefix = tuple(journal_prefix)
+        self.resync_interval = resync_interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # one pass or status refresh at a time
+        self._pending: dict[str, str] = {}  # job path → instance, for queued starts/restarts
+        self._desired = DesiredSet()
+        self._failure_reasons: dict[tuple[str, int], str] = {}  # (instance, state change µs) → reason
+        self._container_ids: dict[tuple[str, str], str] = {}  # (instance, unit invocation) → container id
+        self._threads: list[threading.Thread] = []
+        self.last_report: PassReport | None = None
+        self.passes = 0
+
+    # Life cycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._loop, "ozwald-reconciler"), (self._watch_units, "ozwald-unit-watch"),
+                             (self._watch_jobs, "ozwald-job-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.wake()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.resync_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception:  # the worker must survive anything one pass hits
+                log.exception("reconcile pass failed; retrying at the next wake-up")
+
+    def _watch_units(self) -> None:
+        with self.systemd.unit_changes() as changes:
+            while not self._stop.is_set():
+                try:
+                    message = changes.get(timeout=0.5)
+                except Empty:
+                    continue
+                path = str(message.header.fields.get(HeaderFields.path, ""))
+                if not path.startswith(UNIT_PATH_OZWALD):
+                    continue
+                time.sleep(SIGNAL_DEBOUNCE_S)  # a state change comes as a burst of signals
+                while not changes.empty():
+                    changes.get_nowait()
+                self._refresh_safely()
+
+    def _watch_jobs(self) -> None:
+        with self.systemd.job_removals() as removals:
+            while not self._stop.is_set():
+                try:
+                    message = removals.get(timeout=0.5)
+                except Empty:
+                    continue
+                event = parse_job_removed(message.body)
+                with self._lock:
+                    if self._pending.pop(event.job_path, None) is None:
+                        continue
+                self._refresh_safely()
+
+    def _refresh_safely(self) -> None:
+        try:
+            self.refresh_statuses()
+        except Exception:
+            log.exception("status refresh failed")
+
+    # One pass ----------------------------------------------------------------------------------------
+
+    def render(self, instance: DesiredInstance) -> RenderedUnit | None:
+        spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+        if spec.type != "container":
+            return None
+        return render_unit(spec, instance.name, self.podman_version)
+
+    def targets(self, desired: DesiredSet) -> tuple[list[Target], dict[str, tuple[RenderedUnit, bool]]]:
+        targets: list[Target] = []
+        rendered: dict[str, tuple[RenderedUnit, bool]] = {}
+        for instance in desired.instances:
+            unit = self.render(instance)
+            if unit is None:
+                continue
+            spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+            targets.append(Target(instance, unit.spec_hash))
+            rendered[instance.name] = (unit, spec.persistent)
+        return targets, rendered
+
+    def states(self) -> dict[str, UnitState]:
+        return {state.name: state for state in self.systemd.list_units("ozwald-*.service")}
+
+    def preview(self, desired: DesiredSet) -> list[PlanEntry]:
+        """What a pass would do for `desired`, without doing it (the plan endpoint)."""
+        targets, _ = self.targets(desired)
+        return plan(self.settings, targets, self.units.existing(), self.states())
+
+    def run_once(self) -> PassReport:
+        with self._lock:
+            started = time.monotonic()
+            desired = self.read_desired()
+            self._desired = desired
+            targets, rendered = self.targets(desired)
+            existing = self.units.existing()
+            states = self.states()
+            entries = plan(self.settings, targets, existing, states)
+            report = PassReport(generation=desired.generation, entries=entries)
+            by_action: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
+            for entry in entries:
+                by_action[entry.action].append(entry.name)
+
+            # A new generation is an explicit wish: retry desired instances that failed or ended.
+            to_stop = [unit_name(n) for n in by_action["stop"]]
+            if to_stop:
+                self.systemd.stop(to_stop, timeout=300)
+                for unit in to_stop:
+                    self._reset_failed(unit)
+            sync = self.units.sync(rendered.values())
+            if sync.changed:
+                self.systemd.reload()
+                report.reloaded = True
+            for name in by_action["start"]:
+                self._reset_failed(unit_name(name))
+            self._queue("start", by_action["start"], report)
+            self._queue("restart", by_action["restart"], report)
+            report.seconds = time.monotonic() - started
+            self.last_report = report
+            self.passes += 1
+            if any(e.action != "keep" for e in entries):
+                log.info("generation %d: %s", desired.generation,
+                         "; ".join(e.reason.replace(":", f" {e.name}:", 1) for e in entries if e.action != "keep"))
+            self.refresh_statuses()
+            return report
+
+    def _reset_failed(self, unit: str) -> None:
+        with contextlib.suppress(SystemdError):  # not failed, or not loaded: nothing to reset
+            self.systemd.reset_failed(unit)
+
+    def _queue(self, operation: str, names: list[str], report: PassReport) -> None:
+        if not names:
+            return
+        queued = self.systemd.enqueue(operation, [unit_name(n) for n in names])
+        for name in names:
+            result = queued[unit_name(name)]
+            if isinstance(result, SystemdError):
+                report.errors[name] = result.message
+                log.warning("%s %s refused by systemd: %s", operation, name, result.message)
+            else:
+                self._pending[result] = name
+
+    # Statuses ----------------------------------------------------------------------------------------
+
+    def refresh_statuses(self) -> list[ActiveService]:
+        with self._lock:
+            desired = self._desired
+            states = self.states()
+            pending = set(self._pending.values())
+            services: list[ActiveService] = []
+            seen: set[str] = set()
+            for instance in desired.instances:
+                seen.add(instance.name)
+                services.append(self._describe(instance, states.get(unit_name(instance.name)), True,
+                                               instance.name in pending, desired.generation))
+            for name, state in sorted(states.items()):
+                instance_name = name.removeprefix("ozwald-").removesuffix(".service")
+                if instance_name in seen or state.active_state in ("inactive", "failed"):
+                    continue
+                services.append(self._describe(None, state, False, False, desired.generation, instance_name))
+        self.publish(services)
+        return services
+
+    def _describe(self, instance: DesiredInstance | None, state: UnitState | None, desired: bool, pending: bool,
+                  generation: int, name: str | None = None) -> ActiveService:
+        name = instance.name if instance is not None else (name or "")
+        unit = unit_name(name)
+        spec = None
+        if instance is not None:
+            spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+        info: dict[str, Any] = {"unit": unit, "generation": generation}
+        if instance is not None and instance.variety_auto:
+            info["variety_chosen"] = f"{instance.variety} (picked for this host)"
+        if spec is not None and spec.type != "container":
+            info["unit"] = None
+            return ActiveService(name=name, service=instance.service if instance else name,
+                                 variety=instance.variety if instance else None,
+                                 profile=instance.profile if instance else None, status="available",
+                                 info={**info, "reason": f"{spec.type}: a resource, not a container"})
+        status = status_of(state, desired, pending)
+        if state is not None:
+            info.update({"active_state": state.active_state, "sub_state": state.sub_state,
+                         "since": since(state), "restarts": state.n_restarts})
+        if status == "available" and state is not None:
+            info["container_id"] = self._container_id(name, state.invocation_id)
+        if status == "failed" and state is not None:
+            info["reason"] = self._failure_reason(name, state, spec)
+            info["result"] = state.result
+            info["exit_status"] = state.exec_main_status
+        return ActiveService(name=name, service=instance.service if instance else name,
+                             variety=instance.variety if instance else None,
+                             profile=instance.profile if instance else None, status=status, info=info)
+
+    def _container_id(self, name: str, invocation: str) -> str | None:
+        """The container of this run of the unit: a restart is a new invocation and a new container."""
+        if (name, invocation) in self._container_ids:
+            return self._container_ids[(name, invocation)]
+        if self.podman is None:
+            return None
+        try:
+            container = self.podman.container(f"ozwald-{name}")
+        except PodmanUnavailable:
+            return None
+        if container is None:
+            return None
+        for key in [k for k in self._container_ids if k[0] == name]:
+            del self._container_ids[key]
+        self._container_ids[(name, invocation)] = container.id
+        return container.id
+
+    def _failure_reason(self, name: str, state: UnitState, spec: Any) -> str:
+        key = (name, state.state_change_usec)
+        if key not in self._failure_reasons:
+            logs = container_log_tail(f"ozwald-{name}", 20, command_prefix=self.journal_prefix)
+            self._failure_reasons[key] = explain_failure(
+                state, image=getattr(spec, "image", None), has_health_check=getattr(spec, "health", None) is not None,
+                logs=logs, podman=self.podman)
+        return self._failure_reasons[key]
+

@@ -1,0 +1,142 @@
+"""The reconciler against real systemd and Podman: start, change, remove, fail, adopt."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ozwald.config import Settings
+from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet
+from ozwald.provisioner.reconciler import Reconciler
+from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
+from tests.testhost.harness import TestHost
+
+SETTINGS = Settings.model_validate({"services": [
+    server("echo", ports=["8010:8000"], health=PYTHON_HEALTH, environment={"MODEL_NAME": "base"},
+           profiles={"big": {"environment": {"MODEL_NAME": "big", "MAX_MODEL_LEN": "45000"}},
+                     "small": {"environment": {"MODEL_NAME": "small"}}}),
+    server("other", ports=["8011:8000"], health=PYTHON_HEALTH),
+    server("broken", environment={"EXIT_CODE": "4"}),
+    {"name": "docs", "type": "source-files", "environment": {"DIRECTORY": "sources/"}},
+]})
+
+
+class Published:
+    """Collects what the reconciler publishes and lets a test wait for a condition, without polling."""
+
+    def __init__(self) -> None:
+        self.latest: list[ActiveService] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, services: list[ActiveService]) -> None:
+        with self._cond:
+            self.latest = services
+            self._cond.notify_all()
+
+    def by_name(self) -> dict[str, ActiveService]:
+        return {s.name: s for s in self.latest}
+
+    def wait(self, check: Callable[[dict[str, ActiveService]], bool], timeout: float = 60) -> dict[str, ActiveService]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not check(self.by_name()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out; last published: {self.latest}")
+                self._cond.wait(remaining)
+            return self.by_name()
+
+
+class Desired:
+    def __init__(self) -> None:
+        self.value = DesiredSet()
+
+    def set(self, *instances: DesiredInstance) -> None:
+        self.value = DesiredSet(generation=self.value.generation + 1, instances=instances)
+
+    def __call__(self) -> DesiredSet:
+        return self.value
+
+
+@pytest.fixture(scope="module")
+def drivers(testhost: TestHost) -> Iterator[Drivers]:
+    with drivers_for(testhost) as kit:
+        yield kit
+
+
+def make(drivers: Drivers, desired: Desired, published: Published) -> Reconciler:
+    return Reconciler(SETTINGS, desired, drivers.systemd, drivers.store, published, podman=drivers.podman,
+                      journal_prefix=drivers.journal_prefix, resync_interval=30)
+
+
+def test_converges_through_changes_failures_and_restarts(drivers: Drivers) -> None:
+    desired, published = Desired(), Published()
+    reconciler = make(drivers, desired, published)
+    reconciler.start()
+    try:
+        desired.set(DesiredInstance(name="echo", service="echo", profile="big"),
+                    DesiredInstance(name="other", service="other"),
+                    DesiredInstance(name="docs", service="docs"))
+        reconciler.wake()
+        state = published.wait(lambda s: s.get("echo") is not None and s["echo"].status == "available"
+                               and s.get("other") is not None and s["other"].status == "available")
+        assert state["docs"].status == "available" and state["docs"].info["unit"] is None
+        assert http_json(drivers.host.url(8010, "/env"))["MAX_MODEL_LEN"] == "45000"
+        other_id = state["other"].info["container_id"]
+        echo_id = state["echo"].info["container_id"]
+        assert other_id and echo_id
+
+        # Plan preview says what a change would do, and changes nothing.
+        preview = reconciler.preview(DesiredSet(generation=99, instances=(
+            DesiredInstance(name="echo", service="echo", profile="small"),
+            DesiredInstance(name="other", service="other"))))
+        reasons = {e.name: (e.action, e.reason) for e in preview}
+        assert reasons["echo"] == ("restart", "restart: profile big → small changes MAX_MODEL_LEN, MODEL_NAME")
+        assert reasons["other"] == ("keep", "keep: unchanged and active")
+
+        # Change a profile: restarted with the new env; the other instance is left alone.
+        desired.set(DesiredInstance(name="echo", service="echo", profile="small"),
+                    DesiredInstance(name="other", service="other"))
+        reconciler.wake()
+        state = published.wait(lambda s: s["echo"].status == "available" and s["echo"].profile == "small"
+                               and s["echo"].info.get("container_id") not in (None, echo_id))
+        env = http_json(drivers.host.url(8010, "/env"))
+        assert env["MODEL_NAME"] == "small" and "MAX_MODEL_LEN" not in env
+        assert state["other"].info["container_id"] == other_id
+        assert "docs" not in state
+
+        # Remove one; add one that fails.
+        desired.set(DesiredInstance(name="other", service="other"), DesiredInstance(name="broken", service="broken"))
+        reconciler.wake()
+        state = published.wait(lambda s: "echo" not in s and s.get("broken") is not None
+                               and s["broken"].status == "failed")
+        assert state["broken"].info["reason"].startswith("exited 4 after ")
+        assert "EXIT_CODE=4" in state["broken"].info["reason"]
+        assert not drivers.host.guest_path("/run/containers/systemd/ozwald-echo.container").exists()
+        assert drivers.systemd.unit_state("ozwald-echo.service").load_state == "not-found"
+        assert state["other"].info["container_id"] == other_id
+    finally:
+        reconciler.stop()
+
+    # A new provisioner process adopts what runs and removes what nobody wants.
+    drivers.host.write_file("/run/containers/systemd/ozwald-orphan.container",
+                            drivers.store.existing()["other"].text.replace("ozwald-other", "ozwald-orphan")
+                            .replace("8011:8000", "8012:8000"))
+    drivers.systemd.reload()
+    drivers.systemd.start_unit("ozwald-orphan.service", timeout=60)
+    desired2, published2 = Desired(), Published()
+    desired2.set(DesiredInstance(name="other", service="other"))
+    adopter = make(drivers, desired2, published2)
+    report = adopter.run_once()
+    actions = {e.name: e.action for e in report.entries}
+    assert actions == {"other": "keep", "orphan": "stop", "broken": "stop"}
+    assert drivers.podman.container("ozwald-other").id == other_id  # type: ignore[union-attr]
+    assert sorted(c.name for c in drivers.podman.containers()) == ["ozwald-other"]
+    assert sorted(drivers.store.existing()) == ["other"]
+    assert published2.by_name()["other"].status == "available"
+    desired2.set()
+    adopter.run_once()
+    assert drivers.podman.containers() == []
