@@ -36,7 +36,7 @@ test: venv quadlet system-deps lint testhost-build
 	$(BIN)/pytest -q
 
 # Unit tests only: no test host.
-test-fast: venv quadlet
+test-fast: venv quadlet system-deps
 	$(BIN)/pytest -q -m "not testhost"
 
 demo: venv quadlet

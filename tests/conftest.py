@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.testhost.fixtures"]
+pytest_plugins = ["tests.testhost.fixtures", "tests.deploy.fixtures"]

@@ -6,3 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 if [ -x "$here/install-testhost-deps.sh" ]; then
     "$here/install-testhost-deps.sh"
 fi
+# redis-server: tests/state start their own instances on free loopback ports
+if ! command -v redis-server >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends redis-server
+fi

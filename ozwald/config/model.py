@@ -50,10 +50,21 @@ class Cache(Strict):
     parameters: RedisParameters = RedisParameters()
 
 
+class ApiSettings(Strict):
+    """Where the provisioner's HTTP API listens: loopback unless the operator opens it up."""
+
+    bind: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("127.0.0.1")
+    port: int = Field(default=8000, ge=1, le=65535)
+    threads: int = Field(default=8, ge=1, le=256)
+
+
 class Provisioner(Strict):
     name: Name
     host: Name
     cache: Cache
+    api: ApiSettings = ApiSettings()
+    state_dir: str = "/var/lib/ozwald"
+    resync_interval: Duration = 60.0
 
 
 class Port(Strict):
@@ -121,16 +132,16 @@ class Volume(Strict):
     @classmethod
     def _source(cls, value: str) -> str:
         if value.startswith("/"):
-            if not _HOST_PATH.match(value):
+            if not _HOST_PATH.fullmatch(value):
                 raise ValueError(f"invalid host path {value!r}: use A-Z a-z 0-9 and . _ / @ + , = -")
-        elif not _VOLUME_NAME.match(value):
+        elif not _VOLUME_NAME.fullmatch(value):
             raise ValueError(f"invalid volume source {value!r}: an absolute host path or a volume name")
         return value
 
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        if not value.startswith("/") or not _HOST_PATH.match(value):
+        if not value.startswith("/") or not _HOST_PATH.fullmatch(value):
             raise ValueError(f"invalid container path {value!r}: an absolute path of A-Z a-z 0-9 . _ / @ + , = -")
         return value
 
@@ -153,7 +164,7 @@ class Volume(Strict):
 def check_device(value: str) -> str:
     if value.startswith("-"):
         raise ValueError(f"device {value!r}: the optional '-' prefix silently drops the device; remove it")
-    if not (_CDI_NAME.match(value) or _DEVICE_PATH.match(value)):
+    if not (_CDI_NAME.fullmatch(value) or _DEVICE_PATH.fullmatch(value)):
         raise ValueError(
             f"invalid device {value!r}: use a CDI name (nvidia.com/gpu=0, amd.com/gpu=all) "
             "or a host device path (/dev/dri/renderD128[:/dev/dri/renderD128][:rwm])"
@@ -193,7 +204,7 @@ class Health(Strict):
     @field_validator("http")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
-        if value is not None and not _URL.match(value):
+        if value is not None and not _URL.fullmatch(value):
             raise ValueError(f"invalid health URL {value!r}: use http(s)://host:port/path")
         return value
 

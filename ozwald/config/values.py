@@ -34,7 +34,7 @@ def check_text(value: str) -> str:
 
 
 def check_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"invalid name {value!r}: use 1-63 characters from A-Z a-z 0-9 _ . -, starting with a letter "
             "or digit (names become systemd unit and container names)"
@@ -43,13 +43,13 @@ def check_name(value: str) -> str:
 
 
 def check_env_key(value: str) -> str:
-    if not _ENV_KEY.match(value):
+    if not _ENV_KEY.fullmatch(value):
         raise ValueError(f"invalid environment variable name {value!r}: use A-Z a-z 0-9 _, not starting with a digit")
     return value
 
 
 def check_label_key(value: str) -> str:
-    if not _LABEL_KEY.match(value):
+    if not _LABEL_KEY.fullmatch(value):
         raise ValueError(f"invalid label key {value!r}: use A-Z a-z 0-9 . _ / -")
     if value == "ozwald" or value.startswith("ozwald."):
         raise ValueError(f"label key {value!r} is reserved: Ozwald sets ozwald.* labels itself")
@@ -57,13 +57,13 @@ def check_label_key(value: str) -> str:
 
 
 def check_image(value: str) -> str:
-    if not _IMAGE.match(value):
+    if not _IMAGE.fullmatch(value):
         raise ValueError(f"invalid image reference {value!r}")
     return value
 
 
 def check_size(value: str) -> str:
-    if not _SIZE.match(value):
+    if not _SIZE.fullmatch(value):
         raise ValueError(f"invalid size {value!r}: use a number with an optional unit b, k, m or g (e.g. 16g)")
     return value
 

@@ -92,6 +92,10 @@ class Reconciler:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def wake(self) -> None:
         self._wake.set()
 

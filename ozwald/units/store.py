@@ -123,7 +123,7 @@ def _atomic_write(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # environments may carry tokens; only root (the generator) reads these
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

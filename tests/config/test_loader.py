@@ -235,3 +235,15 @@ def test_command_words_that_systemd_would_change_are_refused(arg: str, fragment:
 def test_unprintable_character_in_yaml_names_the_line() -> None:
     assert issues_of("a: 1\nb: \"x\x7f\"\n") == [
         "ozwald.yml:2: invalid YAML: character #x007f is not allowed in YAML text"]
+
+
+@pytest.mark.parametrize("key,value", [("name", "abc\n"), ("image", "x:latest\n"), ("devices", ["nvidia.com/gpu=0\n"]),
+                                       ("volumes", ["/a\n:/b"]), ("shm_size", "1g\n")])
+def test_trailing_newline_never_passes_a_pattern(key: str, value: object) -> None:
+    from pydantic import ValidationError
+
+    from ozwald.config.model import Settings
+
+    service = {"name": "s", "image": "x", key: value}
+    with pytest.raises(ValidationError):
+        Settings.model_validate({"services": [service]})

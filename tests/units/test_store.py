@@ -26,7 +26,7 @@ def test_sync_writes_then_leaves_unchanged_files_alone(tmp_path: Path) -> None:
     assert first.written == ["a"] and first.changed
     path = tmp_path / "run" / "ozwald-a.container"
     assert path.read_text() == unit.text
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     mtime = path.stat().st_mtime_ns
     second = units.sync([(unit, False)])
     assert second.unchanged == ["a"] and not second.changed

@@ -1,0 +1,347 @@
+"""The Bottle application: routes, bearer auth, body limits and JSON errors.
+
+Every response is `application/json`; every error is `{"detail": ...}` (except the health check,
+which answers its own shape). Each documented path also answers at its slash twin
+(`/srv/services/active` as `/srv/services/active/`, `/srv/host/resources/` as
+`/srv/host/resources`) with the same response and no redirect.
+
+Per-request overhead is kept small on purpose: no Bottle plugins, no per-request schema building,
+one dict lookup to route, one constant-time compare to authenticate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import bottle
+from pydantic import TypeAdapter, ValidationError
+
+from ozwald.api.auth import bearer_matches, check_key
+from ozwald.api.core import AdmissionError, CoreUnavailable, ProvisionerCore
+from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest, UpdateError
+
+log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+MAX_BODY_BYTES = 1024 * 1024
+MAX_REPORTED_ERRORS = 50
+_READ_CHUNK = 64 * 1024
+
+_ACTIVE_LIST: TypeAdapter[list[ActiveService]] = TypeAdapter(list[ActiveService])
+_PLAN_LIST: TypeAdapter[list[PlanEntry]] = TypeAdapter(list[PlanEntry])
+_HEALTHY = b'{"status":"healthy"}'
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+_REASONS = {
+    400: "bad request",
+    401: "unauthorized",
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+    500: "internal error",
+}
+
+Environ = Mapping[str, Any]
+Reply = tuple[int, bytes]
+Handler = Callable[[Environ], Reply]
+
+
+class ApiError(Exception):
+    """An error answered as `{"detail": detail}` with `status` (and any extra headers)."""
+
+    def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+        super().__init__(f"{status}: {detail}")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities are refused rather than sent as invalid JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def error_body(detail: Any) -> bytes:
+    return dumps({"detail": detail})
+
+
+def _problem(index: int | None, field: str, message: str) -> dict[str, Any]:
+    return {"index": index, "field": field, "message": message}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+class JsonBottle(bottle.Bottle):  # type: ignore[misc]  # bottle is untyped
+    """A Bottle whose own errors (404, 405, a bad path, an escaped exception) are JSON, never HTML."""
+
+    def default_error_handler(self, res: Any) -> bytes:
+        bottle.response.content_type = JSON_TYPE
+        code = int(getattr(res, "status_code", 500))
+        reason = _REASONS.get(code)
+        if reason is None:
+            line = str(getattr(res, "status_line", "") or "")
+            reason = line.partition(" ")[2].lower() or "error"
+        return error_body(reason)
+
+
+def read_body(environ: Environ, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read the request body, refusing (413) anything over `limit` bytes.
+
+    A declared Content-Length over the limit is refused before reading; otherwise at most
+    `limit + 1` bytes are ever read, so a body without a (truthful) length cannot grow unbounded.
+    """
+    declared = environ.get("CONTENT_LENGTH") or ""
+    want = limit + 1
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length") from None
+        if length < 0:
+            raise ApiError(400, "invalid Content-Length")
+        if length > limit:
+            raise ApiError(413, f"request body too large: at most {limit} bytes")
+        want = length
+    stream = environ.get("wsgi.input")
+    if stream is None or want == 0:
+        return b""
+    chunks: list[bytes] = []
+    total = 0
+    while total < want:
+        chunk = stream.read(min(_READ_CHUNK, want - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise ApiError(413, f"request body too large: at most {limit} bytes")
+    return b"".join(chunks)
+
+
+def read_json(environ: Environ, what: str) -> Any:
+    """The body as parsed JSON; 422 when it is empty or not JSON."""
+    raw = read_body(environ)
+    if not raw.strip():
+        raise ApiError(422, _problem(None, "body", f"the body is empty: send {what}"))
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(422, _problem(None, "body", "the body is nested too deeply")) from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(422, _problem(None, "body", f"the body is not valid JSON ({exc})")) from None
+
+
+def _validation_problems(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(str(part) for part in error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown field (a service request has name, service, variety, profile)"
+        elif kind == "missing":
+            message = "required field is missing"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(_problem(index, field, message))
+    return problems
+
+
+def parse_service_requests(data: Any) -> list[ServiceRequest]:
+    """Validate an update/plan body: a JSON array of ServiceRequest objects with unique names.
+
+    Raises ApiError(422) when the body is not an array of objects, ApiError(400) naming the item
+    index and field when an item is invalid, and UpdateError for a duplicate instance name.
+    """
+    if not isinstance(data, list):
+        raise ApiError(422, _problem(None, "body", f"expected a JSON array of service requests, got {_kind(data)}"))
+    items: list[ServiceRequest] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ApiError(422, _problem(index, "", f"expected a JSON object, got {_kind(item)}"))
+        try:
+            items.append(ServiceRequest.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(_validation_problems(index, exc))
+    if problems:
+        raise ApiError(400, {**problems[0], "errors": problems[:MAX_REPORTED_ERRORS]})
+    first_index: dict[str, int] = {}
+    for index, request in enumerate(items):
+        if request.name in first_index:
+            raise UpdateError(index, "name", f"duplicate instance name {request.name!r} "
+                                             f"(also item {first_index[request.name]})")
+        first_index[request.name] = index
+    return items
+
+
+def _query(environ: Environ, allowed: frozenset[str]) -> list[tuple[str, str]]:
+    """The query parameters, refusing unknown ones: a misspelt `forse=true` must not pass silently."""
+    pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    for name, _ in pairs:
+        if name not in allowed:
+            shown = name if name.isprintable() and len(name) <= 40 else repr(name[:40])
+            raise ApiError(422, _problem(None, "query", f"unknown query parameter {shown}"))
+    return pairs
+
+
+def _force(environ: Environ) -> bool:
+    values = [value for name, value in _query(environ, frozenset({"force"})) if name == "force"]
+    if not values:
+        return False
+    value = values[-1]
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ApiError(422, _problem(None, "force", "expected true or false"))
+
+
+def twins(path: str) -> tuple[str, str]:
+    """A documented path and its slash twin, the documented form first."""
+    if path == "/":
+        return path, path
+    return (path, path.rstrip("/")) if path.endswith("/") else (path, path + "/")
+
+
+class _Routes:
+    """The endpoint handlers, bound to one core."""
+
+    def __init__(self, core: ProvisionerCore) -> None:
+        self.core = core
+
+    def health(self, environ: Environ) -> Reply:
+        try:
+            components = dict(self.core.health())
+        except Exception:
+            log.exception("the health check failed")
+            components = {"core": "health check failed"}
+        if all(state == "ok" for state in components.values()):
+            return 200, _HEALTHY
+        return 503, dumps({"status": "unhealthy", "components": components})
+
+    def configured(self, environ: Environ) -> Reply:
+        return 200, dumps(self.core.configured_services())
+
+    def active(self, environ: Environ) -> Reply:
+        return 200, _ACTIVE_LIST.dump_json(self.core.active_services())
+
+    def update(self, environ: Environ) -> Reply:
+        force = _force(environ)
+        items = parse_service_requests(read_json(environ, "a JSON array of service requests"))
+        desired = self.core.update(items, force=force)
+        count = len(desired.instances)
+        message = (f"desired set accepted: {count} instance{'' if count == 1 else 's'}, "
+                   f"generation {desired.generation}")
+        return 202, dumps({"status": "accepted", "message": message, "generation": desired.generation})
+
+    def plan(self, environ: Environ) -> Reply:
+        _query(environ, frozenset())
+        items = parse_service_requests(read_json(environ, "a JSON array of service requests"))
+        return 200, _PLAN_LIST.dump_json(self.core.plan(items))
+
+    def available(self, environ: Environ) -> Reply:
+        return 200, dumps(self.core.available_resources())
+
+    def host(self, environ: Environ) -> Reply:
+        return 200, dumps(self.core.host_resources())
+
+    def profile_list(self, environ: Environ) -> Reply:
+        return 200, dumps(self.core.profile_requests())
+
+    def profile_enqueue(self, environ: Environ) -> Reply:
+        body = read_json(environ, "a JSON profiling request")
+        return 202, dumps(self.core.enqueue_profile(body))
+
+
+def route_table(routes: _Routes) -> list[tuple[str, str, Handler, bool]]:
+    """(method, documented path, handler, needs auth) for every endpoint."""
+    return [
+        ("GET", "/health", routes.health, False),
+        ("GET", "/srv/services/configured/", routes.configured, True),
+        ("GET", "/srv/services/active/", routes.active, True),
+        ("POST", "/srv/services/active/update/", routes.update, True),
+        ("POST", "/srv/services/active/plan/", routes.plan, True),
+        ("GET", "/srv/resources/available/", routes.available, True),
+        ("GET", "/srv/host/resources", routes.host, True),
+        ("GET", "/srv/services/profile", routes.profile_list, True),
+        ("POST", "/srv/services/profile", routes.profile_enqueue, True),
+    ]
+
+
+def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
+    """Wrap a handler with auth (when `key` is given) and the error-to-JSON mapping."""
+    request = bottle.request
+    response = bottle.response
+
+    def callback() -> bytes:
+        environ = request.environ
+        try:
+            if key is not None:
+                matched = bearer_matches(environ, key)
+                if not matched:
+                    log.warning("unauthorized request (%s token): %s %r from %s",
+                                "missing" if matched is None else "invalid", environ.get("REQUEST_METHOD"),
+                                environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"))
+                    raise ApiError(401, "missing bearer token" if matched is None else "invalid bearer token",
+                                   {"WWW-Authenticate": "Bearer"})
+            status, body = handler(environ)
+        except ApiError as exc:
+            status, body = exc.status, error_body(exc.detail)
+            for name, value in exc.headers.items():
+                response.set_header(name, value)
+        except UpdateError as exc:
+            status, body = 400, error_body(exc.detail())
+        except AdmissionError as exc:
+            status, body = 409, _safe_error_body(exc.detail, "request not admitted")
+        except CoreUnavailable as exc:
+            status, body = 503, _safe_error_body(exc.detail, "service unavailable")
+        except Exception:
+            log.exception("internal error answering %s %r", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            status, body = 500, error_body("internal error")
+        if status != 200:
+            response.status = status
+        response.content_type = JSON_TYPE
+        return body
+
+    callback.__name__ = getattr(handler, "__name__", "endpoint")
+    return callback
+
+
+def _safe_error_body(detail: Any, fallback: str) -> bytes:
+    try:
+        return error_body(detail)
+    except (TypeError, ValueError):
+        log.exception("unserializable error detail")
+        return error_body(fallback)
+
+
+def create_app(core: ProvisionerCore, key: str) -> bottle.Bottle:
+    """The WSGI application for `core`, guarded by `key` (validated: raises ApiKeyError)."""
+    key_bytes = check_key(key)
+    app = JsonBottle()
+    app.uninstall(True)  # no JSON/template plugins: handlers return bytes
+    # Handlers catch everything themselves. Whatever still escapes Bottle goes up to Waitress, which logs it
+    # and answers with JsonErrorTask; Bottle's catch-all would answer with an HTML page instead.
+    app.config["catchall"] = False
+    for method, path, handler, needs_auth in route_table(_Routes(core)):
+        callback = _endpoint(handler, key_bytes if needs_auth else None)
+        for served in dict.fromkeys(twins(path)):
+            app.route(served, method, callback, name=None)
+    return app

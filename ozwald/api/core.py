@@ -1,0 +1,98 @@
+"""What the HTTP layer needs from the provisioner core, and the errors the core may raise to it.
+
+The API never touches Redis, systemd or the settings itself: every endpoint calls one method of a
+`ProvisionerCore`. Each method returns JSON-ready data (or the shared records of
+`ozwald.provisioner.models`), is called from several server threads at once, and should answer fast:
+`active_services` in particular sits on the hot path that orchestrators poll.
+
+Errors the API maps to statuses (anything else becomes a logged 500 `{"detail": "internal error"}`):
+
+- `ozwald.provisioner.models.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
+- `AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
+- `CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from ozwald.provisioner.models import ActiveService, DesiredSet, PlanEntry, ServiceRequest
+
+
+class AdmissionError(Exception):
+    """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
+
+    `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
+    """
+
+    def __init__(self, detail: Any) -> None:
+        self.detail = detail
+        super().__init__(detail if isinstance(detail, str) else "request not admitted")
+
+
+class CoreUnavailable(Exception):
+    """A dependency of the core (the cache, the service manager) cannot be reached right now."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+@runtime_checkable
+class ProvisionerCore(Protocol):
+    """The provisioner as the HTTP API sees it. Implementations must be thread-safe."""
+
+    def configured_services(self) -> list[dict[str, Any]]:
+        """GET /srv/services/configured/: the settings' service definitions as JSON-ready dicts.
+
+        Secrets (passwords, secret env values) must already be left out or masked.
+        """
+        ...
+
+    def active_services(self) -> list[ActiveService]:
+        """GET /srv/services/active/: every instance that is active or in transition."""
+        ...
+
+    def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
+        """POST /srv/services/active/update/: replace the desired set, all or nothing.
+
+        `items` are already validated one by one and have unique names. Raises UpdateError when an
+        item names an unknown service, variety or profile (index = the item's position), and
+        AdmissionError when the set cannot be admitted; `force` asks to admit it anyway where the
+        core allows that. Returns the stored set; its `generation` is reported to the caller.
+        """
+        ...
+
+    def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
+        """POST /srv/services/active/plan/: what `update(items)` would do, applying nothing.
+
+        Raises UpdateError like `update`.
+        """
+        ...
+
+    def host_resources(self) -> dict[str, Any]:
+        """GET /srv/host/resources: `ozwald.resources.host_resources_view` of a fresh snapshot."""
+        ...
+
+    def available_resources(self) -> list[dict[str, Any]]:
+        """GET /srv/resources/available/: `ozwald.resources.available_resources_view` of a snapshot."""
+        ...
+
+    def profile_requests(self) -> list[dict[str, Any]]:
+        """GET /srv/services/profile: the pending profiling requests, oldest first."""
+        ...
+
+    def enqueue_profile(self, body: Any) -> dict[str, Any]:
+        """POST /srv/services/profile: queue a profiling request; `body` is the parsed JSON as sent.
+
+        Raises UpdateError when the body is not a valid request, AdmissionError when the system is
+        not unloaded. Returns what to answer, e.g. `{"status": "accepted", "request_id": "..."}`.
+        """
+        ...
+
+    def health(self) -> dict[str, str]:
+        """GET /health: component name -> "ok", or a short reason it is not (no secrets, no hosts).
+
+        The API answers 200 `{"status": "healthy"}` when every value is "ok", else 503 with the map.
+        """
+        ...

@@ -1,0 +1,189 @@
+"""A small typed client for Ozwald's HTTP API, on the standard library only.
+
+    client = OzwaldClient("http://127.0.0.1:8000", key=os.environ["OZWALD_SYSTEM_KEY"])
+    client.update([{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}])
+    for service in client.active_services():
+        print(service.name, service.status)
+
+Errors answered by the API raise OzwaldAPIError(status, detail); a server that cannot be reached
+raises OzwaldConnectionError. The client never follows redirects and ignores proxy settings, so the
+key is only ever sent to `base_url`; it never appears in a message or a repr.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict, cast
+
+from pydantic import BaseModel, TypeAdapter
+
+from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest
+from ozwald.resources.views import AvailableResource, HostResources
+
+__all__ = [
+    "HealthStatus",
+    "OzwaldAPIError",
+    "OzwaldClient",
+    "OzwaldClientError",
+    "OzwaldConnectionError",
+    "UpdateAccepted",
+]
+
+_ACTIVE_LIST: TypeAdapter[list[ActiveService]] = TypeAdapter(list[ActiveService])
+_PLAN_LIST: TypeAdapter[list[PlanEntry]] = TypeAdapter(list[PlanEntry])
+
+ServiceItem = ServiceRequest | Mapping[str, Any]
+
+
+class UpdateAccepted(TypedDict):
+    """The answer to an accepted update."""
+
+    status: str
+    message: str
+    generation: int
+
+
+class HealthStatus(TypedDict, total=False):
+    """`{"status": "healthy"}`, or `{"status": "unhealthy", "components": {name: reason}}`."""
+
+    status: str
+    components: dict[str, str]
+
+
+class OzwaldClientError(Exception):
+    """Base class of the client's errors."""
+
+
+class OzwaldAPIError(OzwaldClientError):
+    """The API answered with an error status; `detail` is the body's `detail` (or its text)."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class OzwaldConnectionError(OzwaldClientError):
+    """The API could not be reached, or its answer could not be read."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it could carry the Authorization header elsewhere."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+class OzwaldClient:
+    """One provisioner's API. Thread-safe: every call opens its own connection."""
+
+    def __init__(self, base_url: str, key: str, timeout: float = 10.0) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if not key:
+            raise ValueError("key is required (the provisioner's OZWALD_SYSTEM_KEY)")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._authorization = f"Bearer {key}"
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+    def __repr__(self) -> str:
+        return f"OzwaldClient({self.base_url!r}, timeout={self.timeout})"
+
+    # -- endpoints ---------------------------------------------------------------------------------
+
+    def health(self) -> HealthStatus:
+        """GET /health (no auth). Answers the body for 200 and for 503 (unhealthy) alike."""
+        return cast(HealthStatus, self._request("GET", "/health", auth=False, accept=(200, 503)))
+
+    def configured_services(self) -> list[dict[str, Any]]:
+        """GET /srv/services/configured/."""
+        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/configured/"))
+
+    def active_services(self) -> list[ActiveService]:
+        """GET /srv/services/active/."""
+        return _ACTIVE_LIST.validate_python(self._request("GET", "/srv/services/active/"))
+
+    def update(self, items: Sequence[ServiceItem], force: bool = False) -> UpdateAccepted:
+        """POST /srv/services/active/update/: replace the desired set (all or nothing)."""
+        path = "/srv/services/active/update/" + ("?force=true" if force else "")
+        return cast(UpdateAccepted, self._request("POST", path, body=_items(items)))
+
+    def plan(self, items: Sequence[ServiceItem]) -> list[PlanEntry]:
+        """POST /srv/services/active/plan/: what an update with `items` would do; applies nothing."""
+        return _PLAN_LIST.validate_python(self._request("POST", "/srv/services/active/plan/", body=_items(items)))
+
+    def host_resources(self) -> HostResources:
+        """GET /srv/host/resources."""
+        return cast(HostResources, self._request("GET", "/srv/host/resources"))
+
+    def available_resources(self) -> list[AvailableResource]:
+        """GET /srv/resources/available/."""
+        return cast(list[AvailableResource], self._request("GET", "/srv/resources/available/"))
+
+    def profile_requests(self) -> list[dict[str, Any]]:
+        """GET /srv/services/profile: the pending profiling requests."""
+        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile"))
+
+    def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """POST /srv/services/profile: queue a profiling request."""
+        body = request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else dict(request)
+        return cast(dict[str, Any], self._request("POST", "/srv/services/profile", body=body))
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, body: Any = None, auth: bool = True, accept: tuple[int, ...] = ()
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if auth:
+            headers["Authorization"] = self._authorization
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        url = self.base_url + path  # the scheme is checked in __init__: http or https only
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status, raw = int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                status, raw = int(exc.code), exc.read()
+            if status not in accept:
+                raise OzwaldAPIError(status, _detail(raw)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OzwaldConnectionError(f"cannot reach {self.base_url}: {reason}") from None
+        if not 200 <= status < 300 and status not in accept:
+            raise OzwaldAPIError(status, _detail(raw))
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise OzwaldConnectionError(f"{method} {path}: the answer is not JSON") from None
+
+
+def _items(items: Sequence[ServiceItem]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, ServiceRequest):
+            out.append(item.model_dump(mode="json", include={"name", "service", "variety", "profile"},
+                                       exclude_none=True))
+        else:
+            out.append(dict(item))
+    return out
+
+
+def _detail(raw: bytes) -> Any:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace").strip()
+    if isinstance(body, dict) and "detail" in body:
+        return body["detail"]
+    return body

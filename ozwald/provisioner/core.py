@@ -1,0 +1,156 @@
+"""The provisioner core behind the HTTP API: settings, desired state, statuses, resources, reconciler.
+
+Reads are served from memory (statuses the reconciler last published, a resource snapshot), so the
+polled endpoints never wait on systemd. Writes go to the desired-state store, which wakes the
+reconciler in this process at once and, through Redis, in any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ozwald.api.core import CoreUnavailable
+from ozwald.config import Settings
+from ozwald.provisioner.models import ActiveService, DesiredSet, PlanEntry, ServiceRequest, UpdateError
+from ozwald.provisioner.reconciler import Reconciler
+from ozwald.provisioner.requests import validate_requests
+from ozwald.resources import HostResourceMonitor, available_resources_view, host_resources_view
+from ozwald.state import (
+    DesiredStateStore,
+    ProfileQueue,
+    StateError,
+    StateUnavailable,
+    StatusCache,
+)
+from ozwald.systemd import SystemdClient
+
+log = logging.getLogger(__name__)
+
+
+class Provisioner:
+    """Implements `ozwald.api.core.ProvisionerCore`; thread-safe."""
+
+    def __init__(self, settings: Settings, desired: DesiredStateStore, statuses: StatusCache, profiles: ProfileQueue,
+                 resources: HostResourceMonitor, systemd: SystemdClient, reconciler_factory: Any) -> None:
+        self.settings = settings
+        self.desired = desired
+        self.statuses = statuses
+        self.profiles = profiles
+        self.resources = resources
+        self.systemd = systemd
+        self._published: list[ActiveService] | None = None
+        self._lock = threading.Lock()
+        self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
+        self._remove_listener = self.desired.add_listener(lambda _: self.reconciler.wake())
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # Life cycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.resources.start()
+        self.reconciler.start()
+        self._watcher = threading.Thread(target=self._watch_other_writers, name="ozwald-desired-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._remove_listener()
+        self.reconciler.stop()
+        self.resources.stop()
+
+    def _watch_other_writers(self) -> None:
+        """Updates written by another process reach this reconciler through Redis pub/sub."""
+        with self.desired.subscribe() as listener:
+            while not self._stop.is_set():
+                if listener.wait(1.0) is not None:
+                    self.reconciler.wake()
+
+    def _read_desired(self) -> DesiredSet:
+        try:
+            return self.desired.read()
+        except StateUnavailable:
+            local = self.desired.read_local()
+            log.warning("cache unreachable: reconciling against the local copy of the desired set")
+            return local or DesiredSet()
+
+    def _publish(self, services: list[ActiveService]) -> None:
+        with self._lock:
+            self._published = services
+        try:
+            self.statuses.replace_all({s.name: s for s in services})
+        except StateError as exc:
+            log.warning("could not cache statuses: %s", exc)
+
+    # ProvisionerCore ---------------------------------------------------------------------------------
+
+    def configured_services(self) -> list[dict[str, Any]]:
+        return [service.model_dump(mode="json", exclude_none=True) for service in self.settings.services]
+
+    def active_services(self) -> list[ActiveService]:
+        with self._lock:
+            published = self._published
+        if published is not None:
+            return published
+        try:
+            return self.statuses.read_all()
+        except StateUnavailable as exc:
+            raise CoreUnavailable("cache unavailable") from exc
+
+    def _gpu_vendors(self) -> set[str]:
+        return {gpu.vendor for gpu in self.resources.snapshot().gpus}
+
+    def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
+        instances = validate_requests(self.settings, items, self._gpu_vendors())
+        try:
+            return self.desired.replace(instances)
+        except StateUnavailable as exc:
+            raise CoreUnavailable("cache unavailable: the desired set was not changed") from exc
+
+    def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
+        instances = validate_requests(self.settings, items, self._gpu_vendors())
+        entries = self.reconciler.preview(DesiredSet(instances=tuple(instances)))
+        planned = {entry.name for entry in entries}
+        for instance in instances:
+            if instance.name not in planned:
+                entries.append(PlanEntry(name=instance.name, action="keep", reason="keep: a resource, not a container",
+                                         service=instance.service, variety=instance.variety, profile=instance.profile))
+        return entries
+
+    def host_resources(self) -> dict[str, Any]:
+        return dict(host_resources_view(self.resources.snapshot()))
+
+    def available_resources(self) -> list[dict[str, Any]]:
+        return [dict(resource) for resource in available_resources_view(self.resources.snapshot())]
+
+    def profile_requests(self) -> list[dict[str, Any]]:
+        try:
+            return self.profiles.list()
+        except StateUnavailable as exc:
+            raise CoreUnavailable("cache unavailable") from exc
+
+    def enqueue_profile(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise UpdateError(None, "body", "a profiling request is a JSON object")
+        try:
+            request_id = self.profiles.enqueue(body)
+        except StateUnavailable as exc:
+            raise CoreUnavailable("cache unavailable") from exc
+        return {"status": "accepted", "request_id": request_id}
+
+    def health(self) -> dict[str, str]:
+        components: dict[str, str] = {}
+        try:
+            self.desired.generation()
+            components["cache"] = "ok"
+        except StateError:
+            components["cache"] = "unreachable"
+        try:
+            self.systemd.unit_state("ozwald.service")
+            components["systemd"] = "ok"
+        except Exception:  # any failure to talk to systemd makes the provisioner unhealthy
+            components["systemd"] = "unreachable"
+        components["reconciler"] = "ok" if self.reconciler.alive else "stopped"
+        return components

@@ -1,0 +1,70 @@
+"""Errors of the state layer.
+
+They are typed so that the API can map them to answers (503 for an unreachable Redis, 500 for a
+corrupt record) without string matching, and so that a caller can tell "Redis is down, retry later"
+from "the data is damaged, a person must look".
+"""
+
+from __future__ import annotations
+
+import pydantic
+
+
+class StateError(Exception):
+    """The state store refused or failed an operation."""
+
+
+class StateUnavailable(StateError):
+    """Redis cannot be reached, timed out, or refused our credentials.
+
+    `endpoint` names host:port or the socket path so that an operator knows where to look; the
+    password never appears in it, nor in the message.
+    """
+
+    def __init__(self, message: str, endpoint: str) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class StateCorrupt(StateError):
+    """A stored record does not parse.
+
+    Raised instead of returning an empty state: an empty desired set means "stop everything", so a
+    damaged record must never be mistaken for one.
+    """
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+class QueueFull(StateError):
+    """The profiling queue already holds its maximum number of pending requests."""
+
+
+class IdentityError(Exception):
+    """This process cannot tell which configured provisioner it is.
+
+    `candidates` lists the configured provisioner names, for the error message and for callers that
+    want to offer a choice.
+    """
+
+    def __init__(self, message: str, candidates: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+def first_validation_error(exc: pydantic.ValidationError) -> tuple[str, str]:
+    """(field path, message) of the first error: one precise hint beats pydantic's multi-line dump."""
+    errors = exc.errors()
+    if not errors:
+        return "body", str(exc)
+    first = errors[0]
+    loc = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return loc, f"{first.get('msg', 'invalid')}{more}"
+
+
+def describe_validation_error(exc: pydantic.ValidationError) -> str:
+    loc, message = first_validation_error(exc)
+    return f"{loc}: {message}"

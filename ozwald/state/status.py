@@ -1,0 +1,94 @@
+"""The status cache: what GET /srv/services/active/ answers, without asking systemd on every request.
+
+systemd is the truth; the reconciler writes what it observed here, and the API reads it back. One Redis
+hash per provisioner, one field per instance, so that one instance's update never rewrites the others
+and a reader gets all of them in one round trip. Being a cache, a damaged entry is logged and skipped
+rather than failing the whole answer: the next observation rewrites it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+import redis
+from redis.typing import EncodableT, FieldT
+
+from ozwald.provisioner.models import ActiveService
+from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
+from ozwald.state.redis_conn import redis_errors
+
+log = logging.getLogger(__name__)
+
+StatusEntry = ActiveService | Mapping[str, Any]
+
+
+class StatusCache:
+    def __init__(self, redis: redis.Redis, provisioner: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self.redis = redis
+        self.keys = Keyspace(provisioner, prefix)
+
+    def write_many(self, services: Mapping[str, StatusEntry]) -> None:
+        """Store or overwrite the entries of `services` (instance name → status); leave the others."""
+        fields = _encode(services)
+        if not fields:
+            return
+        with redis_errors(self.redis, "writing service status"):
+            self.redis.hset(self.keys.status, mapping=fields)
+
+    def replace_all(self, services: Mapping[str, StatusEntry]) -> None:
+        """Make the cache exactly `services`, atomically: for a reconciler that has observed everything.
+
+        Readers never see a half-replaced cache, and entries of instances that disappeared go away.
+        """
+        fields = _encode(services)
+        with redis_errors(self.redis, "replacing service status"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(self.keys.status)
+            if fields:
+                pipe.hset(self.keys.status, mapping=fields)
+            pipe.execute()
+
+    def remove(self, names: Iterable[str]) -> int:
+        """Forget these instances; returns how many were present."""
+        names = list(names)
+        if not names:
+            return 0
+        with redis_errors(self.redis, "removing service status"):
+            return int(self.redis.hdel(self.keys.status, *names))
+
+    def read(self, name: str) -> ActiveService | None:
+        with redis_errors(self.redis, "reading service status"):
+            raw = self.redis.hget(self.keys.status, name)
+        return None if raw is None else _decode(name, str(raw))
+
+    def read_all(self) -> list[ActiveService]:
+        """Every cached entry, sorted by instance name (a stable order for API answers and diffs)."""
+        with redis_errors(self.redis, "reading service status"):
+            raw = self.redis.hgetall(self.keys.status)
+        out = []
+        for name in sorted(raw):
+            service = _decode(str(name), str(raw[name]))
+            if service is not None:
+                out.append(service)
+        return out
+
+
+def _encode(services: Mapping[str, StatusEntry]) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {}
+    for name, entry in services.items():
+        service = entry if isinstance(entry, ActiveService) else ActiveService.model_validate(entry)
+        if service.name != name:
+            raise ValueError(f"status entry {name!r} describes instance {service.name!r}")
+        fields[name] = service.model_dump_json()
+    return fields
+
+
+def _decode(name: str, text: str) -> ActiveService | None:
+    try:
+        return ActiveService.model_validate_json(text)
+    except pydantic.ValidationError as exc:
+        log.warning("skipping damaged status entry %r: %s", name, exc.errors()[:1])
+        return None

@@ -1,0 +1,135 @@
+"""ozwald.client.OzwaldClient against the live test server."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from ozwald.api import AdmissionError, ApiServer
+from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError
+from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest
+from tests.api.conftest import API_KEY, FakeCore
+
+QWEN = {"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}
+
+
+@pytest.fixture
+def client(server: ApiServer, core: FakeCore) -> OzwaldClient:
+    return OzwaldClient(server.url + "/", API_KEY, timeout=5)
+
+
+def test_health(client: OzwaldClient, core: FakeCore) -> None:
+    assert client.health() == {"status": "healthy"}
+    core.components["cache"] = "down"
+    assert client.health() == {"status": "unhealthy", "components": {"cache": "down", "systemd": "ok"}}
+
+
+def test_configured_services(client: OzwaldClient) -> None:
+    assert [s["name"] for s in client.configured_services()] == ["qwen1.5-vllm", "fiction-sources"]
+
+
+def test_update_plan_and_active(client: OzwaldClient, core: FakeCore) -> None:
+    accepted = client.update([QWEN])
+    assert accepted["status"] == "accepted" and accepted["generation"] == 1
+    active = client.active_services()
+    assert active == [ActiveService(name="qwen1.5-vllm", service="qwen1.5-vllm", variety="cpu-only", profile="no-gpu",
+                                    status="starting", info={"unit": "ozwald-qwen1.5-vllm.service"})]
+    plan = client.plan([ServiceRequest(name="fiction", service="fiction-sources")])
+    assert all(isinstance(entry, PlanEntry) for entry in plan)
+    assert {(entry.name, entry.action) for entry in plan} == {("fiction", "start"), ("qwen1.5-vllm", "stop")}
+    assert client.update([ServiceRequest(name="qwen1.5-vllm", variety="cpu-only")], force=True)["generation"] == 2
+    assert core.update_calls[-1][1] is True
+    sent = core.update_calls[-1][0][0]
+    assert (sent.name, sent.service, sent.variety, sent.profile) == ("qwen1.5-vllm", "qwen1.5-vllm", "cpu-only", None)
+
+
+def test_resources(client: OzwaldClient) -> None:
+    host = client.host_resources()
+    assert host["total_gpus"] == 1 and host["gpus"][0]["id"] == "nvidia:0"
+    assert {r["type"] for r in client.available_resources()} == {"cpu", "memory", "gpu", "vram"}
+
+
+def test_profiles(client: OzwaldClient) -> None:
+    assert client.profile_requests() == []
+    assert client.enqueue_profile({"service": "qwen1.5-vllm"}) == {"status": "accepted", "request_id": "req-1"}
+    assert client.profile_requests() == [{"service": "qwen1.5-vllm", "request_id": "req-1"}]
+
+
+def test_errors_carry_status_and_detail(client: OzwaldClient, core: FakeCore) -> None:
+    with pytest.raises(OzwaldAPIError) as info:
+        client.update([QWEN, {"name": "x", "service": "nope"}])
+    assert info.value.status == 400
+    assert info.value.detail == {"index": 1, "field": "service", "message": "unknown service 'nope'"}
+
+    with pytest.raises(OzwaldAPIError) as info:
+        client.plan([{"name": "bad name"}])
+    assert info.value.status == 400 and info.value.detail["field"] == "name"
+
+    core.raise_on["update"] = AdmissionError("not enough VRAM")
+    with pytest.raises(OzwaldAPIError) as info:
+        client.update([QWEN])
+    assert (info.value.status, info.value.detail) == (409, "not enough VRAM")
+
+
+def test_wrong_key_is_401_and_never_shown(server: ApiServer, core: FakeCore) -> None:
+    secret = "wrong-but-secret-0123456789"
+    client = OzwaldClient(server.url, secret)
+    with pytest.raises(OzwaldAPIError) as info:
+        client.active_services()
+    assert info.value.status == 401
+    assert secret not in str(info.value) and secret not in repr(client)
+    assert API_KEY not in repr(OzwaldClient(server.url, API_KEY))
+
+
+def test_unreachable_server() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OzwaldClient(f"http://127.0.0.1:{port}", API_KEY, timeout=2)
+    with pytest.raises(OzwaldConnectionError) as info:
+        client.health()
+    assert API_KEY not in str(info.value)
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        OzwaldClient("file:///etc/passwd", API_KEY)
+    with pytest.raises(ValueError):
+        OzwaldClient("http://127.0.0.1:8000", "")
+
+
+@pytest.fixture
+def redirecting_server() -> Iterator[tuple[str, list[str]]]:
+    """A server that redirects every request elsewhere, and records which Authorization headers reach it."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{port}/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = httpd.server_port
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_redirects_are_not_followed(redirecting_server: tuple[str, list[str]]) -> None:
+    url, seen = redirecting_server
+    with pytest.raises(OzwaldAPIError) as info:
+        OzwaldClient(url, API_KEY).configured_services()
+    assert info.value.status == 307
+    assert len(seen) == 1
