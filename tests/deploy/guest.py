@@ -284,7 +284,7 @@ def default_config(host: TestHost, *, provisioner: str, redis_password: str, ser
 
     ``services`` is YAML for the ``services:`` list (its items, indented by two spaces), or empty.
     """
-    body = services.rstrip("\n") + "\n" if services.strip() else " []\n"
+    body = "\n" + services.strip("\n") + "\n" if services.strip() else " []\n"
     return (
         "hosts:\n"
         f"  - name: {host.name}\n"

@@ -1,0 +1,211 @@
+"""The provisioner end to end: Ozwald runs in the test host as its systemd service, from a venv built
+from this tree, with the guest's Redis; the tests call its API from this machine over the guest's IP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.deploy.guest import ProvisionerDeployment
+from tests.testhost.harness import TestHost
+
+HEALTH = '{http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s, timeout: 2s}'
+FLEET = 10
+SERVICES = f"""\
+  - name: echo
+    image: localhost/ozwald-testserver:latest
+    ports: ["8100:8000"]
+    health: {HEALTH}
+    environment: {{MODEL_NAME: base}}
+    profiles:
+      big: {{environment: {{MODEL_NAME: big, MAX_MODEL_LEN: "45000"}}}}
+      small: {{environment: {{MODEL_NAME: small}}}}
+    varieties:
+      nvidia: {{environment: {{GPU: "true"}}}}
+      cpu-only: {{environment: {{GPU: "false"}}}}
+  - name: broken
+    image: localhost/ozwald-testserver:latest
+    restart: "no"
+    environment: {{EXIT_CODE: "4"}}
+  - name: fleet
+    image: localhost/ozwald-testserver:latest
+    health: {HEALTH}
+"""
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """Poll the API until `check()` is truthy (bounded). The API has no push channel to wait on."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def ozwald(testhost: TestHost, ozwald_deployment: ProvisionerDeployment) -> Iterator[ProvisionerDeployment]:
+    ozwald_deployment.write_config(ozwald_deployment.default_config(SERVICES))
+    ozwald_deployment.start()
+    yield ozwald_deployment
+
+
+def active(ozwald: ProvisionerDeployment) -> dict[str, dict[str, Any]]:
+    status, body = ozwald.request("GET", "/srv/services/active/")
+    assert status == 200, body
+    return {item["name"]: item for item in body}
+
+
+def statuses(ozwald: ProvisionerDeployment) -> dict[str, str]:
+    return {name: item["status"] for name, item in active(ozwald).items()}
+
+
+def update(ozwald: ProvisionerDeployment, items: list[dict[str, Any]]) -> dict[str, Any]:
+    status, body = ozwald.request("POST", "/srv/services/active/update/", items)
+    assert status == 202, body
+    return body  # type: ignore[no-any-return]
+
+
+def containers(host: TestHost) -> list[str]:
+    out = host.exec(["podman", "ps", "-a", "--filter", "label=ozwald.managed=true", "--format", "{{.Names}}"])
+    return sorted(out.stdout.split())
+
+
+def test_activate_then_available_and_answering(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    assert ozwald.health() == {"status": "healthy"}
+    body = update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": "big"}])
+    assert body["status"] == "accepted"
+    wait_for(lambda: statuses(ozwald) == {"echo": "available"}, what="echo available")
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(testhost.url(8100, "/env"), timeout=5) as response:
+        env = json.loads(response.read())
+    assert (env["MODEL_NAME"], env["MAX_MODEL_LEN"], env["GPU"]) == ("big", "45000", "false")
+    info = active(ozwald)["echo"]["info"]
+    assert info["unit"] == "ozwald-echo.service" and info["container_id"]
+
+
+def test_variety_is_picked_for_this_host_when_omitted(ozwald: ProvisionerDeployment) -> None:
+    status, plan = ozwald.request("POST", "/srv/services/active/plan/", [{"name": "echo", "profile": "big"}])
+    assert status == 200
+    assert plan == [{"name": "echo", "action": "keep", "reason": "keep: unchanged and active", "service": "echo",
+                     "variety": "cpu-only", "profile": "big"}]
+
+
+def test_change_profile_restarts_with_the_new_env(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    before = active(ozwald)["echo"]["info"]["container_id"]
+    status, plan = ozwald.request("POST", "/srv/services/active/plan/",
+                                  [{"name": "echo", "variety": "cpu-only", "profile": "small"}])
+    assert status == 200 and plan[0]["action"] == "restart"
+    assert plan[0]["reason"] == "restart: profile big → small changes MAX_MODEL_LEN, MODEL_NAME"
+    update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": "small"}])
+    wait_for(lambda: (lambda e: e["status"] == "available" and e["profile"] == "small"
+                      and e["info"].get("container_id") not in (None, before))(active(ozwald)["echo"]),
+             what="echo restarted")
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(testhost.url(8100, "/env"), timeout=5) as response:
+        env = json.loads(response.read())
+    assert env["MODEL_NAME"] == "small" and "MAX_MODEL_LEN" not in env
+
+
+@pytest.mark.parametrize("body,code,field", [
+    ([{"name": "nope"}], 400, "service"),  # service defaults to the name
+    ([{"name": "x", "service": "nope"}], 400, "service"),
+    ([{"name": "echo", "variety": "tpu"}], 400, "variety"),
+    ([{"name": "echo", "profile": "turbo"}], 400, "profile"),
+    ([{"name": "echo"}, {"name": "echo"}], 400, "name"),
+    ({"name": "echo"}, 422, None),
+    ("not json at all", 422, None),
+])
+def test_bad_input_changes_nothing(ozwald: ProvisionerDeployment, testhost: TestHost, body: Any, code: int,
+                                   field: str | None) -> None:
+    before = active(ozwald)
+    files = sorted(p.name for p in testhost.guest_path("/run/containers/systemd").glob("ozwald-*"))
+    status, reply = ozwald.request("POST", "/srv/services/active/update/", body)
+    assert status == code, reply
+    if field is not None:
+        assert reply["detail"]["field"] == field
+        assert reply["detail"]["index"] == (1 if body == [{"name": "echo"}, {"name": "echo"}] else 0)
+    assert active(ozwald) == before
+    assert sorted(p.name for p in testhost.guest_path("/run/containers/systemd").glob("ozwald-*")) == files
+
+
+def test_oversized_body_is_refused(ozwald: ProvisionerDeployment) -> None:
+    status, reply = ozwald.request("POST", "/srv/services/active/update/", [{"name": "echo", "pad": "x" * 1_100_000}])
+    assert status == 413 and "detail" in reply
+
+
+def test_failed_start_is_reported_as_failed_with_the_reason(ozwald: ProvisionerDeployment) -> None:
+    update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": "small"}, {"name": "broken"}])
+    item = wait_for(lambda: (lambda a: a.get("broken") if a.get("broken", {}).get("status") == "failed" else None)(
+        active(ozwald)), what="broken failed")
+    assert item["info"]["reason"].startswith("exited 4 after ")
+    assert "EXIT_CODE=4" in item["info"]["reason"]
+    assert statuses(ozwald)["echo"] == "available"
+
+
+def test_remove_stops_and_deletes_the_unit(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": "small"}])
+    wait_for(lambda: statuses(ozwald) == {"echo": "available"}, what="broken removed")
+    assert not testhost.guest_path("/run/containers/systemd/ozwald-broken.container").exists()
+    assert containers(testhost) == ["ozwald-echo"]
+
+
+def test_redis_restarted_empty_restores_desired_state(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    before = active(ozwald)["echo"]["info"]["container_id"]
+    key = f"ozwald:{ozwald.provisioner}:desired"
+    assert ozwald.redis_cli("EXISTS", key).stdout.strip() == "1"
+    # Restart Redis with nothing on disk: it comes back empty, as a cache without persistence does.
+    testhost.exec(["systemctl", "stop", "redis-server.service"], check=True)
+    testhost.exec(["sh", "-c", "rm -f /var/lib/redis/*.rdb /var/lib/redis/appendonly*"], check=True)
+    testhost.exec(["systemctl", "start", "redis-server.service"], check=True)
+    wait_for(lambda: ozwald.redis_cli("EXISTS", key).stdout.strip() == "1", what="desired set restored")
+    wait_for(lambda: statuses(ozwald) == {"echo": "available"}, what="echo still available")
+    assert active(ozwald)["echo"]["info"]["container_id"] == before  # the running service was not touched
+
+
+def test_kill_9_during_a_10_service_reconcile_converges(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    fleet = [{"name": f"fleet{i}", "service": "fleet"} for i in range(FLEET)]
+    update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": "small"}, *fleet])
+    old_pid = ozwald.kill("KILL")
+    ozwald.wait_restarted(old_pid)
+    ozwald.wait_healthy()
+    expected = {"echo": "available", **{f"fleet{i}": "available" for i in range(FLEET)}}
+    wait_for(lambda: statuses(ozwald) == expected, timeout=120, what="fleet available")
+    assert containers(testhost) == sorted(["ozwald-echo", *[f"ozwald-fleet{i}" for i in range(FLEET)]])
+    units = sorted(p.name for p in testhost.guest_path("/run/containers/systemd").glob("ozwald-*.container"))
+    assert units == sorted(["ozwald-echo.container", *[f"ozwald-fleet{i}.container" for i in range(FLEET)]])
+
+
+def test_racing_clients_end_at_the_last_accepted_generation(ozwald: ProvisionerDeployment) -> None:
+    accepted: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def client(profile: str) -> None:
+        for _ in range(200):
+            body = update(ozwald, [{"name": "echo", "variety": "cpu-only", "profile": profile}])
+            with lock:
+                accepted.append((body["generation"], profile))
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in ("big", "small")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    generations = sorted(g for g, _ in accepted)
+    assert len(generations) == 400 and len(set(generations)) == 400
+    assert generations == list(range(generations[0], generations[0] + 400))
+    last_generation, last_profile = max(accepted)
+    wait_for(lambda: (lambda e: e["info"].get("generation") == last_generation and e["profile"] == last_profile
+                      and e["status"] == "available")(active(ozwald)["echo"]), timeout=120,
+             what=f"generation {last_generation} applied")
+    assert set(statuses(ozwald)) == {"echo"}
