@@ -39,7 +39,7 @@ test: venv quadlet system-deps lint testhost-build
 test-fast: venv quadlet system-deps
 	$(BIN)/pytest -q -m "not testhost"
 
-demo: venv quadlet
+demo: venv quadlet system-deps testhost-build
 	$(BIN)/python contrib/demo.py
 
 clean:

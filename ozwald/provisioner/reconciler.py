@@ -51,6 +51,16 @@ class PassReport:
     seconds: float = 0.0
 
 
+def _hold_failed(entry: PlanEntry, state: UnitState | None) -> PlanEntry:
+    """Keep an unchanged instance that already ran and ended; one written but never started still starts
+    (a provisioner killed between writing and starting must converge)."""
+    ran = state is not None and (state.active_state == "failed" or state.exec_main_start_usec > 0)
+    if entry.action == "start" and entry.reason.startswith("start: unchanged but") and ran:
+        ended = entry.reason.removeprefix("start: unchanged but ")
+        return entry.model_copy(update={"action": "keep", "reason": f"keep: {ended}; post the desired set to retry"})
+    return entry
+
+
 class Reconciler:
     def __init__(self, settings: Settings, read_desired: Callable[[], DesiredSet], systemd: SystemdClient,
                  units: UnitStore, publish: Callable[[list[ActiveService]], None], *,
@@ -74,6 +84,9 @@ class Reconciler:
         self._container_ids: dict[tuple[str, str], str] = {}  # (instance, unit invocation) → container id
         self._threads: list[threading.Thread] = []
         self.last_report: PassReport | None = None
+        # Failed instances are retried when a new generation arrives (an explicit wish), never by a resync
+        # or a restart of the provisioner: systemd's Restart= policy already decided to give up on them.
+        self._applied_generation: int | None = None
         self.passes = 0
 
     # Life cycle --------------------------------------------------------------------------------------
@@ -181,6 +194,9 @@ class Reconciler:
             existing = self.units.existing()
             states = self.states()
             entries = plan(self.settings, targets, existing, states)
+            if desired.generation == self._applied_generation or self._applied_generation is None:
+                entries = [_hold_failed(e, states.get(unit_name(e.name))) for e in entries]
+            self._applied_generation = desired.generation
             report = PassReport(generation=desired.generation, entries=entries)
             by_action: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
             for entry in entries:

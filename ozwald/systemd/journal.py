@@ -7,8 +7,11 @@ where the reason survives. Reading it is off the hot path, so `journalctl` is us
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Sequence
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def container_log_tail(container: str, lines: int = 20, command_prefix: Sequence[str] = (),
@@ -28,4 +31,6 @@ def container_log_tail(container: str, lines: int = 20, command_prefix: Sequence
         return []
     if out.returncode != 0:
         return []
-    return [line for line in out.stdout.splitlines() if line.strip()][-lines:]
+    # `podman run -d` prints the new container's id: not a reason anyone can act on.
+    return [line for line in out.stdout.splitlines() if line.strip() and not _CONTAINER_ID.fullmatch(line.strip())
+            ][-lines:]

@@ -140,3 +140,21 @@ def test_converges_through_changes_failures_and_restarts(drivers: Drivers) -> No
     desired2.set()
     adopter.run_once()
     assert drivers.podman.containers() == []
+
+
+def test_failed_instances_wait_for_a_new_generation(drivers: Drivers) -> None:
+    desired, published = Desired(), Published()
+    reconciler = make(drivers, desired, published)
+    desired.set(DesiredInstance(name="broken", service="broken"))
+    reconciler.run_once()  # no worker threads here: wait on systemd, then refresh by hand
+    first = drivers.systemd.wait_for("ozwald-broken.service", lambda s: s.failed, 60).state_change_usec
+    assert reconciler.refresh_statuses()[0].status == "failed"
+    resync = reconciler.run_once()  # same generation: a resync must not restart it
+    assert [(e.action, e.reason) for e in resync.entries] == [
+        ("keep", "keep: failed; post the desired set to retry")]
+    assert drivers.systemd.unit_state("ozwald-broken.service").state_change_usec == first
+    desired.set(DesiredInstance(name="broken", service="broken"))  # the orchestrator posts again
+    again = reconciler.run_once()
+    assert [e.action for e in again.entries] == ["start"]
+    desired.set()
+    reconciler.run_once()
