@@ -64,6 +64,16 @@ def _identity(args: argparse.Namespace) -> tuple[Settings, Any]:
     return settings, select_provisioner(settings, args.provisioner)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ozwald.doctor import run_checks
+
+    _, settings = _settings(args)
+    findings = run_checks(settings, args.provisioner)
+    for finding in findings:
+        print(finding.line())
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ozwald.provisioner.process import serve
 
@@ -193,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", help="API bind address (default: $OZWALD_API_HOST or api.bind, 127.0.0.1)")
     serve.add_argument("--api-port", type=int, help="API port (default: $OZWALD_API_PORT or api.port, 8000)")
     serve.set_defaults(func=cmd_serve)
+    doctor = actions.add_parser("doctor", parents=[common, served], help="preflight checks, each with its fix")
+    doctor.set_defaults(func=cmd_doctor)
     for name, func, text in (
         ("start_provisioner", cmd_start_provisioner, "start the provisioner and its cache"),
         ("stop_provisioner", cmd_stop_provisioner, "stop them"),

@@ -48,8 +48,8 @@ def listen_address(identity: Identity, host: str | None, port: int | None) -> Li
                   port=port or (int(env_port) if env_port else api.port), threads=api.threads)
 
 
-def podman_version(podman: PodmanInspector) -> Version:
-    """The installed Podman, so units never carry a key it would reject; the newest known as a fallback."""
+def detect_podman_version(podman: PodmanInspector) -> Version | None:
+    """The installed Podman, from its API, else from `podman --version`; None when neither answers."""
     try:
         return parse_version(podman.version())
     except (PodmanUnavailable, ValueError):
@@ -58,8 +58,16 @@ def podman_version(podman: PodmanInspector) -> Version:
         out = subprocess.run(["podman", "--version"], capture_output=True, text=True, timeout=10, check=True)
         return parse_version(out.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def podman_version(podman: PodmanInspector) -> Version:
+    """The installed Podman, so units never carry a key it would reject; the newest known as a fallback."""
+    version = detect_podman_version(podman)
+    if version is None:
         log.warning("cannot tell the Podman version; rendering for Podman %s", format_version(NEWEST_KNOWN))
         return NEWEST_KNOWN
+    return version
 
 
 def build(settings: Settings, identity: Identity) -> Provisioner:

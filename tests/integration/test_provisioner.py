@@ -209,3 +209,12 @@ def test_racing_clients_end_at_the_last_accepted_generation(ozwald: ProvisionerD
                       and e["status"] == "available")(active(ozwald)["echo"]), timeout=120,
              what=f"generation {last_generation} applied")
     assert set(statuses(ozwald)) == {"echo"}
+
+
+def test_doctor_on_a_real_host(ozwald: ProvisionerDeployment) -> None:
+    out = ozwald.ozwald("doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[ok  ] podman: Podman 5.4 accepts every key Ozwald renders" in out.stdout
+    assert "[ok  ] systemd: reachable over D-Bus" in out.stdout
+    assert f"[ok  ] redis: cache of provisioner {ozwald.provisioner} reachable" in out.stdout
+    assert "[WARN] gpu: nvidia unavailable" in out.stdout

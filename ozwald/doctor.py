@@ -1,0 +1,154 @@
+"""`ozwald doctor`: preflight checks, each saying what is wrong and the command that fixes it.
+
+Every check degrades to a finding, never a crash: doctor is what an operator runs when things are broken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from ozwald.config import ResolveError, Settings, resolve
+from ozwald.quadlet.keys import KEYS, QUADLET_MIN, Version, format_version
+
+CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+QUADLET_DIRS = (Path("/run/containers/systemd"), Path("/etc/containers/systemd"))
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    level: Level
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[self.level]
+        return f"[{mark}] {self.check}: {self.message}" + (f"\n       fix: {self.fix}" if self.fix else "")
+
+
+def check_podman(version: Version | None) -> Finding:
+    if version is None:
+        return Finding("podman", "fail", "cannot tell the Podman version (no API socket, no podman binary)",
+                       "apt-get install podman && systemctl enable --now podman.socket")
+    if version < QUADLET_MIN:
+        return Finding("podman", "fail", f"Podman {format_version(version)} has no Quadlet (needs 4.4)",
+                       "upgrade Podman to 5.0 or newer")
+    missing = sorted({f"{k.key}={k.value}" if k.value else k.key for k in KEYS if k.since > version})
+    if missing:
+        return Finding("podman", "warn", f"Podman {format_version(version)} lacks {', '.join(missing)}: "
+                                         "units degrade (no Notify=healthy, default stop timeout) or fail to render",
+                       "upgrade Podman to 5.0 or newer")
+    return Finding("podman", "ok", f"Podman {format_version(version)} accepts every key Ozwald renders")
+
+
+def cdi_device_names(directories: Iterable[Path] = CDI_DIRS) -> tuple[set[str], list[str]]:
+    """Fully-qualified device names the CDI specs on this host provide, and the files that failed to parse."""
+    names: set[str] = set()
+    broken: list[str] = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.suffix not in (".yaml", ".yml", ".json"):
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+                spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+                kind = spec["kind"]
+                names.update(f"{kind}={device['name']}" for device in spec.get("devices") or [])
+            except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as exc:
+                broken.append(f"{path}: {exc}")
+    return names, broken
+
+
+def check_cdi(settings: Settings, directories: Iterable[Path] = CDI_DIRS) -> list[Finding]:
+    provided, broken = cdi_device_names(directories)
+    findings = [Finding("cdi", "fail", f"unreadable CDI spec {b}", "regenerate it, e.g. nvidia-ctk cdi generate "
+                                                                   "--output=/etc/cdi/nvidia.yaml") for b in broken]
+    needed: dict[str, str] = {}
+    for service in settings.services:
+        varieties: list[str | None] = list(service.varieties) or [None]
+        for variety in varieties:
+            try:
+                spec = resolve(settings, service.name, variety)
+            except ResolveError:
+                continue
+            for device in spec.devices:
+                if "=" in device and not device.startswith("/"):
+                    needed.setdefault(device, f"{service.name}/{variety or '-'}")
+    for device, user in sorted(needed.items()):
+        if device in provided:
+            findings.append(Finding("cdi", "ok", f"{device} (used by {user}) is provided by a CDI spec"))
+            continue
+        fix = ("nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" if device.startswith("nvidia.com/")
+               else "install the AMD container toolkit and generate /etc/cdi/amd.json (amd-ctk cdi generate)"
+               if device.startswith("amd.com/") else "add a CDI spec for it under /etc/cdi")
+        findings.append(Finding("cdi", "warn", f"{device} (used by {user}) is in no CDI spec under "
+                                               f"{', '.join(map(str, CDI_DIRS))}: that variety cannot start here", fix))
+    if not needed:
+        findings.append(Finding("cdi", "ok", "no service uses CDI devices"))
+    return findings
+
+
+def check_quadlet_dirs(directories: Iterable[Path] = QUADLET_DIRS) -> list[Finding]:
+    findings = []
+    for directory in directories:
+        probe = directory
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent  # Ozwald creates missing directories; what matters is the first that exists
+        if os.access(probe, os.W_OK):
+            findings.append(Finding("quadlet", "ok", f"{directory} is writable"))
+        else:
+            findings.append(Finding("quadlet", "fail", f"{directory} is not writable by this user",
+                                    "run the provisioner as root (units/ozwald.service)"))
+    return findings
+
+
+
+def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
+    """Every check, against the real host: Podman, CDI, GPU libraries, systemd, Redis, Quadlet directories."""
+    from ozwald.podman import PodmanInspector
+    from ozwald.provisioner.process import PODMAN_SOCKET_ENV, detect_podman_version
+    from ozwald.resources import HostResourceMonitor
+    from ozwald.state import IdentityError, StateError, connect, select_provisioner
+    from ozwald.systemd import BusUnavailable, SystemdClient, SystemdError
+
+    findings: list[Finding] = []
+    with PodmanInspector(os.environ.get(PODMAN_SOCKET_ENV)) as podman:
+        findings.append(check_podman(detect_podman_version(podman)))
+    findings.extend(check_cdi(settings))
+    monitor = HostResourceMonitor()
+    try:
+        for status in monitor.start():
+            if status.available:
+                findings.append(Finding("gpu", "ok", f"{status.vendor}: driver {status.driver_version}"))
+            else:
+                fix = ("install nvidia-ml-py (pip install 'ozwald[nvidia]') and the NVIDIA driver"
+                       if status.vendor == "nvidia" else "install amdsmi (pip install 'ozwald[amd]') and ROCm")
+                findings.append(Finding("gpu", "warn", f"{status.vendor} unavailable: {status.reason}", fix))
+    finally:
+        monitor.stop()
+    try:
+        with SystemdClient() as systemd:
+            systemd.unit_state("ozwald.service")
+        findings.append(Finding("systemd", "ok", "reachable over D-Bus"))
+    except (BusUnavailable, SystemdError) as exc:
+        findings.append(Finding("systemd", "fail", str(exc), "run on a host booted with systemd, as root"))
+    try:
+        identity = select_provisioner(settings, provisioner)
+        connect(identity.provisioner.cache.parameters).ping()
+        findings.append(Finding("redis", "ok", f"cache of provisioner {identity.name} reachable"))
+    except IdentityError as exc:
+        findings.append(Finding("redis", "fail", str(exc), "pass --provisioner NAME or set OZWALD_PROVISIONER"))
+    except StateError as exc:
+        findings.append(Finding("redis", "fail", str(exc), "systemctl enable --now redis-server.service"))
+    findings.extend(check_quadlet_dirs())
+    return findings

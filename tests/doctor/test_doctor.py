@@ -1,0 +1,59 @@
+from pathlib import Path
+
+from ozwald.config import parse_settings
+from ozwald.doctor import cdi_device_names, check_cdi, check_podman, check_quadlet_dirs
+
+SETTINGS = parse_settings("""\
+services:
+  - name: llm
+    image: x
+    varieties:
+      nvidia: {}
+      pinned: {devices: ["nvidia.com/gpu=0"]}
+      amdgpu: {}
+      cpu-only: {}
+""")
+
+NVIDIA_SPEC = """\
+cdiVersion: 0.6.0
+kind: nvidia.com/gpu
+devices:
+  - name: "0"
+    containerEdits: {deviceNodes: [{path: /dev/nvidia0}]}
+  - name: all
+    containerEdits: {deviceNodes: [{path: /dev/nvidia0}]}
+"""
+
+
+def test_podman_versions() -> None:
+    assert check_podman(None).level == "fail"
+    assert check_podman((4, 3)).level == "fail"
+    old = check_podman((4, 9))
+    assert old.level == "warn" and "Entrypoint" in old.message and "Notify=healthy" in old.message
+    assert check_podman((5, 4)).level == "ok"
+
+
+def test_cdi_names_resolve_against_the_specs(tmp_path: Path) -> None:
+    (tmp_path / "nvidia.yaml").write_text(NVIDIA_SPEC)
+    (tmp_path / "broken.yaml").write_text("kind: [unterminated")
+    assert cdi_device_names([tmp_path])[0] == {"nvidia.com/gpu=0", "nvidia.com/gpu=all"}
+    findings = {(f.level, f.message.split(" ")[0]) for f in check_cdi(SETTINGS, [tmp_path])}
+    assert ("ok", "nvidia.com/gpu=all") in findings and ("ok", "nvidia.com/gpu=0") in findings
+    assert ("warn", "amd.com/gpu=all") in findings
+    assert any(level == "fail" and word == "unreadable" for level, word in findings)
+
+
+def test_missing_nvidia_spec_names_the_fix(tmp_path: Path) -> None:
+    findings = [f for f in check_cdi(SETTINGS, [tmp_path]) if f.message.startswith("nvidia.com/gpu=all")]
+    assert findings[0].level == "warn"
+    assert findings[0].fix == "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+
+
+def test_quadlet_directories(tmp_path: Path) -> None:
+    assert [f.level for f in check_quadlet_dirs([tmp_path / "a" / "b"])] == ["ok"]
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    import os
+
+    expected = "ok" if os.geteuid() == 0 else "fail"  # root may write anywhere
+    assert [f.level for f in check_quadlet_dirs([locked / "x"])] == [expected]
