@@ -8,15 +8,25 @@ reconciler in this process at once and, through Redis, in any other.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
-from ozwald.api.core import CoreUnavailable
+from ozwald.api.core import AdmissionError, CoreUnavailable
 from ozwald.config import Settings
-from ozwald.provisioner.models import ActiveService, DesiredSet, PlanEntry, ServiceRequest, UpdateError
+from ozwald.doctor import cdi_device_names
+from ozwald.provisioner.admission import Fit, assess, place, reservations
+from ozwald.provisioner.models import (
+    ActiveService,
+    DesiredInstance,
+    DesiredSet,
+    PlanEntry,
+    ServiceRequest,
+    UpdateError,
+)
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.provisioner.requests import validate_requests
-from ozwald.resources import HostResourceMonitor, available_resources_view, host_resources_view
+from ozwald.provisioner.requests import HostCapabilities, validate_requests
+from ozwald.resources import HostResourceMonitor, HostSnapshot, available_resources_view, host_resources_view
 from ozwald.state import (
     DesiredStateStore,
     ProfileQueue,
@@ -99,31 +109,89 @@ class Provisioner:
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
 
-    def _gpu_vendors(self) -> set[str]:
-        return {gpu.vendor for gpu in self.resources.snapshot().gpus}
+    def _capabilities(self, snapshot: HostSnapshot) -> HostCapabilities:
+        names, _ = cdi_device_names()
+        return HostCapabilities(gpu_vendors=frozenset(g.vendor for g in snapshot.gpus), cdi_names=frozenset(names),
+                                has_kfd=os.path.exists("/dev/kfd"))
+
+    def _admit(self, items: list[ServiceRequest]) -> tuple[list[DesiredInstance], Fit, HostSnapshot]:
+        """Validate, keep existing GPU pins, place new single-GPU instances, and assess the fit."""
+        snapshot = self.resources.snapshot()
+        instances = validate_requests(self.settings, items, self._capabilities(snapshot))
+        try:
+            current = self.desired.read().by_name()
+        except StateError:
+            current = {}
+        kept = []
+        for instance in instances:
+            old = current.get(instance.name)
+            same = old is not None and (old.service, old.variety, old.profile) == (
+                instance.service, instance.variety, instance.profile)
+            kept.append(instance.model_copy(update={"devices": old.devices}) if same and old else instance)
+        placed = place(self.settings, kept, snapshot)
+        return placed, assess(self.settings, placed, snapshot), snapshot
 
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
-        instances = validate_requests(self.settings, items, self._gpu_vendors())
+        instances, fit, _ = self._admit(items)
+        if fit.conflicts and not force:
+            raise AdmissionError({
+                "message": "the desired set does not fit this host: "
+                           + "; ".join(c.describe() for c in fit.conflicts) + " (force=true admits it anyway)",
+                "conflicts": [c.detail() for c in fit.conflicts],
+            })
+        if fit.conflicts:
+            log.warning("admitting a desired set that does not fit (force): %s",
+                        "; ".join(c.describe() for c in fit.conflicts))
         try:
             return self.desired.replace(instances)
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable: the desired set was not changed") from exc
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
-        instances = validate_requests(self.settings, items, self._gpu_vendors())
+        instances, fit, snapshot = self._admit(items)
         entries = self.reconciler.preview(DesiredSet(instances=tuple(instances)))
         planned = {entry.name for entry in entries}
         for instance in instances:
             if instance.name not in planned:
                 entries.append(PlanEntry(name=instance.name, action="keep", reason="keep: a resource, not a container",
                                          service=instance.service, variety=instance.variety, profile=instance.profile))
-        return entries
+        by_name = {i.name: i for i in instances}
+        annotated = []
+        for entry in entries:
+            wanted = by_name.get(entry.name)
+            if wanted is None:
+                annotated.append(entry)
+                continue
+            instance = wanted
+            details: dict[str, Any] = {"gpus": fit.for_instance(entry.name, snapshot)}
+            if instance.devices is not None:
+                details["devices"] = list(instance.devices)
+            if instance.variety_auto:
+                details["variety"] = f"{instance.variety}: picked for this host"
+            conflicts = [c.describe() for c in fit.conflicts if entry.name in c.instances]
+            if conflicts:
+                details["does_not_fit"] = conflicts
+            annotated.append(entry.model_copy(update={"fit": details}))
+        return annotated
+
+    def _reservations(self, snapshot: HostSnapshot) -> dict[str, float]:
+        """Declared needs of instances still starting: measured usage does not include them yet."""
+        starting = {s.name for s in self.active_services() if s.status == "starting"}
+        if not starting:
+            return {}
+        try:
+            desired = [i for i in self.desired.read().instances if i.name in starting]
+        except StateError:
+            return {}
+        return reservations(assess(self.settings, desired, snapshot))
 
     def host_resources(self) -> dict[str, Any]:
-        return dict(host_resources_view(self.resources.snapshot()))
+        snapshot = self.resources.snapshot()
+        return dict(host_resources_view(snapshot, self._reservations(snapshot)))
 
     def available_resources(self) -> list[dict[str, Any]]:
-        return [dict(resource) for resource in available_resources_view(self.resources.snapshot())]
+        snapshot = self.resources.snapshot()
+        return [dict(r) for r in available_resources_view(snapshot, self._reservations(snapshot))]
 
     def profile_requests(self) -> list[dict[str, Any]]:
         try:

@@ -50,6 +50,7 @@ class DesiredInstance(BaseModel):
     variety: str | None = None
     profile: str | None = None
     variety_auto: bool = False  # True when Ozwald picked the variety for this host
+    devices: tuple[str, ...] | None = None  # a GPU pin chosen at admission (by UUID); None: the spec's devices
 
 
 class DesiredSet(BaseModel):
@@ -95,7 +96,7 @@ PlanAction = Literal["start", "stop", "restart", "keep"]
 
 
 class PlanEntry(BaseModel):
-    """One line of a plan: what will happen to an instance, and why."""
+    """One line of a plan: what will happen to an instance, and why; `fit` shows its GPUs' VRAM."""
 
     name: str
     action: PlanAction
@@ -103,3 +104,4 @@ class PlanEntry(BaseModel):
     service: str | None = None
     variety: str | None = None
     profile: str | None = None
+    fit: dict[str, Any] | None = None

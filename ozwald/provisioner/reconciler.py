@@ -23,11 +23,12 @@ from typing import Any
 
 from jeepney import HeaderFields
 
-from ozwald.config import Settings, resolve
+from ozwald.config import Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
 from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet, PlanEntry
 from ozwald.provisioner.plan import Target, plan
+from ozwald.provisioner.requests import effective_spec
 from ozwald.provisioner.status import since, status_of
 from ozwald.quadlet import RenderedUnit, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
@@ -160,7 +161,7 @@ class Reconciler:
     # One pass ----------------------------------------------------------------------------------------
 
     def render(self, instance: DesiredInstance) -> RenderedUnit | None:
-        spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+        spec = effective_spec(self.settings, instance)
         if spec.type != "container":
             return None
         return render_unit(spec, instance.name, self.podman_version)
@@ -172,7 +173,7 @@ class Reconciler:
             unit = self.render(instance)
             if unit is None:
                 continue
-            spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+            spec = effective_spec(self.settings, instance)
             targets.append(Target(instance, unit.spec_hash))
             rendered[instance.name] = (unit, spec.persistent)
         return targets, rendered
@@ -268,7 +269,7 @@ class Reconciler:
         unit = unit_name(name)
         spec = None
         if instance is not None:
-            spec = resolve(self.settings, instance.service, instance.variety, instance.profile)
+            spec = effective_spec(self.settings, instance)
         info: dict[str, Any] = {"unit": unit, "generation": generation}
         if instance is not None and instance.variety_auto:
             info["variety_chosen"] = f"{instance.variety} (picked for this host)"

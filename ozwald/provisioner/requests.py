@@ -6,13 +6,22 @@ Every problem is reported with the item's index and field; nothing is stored unl
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
-from ozwald.config import ResolveError, Settings, resolve
+from ozwald.config import EffectiveSpec, ResolveError, Settings, resolve
 from ozwald.config.model import Service
 from ozwald.provisioner.models import DesiredInstance, ServiceRequest, UpdateError
 
 # Which GPU vendor a CDI device name needs; anything else (or no device) runs on any host.
 CDI_VENDORS = {"nvidia.com/": "nvidia", "amd.com/": "amd"}
+
+
+def effective_spec(settings: Settings, instance: DesiredInstance) -> EffectiveSpec:
+    """The instance's spec, with the GPU pin admission chose (if any) in place of the configured devices."""
+    spec = resolve(settings, instance.service, instance.variety, instance.profile)
+    if instance.devices is not None:
+        spec = replace(spec, devices=instance.devices)
+    return spec
 
 
 def required_vendors(settings: Settings, service: Service, variety: str | None) -> set[str]:
@@ -26,22 +35,56 @@ def required_vendors(settings: Settings, service: Service, variety: str | None) 
     return needs
 
 
-def pick_variety(settings: Settings, service: Service, gpu_vendors: Collection[str]) -> str | None:
-    """The first variety, in the service's order, whose devices this host can provide.
+@dataclass(frozen=True)
+class HostCapabilities:
+    """What a variety's devices need from the host: GPUs of the vendor, and a way to hand them over.
 
-    With nvidia/amdgpu/cpu-only varieties this gives nvidia on NVIDIA hosts, amdgpu on AMD hosts and
-    cpu-only elsewhere; a variety without GPU devices always fits.
+    `cdi_names` is None when CDI specs are not consulted (then GPUs alone decide).
     """
+
+    gpu_vendors: frozenset[str] = frozenset()
+    cdi_names: frozenset[str] | None = None
+    has_kfd: bool = False
+
+    def can_run(self, settings: Settings, service: Service, variety: str | None) -> tuple[bool, str]:
+        spec = resolve(settings, service.name, variety)
+        for device in spec.devices:
+            vendor = next((v for p, v in CDI_VENDORS.items() if device.startswith(p)), None)
+            if vendor is None:
+                continue
+            if vendor not in self.gpu_vendors:
+                return False, f"no {vendor} GPU on this host"
+            if self.cdi_names is None or device in self.cdi_names:
+                continue
+            if vendor == "amd" and self.has_kfd:
+                continue
+            return False, f"no CDI spec provides {device}"
+        return True, "its devices are available"
+
+
+def pick_variety(settings: Settings, service: Service, host: HostCapabilities | Collection[str]
+                 ) -> tuple[str | None, str]:
+    """The first variety, in the service's order, this host can run, and why.
+
+    With nvidia/amdgpu/cpu-only varieties this gives nvidia on NVIDIA hosts with a CDI spec, amdgpu on
+    AMD hosts (CDI spec or /dev/kfd), and cpu-only elsewhere; a variety without GPU devices always fits.
+    """
+    if not isinstance(host, HostCapabilities):
+        host = HostCapabilities(gpu_vendors=frozenset(host))
     if not service.varieties:
-        return None
+        return None, ""
+    skipped: list[str] = []
     for name in service.varieties:
-        if required_vendors(settings, service, name) <= set(gpu_vendors):
-            return name
-    return None
+        ok, why = host.can_run(settings, service, name)
+        if ok:
+            note = f"; skipped {'; '.join(skipped)}" if skipped else ""
+            return name, f"first variety this host can run{note}"
+        skipped.append(f"{name} ({why})")
+    return None, "; ".join(skipped)
 
 
-def validate_requests(settings: Settings, items: Sequence[ServiceRequest], gpu_vendors: Collection[str] = ()
-                      ) -> list[DesiredInstance]:
+def validate_requests(settings: Settings, items: Sequence[ServiceRequest],
+                      host: HostCapabilities | Collection[str] = ()) -> list[DesiredInstance]:
     """Resolve every item or raise UpdateError for the first bad one (by index and field)."""
     seen: dict[str, int] = {}
     desired: list[DesiredInstance] = []
@@ -58,11 +101,10 @@ def validate_requests(settings: Settings, items: Sequence[ServiceRequest], gpu_v
         variety = item.variety
         auto = False
         if variety is None and service.varieties:
-            variety = pick_variety(settings, service, gpu_vendors)
+            variety, why = pick_variety(settings, service, host)
             auto = True
             if variety is None:
-                raise UpdateError(index, "variety", f"no variety of {service.name!r} can run on this host "
-                                                    f"(varieties: {', '.join(service.varieties)})")
+                raise UpdateError(index, "variety", f"no variety of {service.name!r} can run on this host: {why}")
         try:
             resolve(settings, service.name, variety, item.profile)
         except ResolveError as exc:

@@ -103,9 +103,9 @@ def test_plan_applies_nothing(api: Api, core: FakeCore) -> None:
     assert reply.status == 200
     assert reply.json() == [
         {"name": "qwen1.5-vllm", "action": "start", "reason": "requested", "service": "qwen1.5-vllm",
-         "variety": "cpu-only", "profile": "no-gpu"},
+         "variety": "cpu-only", "profile": "no-gpu", "fit": None},
         {"name": "old", "action": "stop", "reason": "not in the desired set", "service": "fiction-sources",
-         "variety": None, "profile": None},
+         "variety": None, "profile": None, "fit": None},
     ]
     assert len(core.update_calls) == 1
     assert [i.name for i in core.desired.instances] == ["old"]

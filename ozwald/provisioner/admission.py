@@ -1,0 +1,148 @@
+"""Admission and GPU placement: will the desired set fit this host, and on which GPUs?
+
+Capacity is the host's total: VRAM per GPU, RAM, CPU cores, GPUs. Demand is what each instance of the
+desired set declares in `resources`. `vram_gb` is needed on every GPU the instance's devices give it
+(`nvidia.com/gpu=all` → every NVIDIA GPU, `=0` or a UUID → that one). Declared needs are compared with
+totals, not with what is free right now, because free memory already counts Ozwald's own running
+services; memory used by processes Ozwald does not manage is not subtracted (see `doctor`).
+
+Placement: an instance that declares `gpus: 1` and whose devices would give it every GPU of a vendor is
+pinned to the single GPU with the most VRAM left after the other instances, by UUID
+(`nvidia.com/gpu=GPU-…`), so a restart or a renumbering never moves it. Existing pins are kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ozwald.config import Settings
+from ozwald.provisioner.models import DesiredInstance
+from ozwald.provisioner.requests import effective_spec
+from ozwald.resources import HostSnapshot
+from ozwald.resources.cdi import gpus_for_cdi_devices
+from ozwald.resources.models import GpuInfo
+
+GIB_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Conflict:
+    resource: str
+    needed: float
+    capacity: float
+    unit: str
+    instances: tuple[str, ...]
+
+    @property
+    def short_by(self) -> float:
+        return round(self.needed - self.capacity, 2)
+
+    def describe(self) -> str:
+        who = ", ".join(self.instances)
+        return (f"{self.resource}: {who} need {self.needed:g} {self.unit}, the host has {self.capacity:g} "
+                f"(short by {self.short_by:g} {self.unit})")
+
+    def detail(self) -> dict[str, Any]:
+        return {"resource": self.resource, "needed": self.needed, "capacity": self.capacity, "unit": self.unit,
+                "short_by": self.short_by, "instances": list(self.instances), "message": self.describe()}
+
+
+@dataclass
+class Fit:
+    """Per-instance placement and the host-wide sums that admission checked."""
+
+    gpus: dict[str, tuple[str, ...]] = field(default_factory=dict)  # instance → GPU ids its devices give it
+    vram_mib: dict[str, dict[str, int]] = field(default_factory=dict)  # GPU id → instance → MiB declared
+    memory_gb: dict[str, float] = field(default_factory=dict)
+    cpus: dict[str, float] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def for_instance(self, name: str, snapshot: HostSnapshot) -> dict[str, Any]:
+        """What the plan shows per instance: each GPU it gets, with that GPU's total and declared sum."""
+        out: dict[str, Any] = {}
+        for gpu_id in self.gpus.get(name, ()):
+            gpu = snapshot.gpu(gpu_id)
+            total = gpu.vram_total_mib if gpu is not None else None
+            declared = sum(self.vram_mib.get(gpu_id, {}).values())
+            out[gpu_id] = {"vram_needed_mib": self.vram_mib.get(gpu_id, {}).get(name, 0),
+                           "vram_declared_total_mib": declared, "vram_total_mib": total,
+                           "fits": total is None or declared <= total}
+        return out
+
+
+def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot
+          ) -> list[DesiredInstance]:
+    """Pin single-GPU instances to the GPU with the most VRAM left; others are returned unchanged."""
+    left: dict[str, float] = {g.id: float(g.vram_total_mib or 0) for g in snapshot.gpus}
+    specs = {i.name: effective_spec(settings, i) for i in instances}
+    to_place: list[DesiredInstance] = []
+    for instance in instances:
+        spec = specs[instance.name]
+        taken = gpus_for_cdi_devices(spec.devices, snapshot.gpus) if spec.devices else ()
+        wants_one = spec.resources.gpus == 1 and len(taken) > 1 and instance.devices is None
+        if wants_one and all(g.uuid for g in taken):
+            to_place.append(instance)
+            continue
+        for gpu in taken:
+            left[gpu.id] -= (spec.resources.vram_gb or 0) * GIB_MIB
+    placed: dict[str, DesiredInstance] = {}
+    for instance in to_place:
+        spec = specs[instance.name]
+        candidates = gpus_for_cdi_devices(spec.devices, snapshot.gpus)
+        best: GpuInfo = max(candidates, key=lambda g: (left[g.id], -g.index))
+        left[best.id] -= (spec.resources.vram_gb or 0) * GIB_MIB
+        kind = best.cdi_name.split("=", 1)[0]
+        placed[instance.name] = instance.model_copy(update={"devices": (f"{kind}={best.uuid}",)})
+    return [placed.get(i.name, i) for i in instances]
+
+
+def assess(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot) -> Fit:
+    fit = Fit()
+    ram_total = round(snapshot.ram_total_bytes / 1024**3, 2)
+    vram_users: dict[str, list[str]] = defaultdict(list)
+    for instance in instances:
+        spec = effective_spec(settings, instance)
+        if spec.type != "container":
+            continue
+        needs = spec.resources
+        taken = gpus_for_cdi_devices(spec.devices, snapshot.gpus) if spec.devices else ()
+        fit.gpus[instance.name] = tuple(g.id for g in taken)
+        if needs.memory_gb:
+            fit.memory_gb[instance.name] = needs.memory_gb
+        if needs.cpus:
+            fit.cpus[instance.name] = needs.cpus
+        if needs.gpus and needs.gpus > len(taken):
+            fit.conflicts.append(Conflict("gpus", needs.gpus, len(taken), "GPUs", (instance.name,)))
+        if needs.vram_gb:
+            if not taken:
+                fit.conflicts.append(Conflict("vram", needs.vram_gb, 0, "GB", (instance.name,)))
+            for gpu in taken:
+                fit.vram_mib.setdefault(gpu.id, {})[instance.name] = int(needs.vram_gb * GIB_MIB)
+                vram_users[gpu.id].append(instance.name)
+    for gpu_id, users in fit.vram_mib.items():
+        found = snapshot.gpu(gpu_id)
+        total = (found.vram_total_mib or 0) if found is not None else 0
+        needed = sum(users.values())
+        if needed > total:
+            fit.conflicts.append(Conflict(f"vram:{gpu_id}", round(needed / GIB_MIB, 2), round(total / GIB_MIB, 2),
+                                          "GB", tuple(vram_users[gpu_id])))
+    memory = round(sum(fit.memory_gb.values()), 2)
+    if memory > ram_total:
+        fit.conflicts.append(Conflict("memory", memory, ram_total, "GB", tuple(fit.memory_gb)))
+    cpus = round(sum(fit.cpus.values()), 2)
+    if cpus > snapshot.cpu_cores_total:
+        fit.conflicts.append(Conflict("cpu", cpus, snapshot.cpu_cores_total, "cores", tuple(fit.cpus)))
+    return fit
+
+
+def reservations(fit: Fit) -> dict[str, float]:
+    """Declared needs in the resource names of `ozwald.resources.views` (for the resource endpoints)."""
+    out: dict[str, float] = defaultdict(float)
+    out["memory"] = sum(fit.memory_gb.values())
+    out["cpu"] = sum(fit.cpus.values())
+    for gpu_id, users in fit.vram_mib.items():
+        out[f"vram:{gpu_id}"] = float(sum(users.values()))
+    return dict(out)
