@@ -158,16 +158,27 @@ def cmd_show_host_resources(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from ozwald.client import OzwaldAPIError, OzwaldClientError
 
+    code = 0
     try:
         health = _client(args).health()
+        print(f"provisioner: {json.dumps(health)}")
     except OzwaldAPIError as exc:
-        print(f"unhealthy: {json.dumps(exc.detail)}")
-        return 1
+        print(f"provisioner: unhealthy: {json.dumps(exc.detail)}")
+        code = 1
     except OzwaldClientError as exc:
-        print(f"not reachable: {exc}")
-        return 1
-    print(json.dumps(health))
-    return 0
+        print(f"provisioner: not reachable: {exc}")
+        code = 1
+    try:
+        _, settings = _settings(args)
+    except ConfigError:
+        return code  # no settings here: the preflight section needs them
+    from ozwald.doctor import run_checks
+
+    print("preflight:")
+    for finding in run_checks(settings, getattr(args, "provisioner", None)):
+        if finding.level != "ok":
+            print("  " + finding.line().replace("\n", "\n  "))
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
