@@ -96,7 +96,8 @@ def test_variety_is_picked_for_this_host_when_omitted(ozwald: ProvisionerDeploym
     status, plan = ozwald.request("POST", "/srv/services/active/plan/", [{"name": "echo", "profile": "big"}])
     assert status == 200
     assert plan == [{"name": "echo", "action": "keep", "reason": "keep: unchanged and active", "service": "echo",
-                     "variety": "cpu-only", "profile": "big"}]
+                     "variety": "cpu-only", "profile": "big",
+                     "fit": {"gpus": {}, "variety": "cpu-only: picked for this host"}}]
 
 
 def test_change_profile_restarts_with_the_new_env(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
