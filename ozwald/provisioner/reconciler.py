@@ -40,7 +40,6 @@ from ozwald.units import UnitStore
 
 log = logging.getLogger(__name__)
 UNIT_PATH_OZWALD = unit_object_path("ozwald-")  # …/unit/ozwald_2d: every Ozwald unit's path starts so
-SIGNAL_DEBOUNCE_S = 0.02
 
 
 @dataclass
@@ -134,8 +133,7 @@ class Reconciler:
                 path = str(message.header.fields.get(HeaderFields.path, ""))
                 if not path.startswith(UNIT_PATH_OZWALD):
                     continue
-                time.sleep(SIGNAL_DEBOUNCE_S)  # a state change comes as a burst of signals
-                while not changes.empty():
+                while not changes.empty():  # a state change comes as a burst: one refresh covers what arrived
                     changes.get_nowait()
                 self._refresh_safely()
 
@@ -261,6 +259,14 @@ class Reconciler:
                     continue
                 services.append(self._describe(None, state, False, False, desired.generation, instance_name))
         self.publish(services)
+        # Container ids come from Podman, which is slower than systemd: publish the status first, then the ids.
+        missing = [s for s in services if s.status == "available" and s.info.get("container_id") is None]
+        if missing:
+            for service in missing:
+                unit_state = states.get(unit_name(service.name))
+                if unit_state is not None:
+                    service.info["container_id"] = self._container_id(service.name, unit_state.invocation_id)
+            self.publish(services)
         return services
 
     def _describe(self, instance: DesiredInstance | None, state: UnitState | None, desired: bool, pending: bool,
@@ -284,7 +290,7 @@ class Reconciler:
             info.update({"active_state": state.active_state, "sub_state": state.sub_state,
                          "since": since(state), "restarts": state.n_restarts})
         if status == "available" and state is not None:
-            info["container_id"] = self._container_id(name, state.invocation_id)
+            info["container_id"] = self._container_ids.get((name, state.invocation_id))
         if status == "failed" and state is not None:
             info["reason"] = self._failure_reason(name, state, spec)
             info["result"] = state.result
@@ -306,7 +312,7 @@ class Reconciler:
         if container is None:
             return None
         for key in [k for k in self._container_ids if k[0] == name]:
-            del self._container_ids[key]
+            self._container_ids.pop(key, None)
         self._container_ids[(name, invocation)] = container.id
         return container.id
 
