@@ -1,0 +1,67 @@
+"""`ozwald` with timing probes: a diagnostic entry point for the benchmarks (`--trace`), never for production.
+
+Run in the guest as ozwald.service's ExecStart (through a drop-in) in place of /usr/bin/ozwald:
+
+    /opt/ozwald/venv/bin/python /usr/local/lib/ozbench/ozwald_trace.py serve
+
+It wraps the methods on the update → available path and writes one line per call to stderr (the
+journal): `OZTRACE <thread> <what> <start> <end>`, in seconds of CLOCK_MONOTONIC, which the guest shares
+with the machine that runs the benchmark. Only the standard library and ozwald are imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import threading
+import time
+from typing import Any
+
+PROBES: list[tuple[str, str | None, list[str]]] = [
+    ("ozwald.provisioner.core", "Provisioner", ["update", "_publish"]),
+    ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
+    ("ozwald.provisioner.reconciler", "Reconciler",
+     ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_id", "_queue", "_reset_failed",
+      "_refresh_safely"]),
+    ("ozwald.systemd.client", "SystemdClient", ["reload", "enqueue", "list_units", "unit_state", "reset_failed",
+                                                "stop"]),
+    ("ozwald.units.store", "UnitStore", ["sync", "existing"]),
+    ("ozwald.podman.inspector", "PodmanInspector", ["container"]),
+    ("ozwald.provisioner.reconciler", None, ["parse_job_removed"]),
+]
+_out = sys.stderr
+_lock = threading.Lock()
+
+
+def _wrap(what: str, func: Any) -> Any:
+    @functools.wraps(func)
+    def probe(*args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            end = time.monotonic()
+            line = f"OZTRACE {threading.current_thread().name} {what} {start:.6f} {end:.6f}\n"
+            with _lock:
+                _out.write(line)
+                _out.flush()
+
+    return probe
+
+
+def install() -> None:
+    for module_name, class_name, names in PROBES:
+        module = importlib.import_module(module_name)
+        owner = getattr(module, class_name) if class_name else module
+        for name in names:
+            what = f"{class_name}.{name}" if class_name else name
+            setattr(owner, name, _wrap(what, getattr(owner, name)))
+
+
+if __name__ == "__main__":
+    install()
+    from ozwald.cli import main
+
+    sys.argv[0] = "ozwald"
+    sys.exit(main(sys.argv[1:]))
