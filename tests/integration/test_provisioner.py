@@ -88,8 +88,10 @@ def test_activate_then_available_and_answering(ozwald: ProvisionerDeployment, te
     with urllib.request.urlopen(testhost.url(8100, "/env"), timeout=5) as response:
         env = json.loads(response.read())
     assert (env["MODEL_NAME"], env["MAX_MODEL_LEN"], env["GPU"]) == ("big", "45000", "false")
-    info = active(ozwald)["echo"]["info"]
-    assert info["unit"] == "ozwald-echo.service" and info["container_id"]
+    # The container id follows the status (it comes from Podman, after systemd's signal).
+    info = wait_for(lambda: (lambda i: i if i.get("container_id") else None)(active(ozwald)["echo"]["info"]),
+                    what="container id")
+    assert info["unit"] == "ozwald-echo.service"
 
 
 def test_variety_is_picked_for_this_host_when_omitted(ozwald: ProvisionerDeployment) -> None:
@@ -101,7 +103,7 @@ def test_variety_is_picked_for_this_host_when_omitted(ozwald: ProvisionerDeploym
 
 
 def test_change_profile_restarts_with_the_new_env(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
-    before = active(ozwald)["echo"]["info"]["container_id"]
+    before = wait_for(lambda: active(ozwald)["echo"]["info"].get("container_id"), what="container id")
     status, plan = ozwald.request("POST", "/srv/services/active/plan/",
                                   [{"name": "echo", "variety": "cpu-only", "profile": "small"}])
     assert status == 200 and plan[0]["action"] == "restart"
@@ -162,7 +164,7 @@ def test_remove_stops_and_deletes_the_unit(ozwald: ProvisionerDeployment, testho
 
 
 def test_redis_restarted_empty_restores_desired_state(ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
-    before = active(ozwald)["echo"]["info"]["container_id"]
+    before = wait_for(lambda: active(ozwald)["echo"]["info"].get("container_id"), what="container id")
     key = f"ozwald:{ozwald.provisioner}:desired"
     assert ozwald.redis_cli("EXISTS", key).stdout.strip() == "1"
     # Restart Redis with nothing on disk: it comes back empty, as a cache without persistence does.

@@ -81,8 +81,9 @@ def test_converges_through_changes_failures_and_restarts(drivers: Drivers) -> No
                     DesiredInstance(name="other", service="other"),
                     DesiredInstance(name="docs", service="docs"))
         reconciler.wake()
-        state = published.wait(lambda s: s.get("echo") is not None and s["echo"].status == "available"
-                               and s.get("other") is not None and s["other"].status == "available")
+        # Statuses are published first; container ids follow from Podman in a second publish.
+        state = published.wait(lambda s: all(s.get(n) is not None and s[n].status == "available"
+                                             and s[n].info.get("container_id") for n in ("echo", "other")))
         assert state["docs"].status == "available" and state["docs"].info["unit"] is None
         assert http_json(drivers.host.url(8010, "/env"))["MAX_MODEL_LEN"] == "45000"
         other_id = state["other"].info["container_id"]
