@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 PROBES: list[tuple[str, str | None, list[str]]] = [
-    ("ozwald.provisioner.core", "Provisioner", ["update", "_publish"]),
+    ("ozwald.provisioner.core", "Provisioner", ["update", "_publish", "active_services"]),
     ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
      ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_id", "_queue", "_reset_failed",
