@@ -53,7 +53,7 @@ class Provisioner:
         self._published: list[ActiveService] | None = None
         self._lock = threading.Lock()
         self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
-        self._remove_listener = self.desired.add_listener(lambda _: self.reconciler.wake())
+        self._remove_listener = self.desired.add_listener(lambda d: self.reconciler.wake(d.generation))
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -72,11 +72,13 @@ class Provisioner:
         self.resources.stop()
 
     def _watch_other_writers(self) -> None:
-        """Updates written by another process reach this reconciler through Redis pub/sub."""
+        """Updates written by another process reach this reconciler through Redis pub/sub. This process's own
+        updates arrive here too; the reconciler drops a wake-up for a generation it already has."""
         with self.desired.subscribe() as listener:
             while not self._stop.is_set():
-                if listener.wait(1.0) is not None:
-                    self.reconciler.wake()
+                generation = listener.wait(1.0)
+                if generation is not None:
+                    self.reconciler.wake(generation)
 
     def _read_desired(self) -> DesiredSet:
         try:

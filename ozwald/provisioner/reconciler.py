@@ -27,6 +27,7 @@ from ozwald.config import Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
 from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet, PlanEntry
+from ozwald.provisioner.observed import ObservedUnits
 from ozwald.provisioner.plan import Target, plan
 from ozwald.provisioner.requests import effective_spec
 from ozwald.provisioner.status import since, status_of
@@ -35,11 +36,10 @@ from ozwald.quadlet.keys import NEWEST_KNOWN, Version
 from ozwald.quadlet.render import unit_name
 from ozwald.systemd import SystemdClient, SystemdError
 from ozwald.systemd.journal import container_log_tail
-from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_object_path
+from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_name_from_path
 from ozwald.units import UnitStore
 
 log = logging.getLogger(__name__)
-UNIT_PATH_OZWALD = unit_object_path("ozwald-")  # …/unit/ozwald_2d: every Ozwald unit's path starts so
 
 
 @dataclass
@@ -76,9 +76,12 @@ class Reconciler:
         self.journal_prefix = tuple(journal_prefix)
         self.resync_interval = resync_interval
         self._wake = threading.Event()
+        self._wake_lock = threading.Lock()
+        self._wanted_generation = 0  # the newest generation a wake-up asked for or a pass read
         self._stop = threading.Event()
-        self._lock = threading.RLock()  # one pass or status refresh at a time
-        self._pending: dict[str, str] = {}  # job path → instance, for queued starts/restarts
+        self._lock = threading.RLock()  # one pass at a time
+        self._publish_lock = threading.Lock()  # statuses go out in the order they were composed
+        self.observed = ObservedUnits()
         self._desired = DesiredSet()
         self._failure_reasons: dict[tuple[str, int], str] = {}  # (instance, state change µs) → reason
         self._container_ids: dict[tuple[str, str], str] = {}  # (instance, unit invocation) → container id
@@ -88,12 +91,13 @@ class Reconciler:
         # or a restart of the provisioner: systemd's Restart= policy already decided to give up on them.
         self._applied_generation: int | None = None
         self.passes = 0
+        self.unit_reads = 0  # single-unit reads by the refresher: an idle provisioner does none
 
     # Life cycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
         for target, name in ((self._loop, "ozwald-reconciler"), (self._watch_units, "ozwald-unit-watch"),
-                             (self._watch_jobs, "ozwald-job-watch")):
+                             (self._watch_jobs, "ozwald-job-watch"), (self._refresh_loop, "ozwald-refresher")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -109,7 +113,14 @@ class Reconciler:
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    def wake(self) -> None:
+    def wake(self, generation: int | None = None) -> None:
+        """Ask for a pass. With a generation, a wake-up for one already asked for or read is dropped: one
+        update reaches this process twice (directly and through Redis pub/sub) and needs one pass."""
+        with self._wake_lock:
+            if generation is not None:
+                if generation <= self._wanted_generation:
+                    return
+                self._wanted_generation = generation
         self._wake.set()
 
     def _loop(self) -> None:
@@ -124,20 +135,24 @@ class Reconciler:
                 log.exception("reconcile pass failed; retrying at the next wake-up")
 
     def _watch_units(self) -> None:
+        """Mark the Ozwald units that signalled a change; the refresher reads just those."""
         with self.systemd.unit_changes() as changes:
             while not self._stop.is_set():
                 try:
-                    message = changes.get(timeout=0.5)
+                    messages = [changes.get(timeout=0.5)]
                 except Empty:
                     continue
-                path = str(message.header.fields.get(HeaderFields.path, ""))
-                if not path.startswith(UNIT_PATH_OZWALD):
-                    continue
-                while not changes.empty():  # a state change comes as a burst: one refresh covers what arrived
-                    changes.get_nowait()
-                self._refresh_safely()
+                while not changes.empty():  # a state change comes as a burst
+                    messages.append(changes.get_nowait())
+                units = set()
+                for message in messages:
+                    unit = unit_name_from_path(str(message.header.fields.get(HeaderFields.path, "")))
+                    if unit is not None and unit.startswith("ozwald-") and unit.endswith(".service"):
+                        units.add(unit)
+                self.observed.mark_dirty(units)
 
     def _watch_jobs(self) -> None:
+        """A start job that ends `done` makes its instance `available` at once, before any other read."""
         with self.systemd.job_removals() as removals:
             while not self._stop.is_set():
                 try:
@@ -145,16 +160,33 @@ class Reconciler:
                 except Empty:
                     continue
                 event = parse_job_removed(message.body)
-                with self._lock:
-                    if self._pending.pop(event.job_path, None) is None:
-                        continue
-                self._refresh_safely()
+                if self.observed.job_removed(event.job_path, event.result) is not None and event.result == "done":
+                    self._publish_safely()
 
-    def _refresh_safely(self) -> None:
+    def _refresh_loop(self) -> None:
+        while not self._stop.is_set():
+            units = self.observed.take_dirty(timeout=0.5)
+            if not units:
+                continue
+            try:
+                self._refresh_units(units)
+            except Exception:
+                log.exception("status refresh failed")
+                self.observed.mark_dirty(units)
+                self._stop.wait(1.0)
+
+    def _refresh_units(self, units: set[str]) -> None:
+        before = self.observed.versions()
+        for unit in sorted(units):
+            self.unit_reads += 1
+            self.observed.put(self.systemd.unit_state(unit), before)
+        self._publish_statuses()
+
+    def _publish_safely(self) -> None:
         try:
-            self.refresh_statuses()
+            self._publish_statuses()
         except Exception:
-            log.exception("status refresh failed")
+            log.exception("publishing statuses failed")
 
     # One pass ----------------------------------------------------------------------------------------
 
@@ -188,10 +220,14 @@ class Reconciler:
         with self._lock:
             started = time.monotonic()
             desired = self.read_desired()
-            self._desired = desired
+            with self._wake_lock:
+                self._wanted_generation = max(self._wanted_generation, desired.generation)
             targets, rendered = self.targets(desired)
             existing = self.units.existing()
+            before = self.observed.versions()
             states = self.states()
+            self.observed.replace_all(states, before)
+            self._desired = desired
             entries = plan(self.settings, targets, existing, states)
             if desired.generation == self._applied_generation or self._applied_generation is None:
                 entries = [_hold_failed(e, states.get(unit_name(e.name))) for e in entries]
@@ -201,18 +237,21 @@ class Reconciler:
             for entry in entries:
                 by_action[entry.action].append(entry.name)
 
-            # A new generation is an explicit wish: retry desired instances that failed or ended.
             to_stop = [unit_name(n) for n in by_action["stop"]]
             if to_stop:
+                self.observed.forget_jobs(to_stop)
                 self.systemd.stop(to_stop, timeout=300)
-                for unit in to_stop:
+                for unit in to_stop:  # a stop can end failed (killed after its timeout): unload it cleanly
                     self._reset_failed(unit)
             sync = self.units.sync(rendered.values())
             if sync.changed:
                 self.systemd.reload()
                 report.reloaded = True
+            # A new generation is an explicit wish: retry desired instances that failed (the start limit too).
             for name in by_action["start"]:
-                self._reset_failed(unit_name(name))
+                state = states.get(unit_name(name))
+                if state is not None and state.failed:
+                    self._reset_failed(unit_name(name))
             self._queue("start", by_action["start"], report)
             self._queue("restart", by_action["restart"], report)
             report.seconds = time.monotonic() - started
@@ -221,8 +260,8 @@ class Reconciler:
             if any(e.action != "keep" for e in entries):
                 log.info("generation %d: %s", desired.generation,
                          "; ".join(e.reason.replace(":", f" {e.name}:", 1) for e in entries if e.action != "keep"))
-            self.refresh_statuses()
-            return report
+        self._publish_statuses()
+        return report
 
     def _reset_failed(self, unit: str) -> None:
         with contextlib.suppress(SystemdError):  # not failed, or not loaded: nothing to reset
@@ -238,36 +277,55 @@ class Reconciler:
                 report.errors[name] = result.message
                 log.warning("%s %s refused by systemd: %s", operation, name, result.message)
             else:
-                self._pending[result] = name
+                self.observed.job_queued(result, unit_name(name))
 
     # Statuses ----------------------------------------------------------------------------------------
 
     def refresh_statuses(self) -> list[ActiveService]:
-        with self._lock:
-            desired = self._desired
-            states = self.states()
-            pending = set(self._pending.values())
-            services: list[ActiveService] = []
-            seen: set[str] = set()
-            for instance in desired.instances:
-                seen.add(instance.name)
-                services.append(self._describe(instance, states.get(unit_name(instance.name)), True,
-                                               instance.name in pending, desired.generation))
-            for name, state in sorted(states.items()):
-                instance_name = name.removeprefix("ozwald-").removesuffix(".service")
-                if instance_name in seen or state.active_state in ("inactive", "failed"):
-                    continue
-                services.append(self._describe(None, state, False, False, desired.generation, instance_name))
-        self.publish(services)
-        # Container ids come from Podman, which is slower than systemd: publish the status first, then the ids.
-        missing = [s for s in services if s.status == "available" and s.info.get("container_id") is None]
-        if missing:
-            for service in missing:
-                unit_state = states.get(unit_name(service.name))
-                if unit_state is not None:
-                    service.info["container_id"] = self._container_id(service.name, unit_state.invocation_id)
+        """Read every Ozwald unit and publish; the running reconciler only reads units that changed."""
+        before = self.observed.versions()
+        self.observed.replace_all(self.states(), before)
+        return self._publish_statuses()
+
+    def _publish_statuses(self) -> list[ActiveService]:
+        self._explain_failures()  # journal and Podman reads happen before the lock, not under it
+        with self._publish_lock:
+            services = self._compose()
             self.publish(services)
+        # Container ids come from Podman, which is slower than systemd: publish the status first, then the ids.
+        missing = [s for s in services if s.status == "available" and s.info.get("container_id") is None
+                   and s.info.get("invocation")]
+        found = [self._container_id(s.name, str(s.info["invocation"])) for s in missing]
+        if any(found):
+            with self._publish_lock:
+                services = self._compose()
+                self.publish(services)
         return services
+
+    def _compose(self) -> list[ActiveService]:
+        view = self.observed.view()
+        desired = self._desired
+        services: list[ActiveService] = []
+        seen: set[str] = set()
+        for instance in desired.instances:
+            seen.add(instance.name)
+            unit = unit_name(instance.name)
+            services.append(self._describe(instance, view.states.get(unit), True, unit in view.pending,
+                                           desired.generation))
+        for name, state in sorted(view.states.items()):
+            instance_name = name.removeprefix("ozwald-").removesuffix(".service")
+            if instance_name in seen or state.active_state in ("inactive", "failed"):
+                continue
+            services.append(self._describe(None, state, False, False, desired.generation, instance_name))
+        return services
+
+    def _explain_failures(self) -> None:
+        view = self.observed.view()
+        for instance in self._desired.instances:
+            unit = unit_name(instance.name)
+            state = view.states.get(unit)
+            if state is not None and status_of(state, True, unit in view.pending) == "failed":
+                self._failure_reason(instance.name, state, effective_spec(self.settings, instance))
 
     def _describe(self, instance: DesiredInstance | None, state: UnitState | None, desired: bool, pending: bool,
                   generation: int, name: str | None = None) -> ActiveService:
@@ -290,7 +348,8 @@ class Reconciler:
             info.update({"active_state": state.active_state, "sub_state": state.sub_state,
                          "since": since(state), "restarts": state.n_restarts})
         if status == "available" and state is not None:
-            info["container_id"] = self._container_ids.get((name, state.invocation_id))
+            info["container_id"] = self._container_ids.get((name, state.invocation_id)) if state.invocation_id else None
+            info["invocation"] = state.invocation_id or None
         if status == "failed" and state is not None:
             info["reason"] = self._failure_reason(name, state, spec)
             info["result"] = state.result

@@ -153,14 +153,12 @@ class DesiredStateStore:
             generation = int(self._replace([self.keys.desired, self.keys.generation],
                                            [body, self._floor(), self.channel]))
         desired = draft.model_copy(update={"generation": generation})
+        self._notify(desired)  # the set is live in Redis: waking the reconciler need not wait for the fsync
         try:
-            try:
-                self.save_local(desired)
-            except OSError as exc:
-                raise StateError(f"desired generation {generation} is live in Redis but was not saved to "
-                                 f"{self.path}: {exc}") from exc
-        finally:
-            self._notify(desired)
+            self.save_local(desired)
+        except OSError as exc:
+            raise StateError(f"desired generation {generation} is live in Redis but was not saved to "
+                             f"{self.path}: {exc}") from exc
         return desired
 
     def _restore_from(self, local: DesiredSet) -> DesiredSet:

@@ -36,6 +36,29 @@ def unit_object_path(unit: str) -> str:
     return UNIT_PATH_PREFIX + "".join(out)
 
 
+def unit_name_from_path(path: str) -> str | None:
+    """The unit an object path names (the inverse of unit_object_path); None for any other path."""
+    if not path.startswith(UNIT_PATH_PREFIX):
+        return None
+    label = path[len(UNIT_PATH_PREFIX):]
+    out = bytearray()
+    index = 0
+    while index < len(label):
+        if label[index] == "_":
+            digits = label[index + 1:index + 3]
+            if len(digits) != 2 or digits.strip("0123456789abcdef"):
+                return None
+            out.append(int(digits, 16))
+            index += 3
+        else:
+            out.append(ord(label[index]))
+            index += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def subscribe() -> Message:
     return new_method_call(MANAGER, "Subscribe")
 

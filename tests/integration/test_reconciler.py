@@ -29,12 +29,20 @@ class Published:
 
     def __init__(self) -> None:
         self.latest: list[ActiveService] = []
+        self.history: list[list[ActiveService]] = []
         self._cond = threading.Condition()
 
     def __call__(self, services: list[ActiveService]) -> None:
         with self._cond:
             self.latest = services
+            self.history.append(services)
             self._cond.notify_all()
+
+    def statuses_of(self, name: str) -> list[str]:
+        """The instance's published statuses in order, repeats folded."""
+        with self._cond:
+            seen = [s.status for services in self.history for s in services if s.name == name]
+        return [status for index, status in enumerate(seen) if index == 0 or seen[index - 1] != status]
 
     def by_name(self) -> dict[str, ActiveService]:
         return {s.name: s for s in self.latest}
@@ -159,3 +167,36 @@ def test_failed_instances_wait_for_a_new_generation(drivers: Drivers) -> None:
     assert [e.action for e in again.entries] == ["start"]
     desired.set()
     reconciler.run_once()
+
+
+def test_one_update_is_one_pass_and_an_idle_reconciler_reads_nothing(drivers: Drivers) -> None:
+    desired, published = Desired(), Published()
+    reconciler = make(drivers, desired, published)
+    reconciler.start()
+    try:
+        desired.set(DesiredInstance(name="other", service="other"))
+        reconciler.wake(desired.value.generation)
+        published.wait(lambda s: s.get("other") is not None and s["other"].status == "available"
+                       and s["other"].info.get("container_id") is not None)
+        # Once available, never back to starting: a slow read must not overwrite the job's news.
+        assert published.statuses_of("other") == ["starting", "available"]
+
+        time.sleep(1.0)  # let the last signals of the start settle
+        passes, reads, publishes = reconciler.passes, reconciler.unit_reads, len(published.history)
+        time.sleep(2.0)
+        assert (reconciler.passes, reconciler.unit_reads, len(published.history)) == (passes, reads, publishes)
+
+        # The same update announced twice (in-process and through Redis pub/sub) is one pass.
+        desired.set(DesiredInstance(name="other", service="other"))
+        reconciler.wake(desired.value.generation)
+        reconciler.wake(desired.value.generation)
+        published.wait(lambda s: s["other"].info["generation"] == desired.value.generation)
+        time.sleep(1.0)
+        assert reconciler.passes == passes + 1
+        assert reconciler.last_report is not None
+        assert [e.action for e in reconciler.last_report.entries] == ["keep"]
+    finally:
+        reconciler.stop()
+        desired.set()
+        reconciler.run_once()
+    assert drivers.podman.containers() == []

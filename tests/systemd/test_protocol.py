@@ -1,3 +1,4 @@
+import pytest
 from jeepney import HeaderFields
 
 from ozwald.diagnose import explain_failure
@@ -9,6 +10,18 @@ def test_unit_object_path_escapes_like_systemd() -> None:
     assert protocol.unit_object_path("ozwald-qwen1.5-vllm.service") == \
         "/org/freedesktop/systemd1/unit/ozwald_2dqwen1_2e5_2dvllm_2eservice"
     assert protocol.unit_object_path("a_b.service") == "/org/freedesktop/systemd1/unit/a_5fb_2eservice"
+
+
+@pytest.mark.parametrize("unit", ["ozwald-qwen1.5-vllm.service", "a_b.service", "ozwald-é@x\\y.service", "-.mount"])
+def test_unit_name_from_path_inverts_the_escaping(unit: str) -> None:
+    assert protocol.unit_name_from_path(protocol.unit_object_path(unit)) == unit
+
+
+@pytest.mark.parametrize("path", ["/org/freedesktop/systemd1", "/org/freedesktop/systemd1/job/12",
+                                  "/org/freedesktop/systemd1/unit/bad_zz", "/org/freedesktop/systemd1/unit/x_2",
+                                  "/org/freedesktop/systemd1/unit/_ff_fe"])
+def test_unit_name_from_path_refuses_other_paths(path: str) -> None:
+    assert protocol.unit_name_from_path(path) is None
 
 
 def test_messages_carry_the_unit_and_mode() -> None:
