@@ -4,9 +4,10 @@ the same unit directly over D-Bus.
 Ozwald runs as ozwald.service in a booted test host (the integration tests' deployment). Both paths start
 the same rendered Quadlet unit in that host, alternating round by round (the order flips every round):
 
-- ozwald: POST the one-instance desired set, then GET /srv/services/active/ every ~5 ms (one keep-alive
-  connection from this machine) until the instance is `available`; timed from before the POST to the
-  answer that says so;
+- ozwald: POST the one-instance desired set, then blocking queries GET /srv/services/active/?after=<revision>
+  (one keep-alive connection from this machine; each is answered when a status changes) until the instance
+  is `available`; timed from before the POST to the answer that says so. With `--poll`, a plain GET every
+  ~5 ms instead, as a client without blocking queries would;
 - direct: write the unit file Ozwald wrote (same text; named `ozbench-<instance>.container` so that
   Ozwald's reconciler never sees or stops it), then SystemdClient(host.bus_address).reload() and
   start_unit() from this machine; timed from before the write until the start job has finished.
@@ -23,7 +24,7 @@ Run as root:
     .venv/bin/python -m bench.bench_update_latency [--rounds 15] [--variants health nohealth]
 
 `--trace` runs Ozwald through bench/ozwald_trace.py and prints the median round's timeline; `--poll-direct`
-(a control) puts the same ~5 ms GET polling load on the direct rounds.
+(a control, with `--poll`) puts the same ~5 ms GET polling load on the direct rounds.
 """
 
 from __future__ import annotations
@@ -89,7 +90,12 @@ def sample(host: TestHost, unit: str, t0: float, t1: float, **extra: float) -> S
 
 # -- Ozwald ----------------------------------------------------------------------------------------------
 
-def ozwald_round(host: TestHost, api: Api, name: str, timeout: float = 120.0) -> Sample:
+def ozwald_round(host: TestHost, api: Api, name: str, poll: bool = False, timeout: float = 120.0) -> Sample:
+    """Blocking queries by default (GET ?after=<revision>, answered at each change); `poll`: every ~5 ms."""
+    revision = None
+    if not poll:
+        api.json("GET", ACTIVE)
+        revision = api.last_headers["x-ozwald-revision"]
     t0 = time.monotonic()
     status, body = api.json("POST", UPDATE, [{"name": name}])
     t_posted = time.monotonic()
@@ -98,9 +104,10 @@ def ozwald_round(host: TestHost, api: Api, name: str, timeout: float = 120.0) ->
     polls = 0
     deadline = t0 + timeout
     while True:
-        status, items = api.json("GET", ACTIVE)
+        status, items = api.json("GET", ACTIVE if poll else f"{ACTIVE}?after={revision}&wait=10")
         t1 = time.monotonic()
         polls += 1
+        revision = api.last_headers.get("x-ozwald-revision", revision)
         item = next((i for i in items if i["name"] == name), None) if status == 200 else None
         if item is not None and item["status"] == "available":
             break
@@ -108,7 +115,8 @@ def ozwald_round(host: TestHost, api: Api, name: str, timeout: float = 120.0) ->
             raise RuntimeError(f"{name} failed: {item}")
         if t1 > deadline:
             raise TimeoutError(f"{name} not available after {timeout} s: {status} {items}")
-        time.sleep(POLL_S)
+        if poll:
+            time.sleep(POLL_S)
     return sample(host, f"ozwald-{name}.service", t0, t1, post_s=t_posted - t0, polls=polls)
 
 
@@ -232,7 +240,7 @@ def report(variant: str, ours: list[Sample], base: list[Sample]) -> float:
     for attr, what in (("pre", "t0 → start begins"), ("start", "start → active"), ("post", "active → caller knows")):
         print(f"  {attr:<5} ({what:<21}) ozwald {ms(med(ours, attr)):>7}, direct {ms(med(base, attr)):>7}")
     print(f"  ozwald POST answered after {ms(statistics.median(s.extra['post_s'] for s in ours))} (median), "
-          f"{statistics.median(s.extra['polls'] for s in ours):.0f} GETs per round")
+          f"{statistics.median(s.extra['polls'] for s in ours):.0f} GETs after it per round")
     if VARIANTS[variant]:
         # Bimodal: when the server is not listening yet at Podman's first health check, the unit becomes
         # healthy ~0.3 s later. Count the rounds whose start phase is in the slow mode.
@@ -252,6 +260,9 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="run Ozwald through bench/ozwald_trace.py and print the median round's timeline "
                              "(diagnostic: the probes cost a little time themselves)")
+    parser.add_argument("--poll", action="store_true",
+                        help="learn the status by polling GET /srv/services/active/ every ~5 ms (what clients "
+                             "without blocking queries do) instead of blocking queries")
     parser.add_argument("--poll-direct", action="store_true",
                         help="control: poll Ozwald's GET every ~5 ms during the direct rounds too")
     args = parser.parse_args()
@@ -268,7 +279,7 @@ def main() -> None:
             for variant in args.variants:
                 name = variant
                 # Warm-up, not counted: the first start pays for storage and caches in both paths.
-                ozwald_round(host, api, name)
+                ozwald_round(host, api, name, args.poll)
                 text = host.read_file(f"{RUNTIME_DIR}/ozwald-{name}.container")
                 ozwald_clean(host, api, client, name)
                 direct_round(host, client, name, text)
@@ -279,7 +290,7 @@ def main() -> None:
                     order = ["ozwald", "direct"] if round_no % 2 == 0 else ["direct", "ozwald"]
                     for path in order:
                         if path == "ozwald":
-                            ours.append(ozwald_round(host, api, name))
+                            ours.append(ozwald_round(host, api, name, args.poll))
                             ozwald_clean(host, api, client, name)
                         else:
                             base.append(direct_round(host, client, name, text, poller))

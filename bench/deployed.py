@@ -51,6 +51,7 @@ class Api:
     def __init__(self, host: str, port: int, key: str, timeout: float = 10.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.headers = {"Authorization": f"Bearer {key}"}
+        self.last_headers: dict[str, str] = {}  # of the last answer, names in lower case
         self._conn: http.client.HTTPConnection | None = None
 
     def raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
@@ -64,6 +65,7 @@ class Api:
             try:
                 self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
+                self.last_headers = {k.lower(): v for k, v in response.getheaders()}
                 return response.status, response.read()
             except (OSError, http.client.HTTPException):
                 self.close()

@@ -23,7 +23,7 @@ PROBES: list[tuple[str, str | None, list[str]]] = [
     ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
      ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_id", "_queue", "_reset_failed",
-      "_refresh_safely"]),
+      "_refresh_units", "_publish_statuses"]),
     ("ozwald.systemd.client", "SystemdClient", ["reload", "enqueue", "list_units", "unit_state", "reset_failed",
                                                 "stop"]),
     ("ozwald.units.store", "UnitStore", ["sync", "existing"]),

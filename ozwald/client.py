@@ -4,6 +4,7 @@
     client.update([{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}])
     for service in client.active_services():
         print(service.name, service.status)
+    client.wait_for(lambda services: all(s.status == "available" for s in services), timeout=300)
 
 Errors answered by the API raise OzwaldAPIError(status, detail); a server that cannot be reached
 raises OzwaldConnectionError. The client never follows redirects and ignores proxy settings, so the
@@ -13,10 +14,11 @@ key is only ever sent to `base_url`; it never appears in a message or a repr.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, TypeAdapter
@@ -37,6 +39,7 @@ _ACTIVE_LIST: TypeAdapter[list[ActiveService]] = TypeAdapter(list[ActiveService]
 _PLAN_LIST: TypeAdapter[list[PlanEntry]] = TypeAdapter(list[PlanEntry])
 
 ServiceItem = ServiceRequest | Mapping[str, Any]
+MAX_WAIT_S = 60.0  # the server's limit on one blocking query
 
 
 class UpdateAccepted(TypedDict):
@@ -61,9 +64,10 @@ class OzwaldClientError(Exception):
 class OzwaldAPIError(OzwaldClientError):
     """The API answered with an error status; `detail` is the body's `detail` (or its text)."""
 
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
         self.status = status
         self.detail = detail
+        self.headers = dict(headers or {})
         super().__init__(f"HTTP {status}: {detail}")
 
 
@@ -109,6 +113,38 @@ class OzwaldClient:
         """GET /srv/services/active/."""
         return _ACTIVE_LIST.validate_python(self._request("GET", "/srv/services/active/"))
 
+    def watch_active(self, after: int | None = None, wait: float = 30.0) -> tuple[int, list[ActiveService]]:
+        """GET /srv/services/active/?after=&wait=: (revision, statuses). With `after`, the server answers
+        when the statuses differ from that revision, or after `wait` seconds; pass the returned revision
+        to the next call. Too many waiters already (429): the call retries after the server's Retry-After."""
+        path = "/srv/services/active/"
+        if after is not None:
+            path += f"?after={int(after)}&wait={wait:g}"
+        while True:
+            try:
+                body, headers = self._exchange("GET", path, timeout=max(self.timeout, wait + self.timeout))
+            except OzwaldAPIError as exc:
+                if exc.status != 429:
+                    raise
+                time.sleep(_retry_after(exc.headers))
+                continue
+            return int(headers.get("x-ozwald-revision", "0")), _ACTIVE_LIST.validate_python(body)
+
+    def wait_for(self, check: Callable[[list[ActiveService]], bool], timeout: float) -> list[ActiveService]:
+        """The statuses once `check` holds for them, waiting on changes rather than polling.
+
+        Raises TimeoutError after `timeout` seconds. Check for `failed` too, or a failed start waits to
+        the end: `lambda ss: all(s.status in ("available", "failed") for s in ss)`.
+        """
+        deadline = time.monotonic() + timeout
+        revision, services = self.watch_active()
+        while not check(services):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the statuses did not reach the condition within {timeout:g} s")
+            revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S))
+        return services
+
     def update(self, items: Sequence[ServiceItem], force: bool = False) -> UpdateAccepted:
         """POST /srv/services/active/update/: replace the desired set (all or nothing)."""
         path = "/srv/services/active/update/" + ("?force=true" if force else "")
@@ -140,6 +176,13 @@ class OzwaldClient:
     def _request(
         self, method: str, path: str, body: Any = None, auth: bool = True, accept: tuple[int, ...] = ()
     ) -> Any:
+        return self._exchange(method, path, body, auth, accept)[0]
+
+    def _exchange(
+        self, method: str, path: str, body: Any = None, auth: bool = True, accept: tuple[int, ...] = (),
+        timeout: float | None = None,
+    ) -> tuple[Any, Mapping[str, str]]:
+        """The parsed JSON answer and its headers (names in lower case)."""
         headers = {"Accept": "application/json"}
         if auth:
             headers["Authorization"] = self._authorization
@@ -150,22 +193,31 @@ class OzwaldClient:
         url = self.base_url + path  # the scheme is checked in __init__: http or https only
         request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 status, raw = int(response.status), response.read()
+                answered = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
             with exc:
                 status, raw = int(exc.code), exc.read()
+                answered = {k.lower(): v for k, v in exc.headers.items()}
             if status not in accept:
-                raise OzwaldAPIError(status, _detail(raw)) from None
+                raise OzwaldAPIError(status, _detail(raw), answered) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise OzwaldConnectionError(f"cannot reach {self.base_url}: {reason}") from None
         if not 200 <= status < 300 and status not in accept:
-            raise OzwaldAPIError(status, _detail(raw))
+            raise OzwaldAPIError(status, _detail(raw), answered)
         try:
-            return json.loads(raw)
+            return json.loads(raw), answered
         except ValueError:
             raise OzwaldConnectionError(f"{method} {path}: the answer is not JSON") from None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    try:
+        return min(max(float(headers.get("retry-after", "1")), 0.1), MAX_WAIT_S)
+    except ValueError:
+        return 1.0
 
 
 def _items(items: Sequence[ServiceItem]) -> list[dict[str, Any]]:

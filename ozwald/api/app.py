@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,11 +44,19 @@ _REASONS = {
     404: "not found",
     405: "method not allowed",
     413: "request body too large",
+    429: "too many requests",
     500: "internal error",
 }
 
+REVISION_HEADER = "X-Ozwald-Revision"
+MAX_REVISION = 2**63 - 1
+MAX_WAIT_S = 60.0
+DEFAULT_WAIT_S = 30.0
+WAIT_SLICE_S = 1.0  # a blocked request checks this often whether the server is closing
+DEFAULT_MAX_WAITERS = 4
+
 Environ = Mapping[str, Any]
-Reply = tuple[int, bytes]
+Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
 Handler = Callable[[Environ], Reply]
 
 
@@ -213,6 +223,26 @@ def _force(environ: Environ) -> bool:
     raise ApiError(422, _problem(None, "force", "expected true or false"))
 
 
+def _watch_query(environ: Environ) -> tuple[int | None, float]:
+    """`after` (a revision) and `wait` (seconds) of GET /srv/services/active/; 422 naming the field."""
+    after: int | None = None
+    wait: float | None = None
+    for name, value in _query(environ, frozenset({"after", "wait"})):
+        if name == "after":
+            if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_REVISION:
+                raise ApiError(422, _problem(None, "after", "expected a revision: the X-Ozwald-Revision "
+                                                            "header of an earlier answer"))
+            after = int(value)
+        else:
+            try:
+                wait = float(value)
+            except ValueError:
+                wait = -1.0
+            if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
+                raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
+    return after, DEFAULT_WAIT_S if wait is None else wait  # without after, wait has nothing to wait past
+
+
 def twins(path: str) -> tuple[str, str]:
     """A documented path and its slash twin, the documented form first."""
     if path == "/":
@@ -223,8 +253,11 @@ def twins(path: str) -> tuple[str, str]:
 class _Routes:
     """The endpoint handlers, bound to one core."""
 
-    def __init__(self, core: ProvisionerCore) -> None:
+    def __init__(self, core: ProvisionerCore, max_waiters: int, closing: threading.Event) -> None:
         self.core = core
+        self.max_waiters = max_waiters
+        self._waiters = threading.BoundedSemaphore(max_waiters)
+        self._closing = closing
 
     def health(self, environ: Environ) -> Reply:
         try:
@@ -240,7 +273,25 @@ class _Routes:
         return 200, dumps(self.core.configured_services())
 
     def active(self, environ: Environ) -> Reply:
-        return 200, _ACTIVE_LIST.dump_json(self.core.active_services())
+        """With `after`, a blocking query: answered when the statuses differ from that revision, or after
+        `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait."""
+        after, wait = _watch_query(environ)
+        if after is None or wait == 0:
+            revision, services = self.core.watch_active(after, 0)
+        else:
+            if not self._waiters.acquire(blocking=False):
+                raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
+                                    "or ask without after", {"Retry-After": "1"})
+            try:
+                deadline = time.monotonic() + wait
+                while True:
+                    left = deadline - time.monotonic()
+                    revision, services = self.core.watch_active(after, max(0.0, min(left, WAIT_SLICE_S)))
+                    if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
+                        break
+            finally:
+                self._waiters.release()
+        return 200, _ACTIVE_LIST.dump_json(services), {REVISION_HEADER: str(revision)}
 
     def update(self, environ: Environ) -> Reply:
         force = _force(environ)
@@ -301,7 +352,11 @@ def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
                                 environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"))
                     raise ApiError(401, "missing bearer token" if matched is None else "invalid bearer token",
                                    {"WWW-Authenticate": "Bearer"})
-            status, body = handler(environ)
+            reply = handler(environ)
+            status, body = reply[0], reply[1]
+            if len(reply) == 3:
+                for name, value in reply[2].items():
+                    response.set_header(name, value)
         except ApiError as exc:
             status, body = exc.status, error_body(exc.detail)
             for name, value in exc.headers.items():
@@ -332,15 +387,21 @@ def _safe_error_body(detail: Any, fallback: str) -> bytes:
         return error_body(fallback)
 
 
-def create_app(core: ProvisionerCore, key: str) -> bottle.Bottle:
-    """The WSGI application for `core`, guarded by `key` (validated: raises ApiKeyError)."""
+def create_app(core: ProvisionerCore, key: str, *, max_waiters: int = DEFAULT_MAX_WAITERS,
+               closing: threading.Event | None = None) -> bottle.Bottle:
+    """The WSGI application for `core`, guarded by `key` (validated: raises ApiKeyError).
+
+    `max_waiters`: how many blocking queries may wait at once; `closing`, once set, ends them early.
+    """
+    if max_waiters < 1:
+        raise ValueError("max_waiters must be at least 1")
     key_bytes = check_key(key)
     app = JsonBottle()
     app.uninstall(True)  # no JSON/template plugins: handlers return bytes
     # Handlers catch everything themselves. Whatever still escapes Bottle goes up to Waitress, which logs it
     # and answers with JsonErrorTask; Bottle's catch-all would answer with an HTML page instead.
     app.config["catchall"] = False
-    for method, path, handler, needs_auth in route_table(_Routes(core)):
+    for method, path, handler, needs_auth in route_table(_Routes(core, max_waiters, closing or threading.Event())):
         callback = _endpoint(handler, key_bytes if needs_auth else None)
         for served in dict.fromkeys(twins(path)):
             app.route(served, method, callback, name=None)

@@ -53,6 +53,12 @@ class ProvisionerCore(Protocol):
         """GET /srv/services/active/: every instance that is active or in transition."""
         ...
 
+    def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
+        """GET /srv/services/active/?after=R&wait=S: the statuses with their revision, a number that grows
+        with every change. When `after` is the current revision, block up to `wait` seconds for a change;
+        otherwise answer at once. The API calls this in slices of at most a second."""
+        ...
+
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
         """POST /srv/services/active/update/: replace the desired set, all or nothing.
 

@@ -75,7 +75,9 @@ class ApiServer:
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.app = create_app(core, key)  # validates the key before anything binds
+        # Blocking queries may hold all but two threads, so a POST or a health check always finds one.
+        self._closing = threading.Event()
+        self.app = create_app(core, key, max_waiters=max(1, threads - 2), closing=self._closing)  # checks the key
         settings: dict[str, Any] = {
             "max_request_body_size": WAITRESS_BODY_LIMIT,
             "expose_tracebacks": False,
@@ -143,6 +145,7 @@ class ApiServer:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop serving: stop accepting, finish the worker threads, close every connection. Idempotent."""
+        self._closing.set()  # blocked queries answer within a second instead of holding the shutdown
         with self._lock:
             self._stop.set()
             running = self._running

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from ozwald.api.core import AdmissionError, CoreUnavailable
@@ -52,6 +53,10 @@ class Provisioner:
         self.systemd = systemd
         self._published: list[ActiveService] | None = None
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # Milliseconds since the epoch at start-up, then +1 per change: a revision from before a restart of
+        # the provisioner is always lower than any of the new process's, so no client waits on a stale one.
+        self._revision = time.time_ns() // 1_000_000
         self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
         self._remove_listener = self.desired.add_listener(lambda d: self.reconciler.wake(d.generation))
         self._stop = threading.Event()
@@ -89,8 +94,11 @@ class Provisioner:
             return local or DesiredSet()
 
     def _publish(self, services: list[ActiveService]) -> None:
-        with self._lock:
-            self._published = services
+        with self._changed:
+            if services != self._published:
+                self._published = services
+                self._revision += 1
+                self._changed.notify_all()
         try:
             self.statuses.replace_all({s.name: s for s in services})
         except StateError as exc:
@@ -110,6 +118,15 @@ class Provisioner:
             return self.statuses.read_all()
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
+
+    def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
+        with self._changed:
+            if after is not None and after == self._revision and self._published is not None and wait > 0:
+                self._changed.wait_for(lambda: self._revision != after, wait)
+            published, revision = self._published, self._revision
+        if published is None:  # nothing reconciled yet in this process: what the cache last had
+            return revision, self.active_services()
+        return revision, published
 
     def _capabilities(self, snapshot: HostSnapshot) -> HostCapabilities:
         names, _ = cdi_device_names()

@@ -59,6 +59,8 @@ class FakeCore:
         self.profiles: list[dict[str, Any]] = []
         self.components = {"cache": "ok", "systemd": "ok"}
         self.raise_on: dict[str, BaseException] = {}
+        self.changed = threading.Condition(self.lock)
+        self.revision = 7_000_000_001  # +1 per update: the statuses here follow the desired set
 
     def _maybe_raise(self, method: str) -> None:
         exc = self.raise_on.get(method)
@@ -91,6 +93,14 @@ class FakeCore:
             for i in instances
         ]
 
+    def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
+        self._maybe_raise("watch_active")
+        with self.changed:
+            if after == self.revision and wait > 0:
+                self.changed.wait_for(lambda: self.revision != after, wait)
+            revision = self.revision
+        return revision, self.active_services()
+
     def _resolve(self, items: list[ServiceRequest]) -> tuple[DesiredInstance, ...]:
         out = []
         for index, item in enumerate(items):
@@ -114,6 +124,8 @@ class FakeCore:
             self.update_calls.append((items, force))
             self.desired = DesiredSet(generation=self.desired.generation + 1, instances=instances,
                                       updated_at=datetime.now(UTC))
+            self.revision += 1
+            self.changed.notify_all()
             return self.desired
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:

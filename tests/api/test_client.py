@@ -47,6 +47,49 @@ def test_update_plan_and_active(client: OzwaldClient, core: FakeCore) -> None:
     assert (sent.name, sent.service, sent.variety, sent.profile) == ("qwen1.5-vllm", "qwen1.5-vllm", "cpu-only", None)
 
 
+def test_watch_active_returns_at_the_change(client: OzwaldClient, core: FakeCore) -> None:
+    revision, services = client.watch_active()
+    assert services == []
+    timer = threading.Timer(0.2, core.update, args=([ServiceRequest.model_validate(QWEN)],))
+    timer.start()
+    newer, services = client.watch_active(revision, wait=8)
+    timer.join()
+    assert newer == revision + 1
+    assert [s.name for s in services] == ["qwen1.5-vllm"]
+    assert client.watch_active(newer, wait=0.2) == (newer, services)  # no change: same revision, same list
+
+
+def test_wait_for_follows_changes_until_the_condition_holds(client: OzwaldClient, core: FakeCore) -> None:
+    def post(names: list[str]) -> None:
+        core.update([ServiceRequest(name=n, service="qwen1.5-vllm") for n in names])
+
+    timers = [threading.Timer(0.1, post, args=(["a"],)), threading.Timer(0.3, post, args=(["a", "b"],))]
+    for timer in timers:
+        timer.start()
+    services = client.wait_for(lambda ss: {s.name for s in ss} == {"a", "b"}, timeout=8)
+    assert sorted(s.name for s in services) == ["a", "b"]
+    with pytest.raises(TimeoutError):
+        client.wait_for(lambda ss: False, timeout=0.3)
+
+
+def test_watch_active_retries_when_too_many_wait(server: ApiServer, core: FakeCore) -> None:
+    client = OzwaldClient(server.url, API_KEY, timeout=5)
+    revision, _ = client.watch_active()
+    blockers = [threading.Thread(target=client.watch_active, args=(revision, 3)) for _ in range(6)]
+    for thread in blockers:  # the shared server has 8 threads: 6 may wait
+        thread.start()
+    for _ in range(500):
+        with core.changed:
+            if len(core.changed._waiters) == 6:  # type: ignore[attr-defined]
+                break
+        threading.Event().wait(0.01)
+    threading.Timer(0.3, core.update, args=([ServiceRequest.model_validate(QWEN)],)).start()
+    newer, services = client.watch_active(revision, wait=8)  # answered 429 first, then waits and wins
+    assert newer == revision + 1 and [s.name for s in services] == ["qwen1.5-vllm"]
+    for thread in blockers:
+        thread.join()
+
+
 def test_resources(client: OzwaldClient) -> None:
     host = client.host_resources()
     assert host["total_gpus"] == 1 and host["gpus"][0]["id"] == "nvidia:0"
