@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -102,10 +103,19 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
         server.close()
 
     signal.signal(signal.SIGTERM, stop)
+    lost: list[bool] = []
+
+    def exit_when_the_bus_is_lost() -> None:
+        provisioner.reconciler.bus_lost.wait()
+        log.error("exiting so that systemd restarts the provisioner with a new bus connection")
+        lost.append(True)
+        server.close()
+
     provisioner.start()
+    threading.Thread(target=exit_when_the_bus_is_lost, name="ozwald-bus-watch", daemon=True).start()
     log.info("provisioner %s (%s) serving on %s", identity.name, identity.reason, server.url)
     try:
         server.run()
     finally:
         provisioner.stop()
-    return 0
+    return 1 if lost else 0

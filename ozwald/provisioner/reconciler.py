@@ -92,6 +92,9 @@ class Reconciler:
         self._applied_generation: int | None = None
         self.passes = 0
         self.unit_reads = 0  # single-unit reads by the refresher: an idle provisioner does none
+        # Set when the connection to systemd is gone for good: statuses can no longer be true, so the
+        # process should exit and be restarted (it adopts what runs); see ozwald.provisioner.process.
+        self.bus_lost = threading.Event()
 
     # Life cycle --------------------------------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class Reconciler:
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return bool(self._threads) and all(t.is_alive() for t in self._threads) and not self.bus_lost.is_set()
 
     def wake(self, generation: int | None = None) -> None:
         """Ask for a pass. With a generation, a wake-up for one already asked for or read is dropped: one
@@ -141,6 +144,10 @@ class Reconciler:
                 try:
                     messages = [changes.get(timeout=0.5)]
                 except Empty:
+                    if not self.systemd.alive:
+                        log.error("the connection to systemd's bus is lost: no unit signal can arrive any more")
+                        self.bus_lost.set()
+                        return
                     continue
                 while not changes.empty():  # a state change comes as a burst
                     messages.append(changes.get_nowait())

@@ -7,6 +7,8 @@ so no completion can be missed and nothing polls.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -14,16 +16,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Empty, Queue
+from queue import Full as QueueFull
 from typing import Any, ClassVar
 
 from jeepney import HeaderFields, Message, MessageType
 from jeepney.bus_messages import message_bus
+from jeepney.io.common import RouterClosed
 from jeepney.io.threading import DBusRouter, Proxy, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from ozwald.systemd import protocol
 from ozwald.systemd.errors import BusUnavailable, JobFailed, SystemdError, error_for
 
+log = logging.getLogger(__name__)
 DEFAULT_CALL_TIMEOUT = 30.0
 SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
 
@@ -54,10 +59,14 @@ class JobOutcome:
 
 
 class _Router(DBusRouter):  # type: ignore[misc]
-    """jeepney's router, minus the traceback its receiver thread prints when the bus goes away.
+    """jeepney's router, made safe for a connection shared by many threads.
 
-    A lost connection is expected (systemd restarts, a test host halts); callers see it as
-    BusUnavailable on their next call, and `SystemdClient.shared()` reconnects.
+    - jeepney's dispatch iterates the filter dict while other threads add and remove filters (every job
+      wait adds one), and a reply can time out between its lookup and its delivery: either raised in the
+      receiver thread and ended it, and with it the connection, for good. Here dispatch works on a
+      snapshot, and no single message can end the receiver.
+    - A lost connection is expected (systemd restarts, a test host halts): no traceback; callers see
+      BusUnavailable on their next call.
     """
 
     def _receiver(self) -> None:
@@ -65,6 +74,17 @@ class _Router(DBusRouter):  # type: ignore[misc]
             super()._receiver()
         except OSError:
             self._replies.drop_all()
+
+    def _dispatch(self, msg: Message) -> None:
+        try:
+            if self._replies.dispatch(msg):
+                return
+            for handle in list(self._filters.filters.values()):  # a copy: other threads change the dict
+                if handle.rule.matches(msg):
+                    with contextlib.suppress(QueueFull):
+                        handle.queue.put_nowait(msg)
+        except Exception:  # one message must never end the receiver (and so the connection)
+            log.exception("dropped a D-Bus message that could not be dispatched")
 
 
 class SystemdClient:
@@ -122,7 +142,7 @@ class SystemdClient:
             raise error_for(unit, exc.name, text) from None
         except TimeoutError:
             raise SystemdError(unit, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
-        except OSError as exc:
+        except (OSError, RouterClosed) as exc:
             raise BusUnavailable(f"system bus connection lost: {exc}") from None
 
     def reload(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 from ozwald.config import Settings
 from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet
 from ozwald.provisioner.reconciler import Reconciler
+from ozwald.systemd import SystemdClient
 from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
 from tests.testhost.harness import TestHost
 
@@ -200,3 +201,17 @@ def test_one_update_is_one_pass_and_an_idle_reconciler_reads_nothing(drivers: Dr
         desired.set()
         reconciler.run_once()
     assert drivers.podman.containers() == []
+
+
+def test_a_lost_bus_connection_is_reported_not_hidden(drivers: Drivers) -> None:
+    """A dead connection can deliver no signal: the reconciler says so, and the process exits to be restarted."""
+    own = SystemdClient(drivers.host.bus_address)
+    reconciler = Reconciler(SETTINGS, Desired(), own, drivers.store, Published(), resync_interval=30)
+    reconciler.start()
+    try:
+        assert reconciler.alive and not reconciler.bus_lost.is_set()
+        own.close()
+        assert reconciler.bus_lost.wait(30)
+        assert not reconciler.alive
+    finally:
+        reconciler.stop()
