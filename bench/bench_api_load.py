@@ -105,19 +105,23 @@ class RssSampler:
 # -- Setting up --------------------------------------------------------------------------------------------
 
 def activate_fleet(api: Api, timeout: float = 180.0) -> None:
+    """Until every instance is available with its container id and no status changed for 2 s."""
     items = [{"name": f"fleet{i}", "service": "fleet"} for i in range(INSTANCES)]
     status, body = api.json("POST", "/srv/services/active/update/", items)
     if status != 202:
         raise RuntimeError(f"update refused: {status} {body}")
     deadline = time.monotonic() + timeout
+    status, active = api.json("GET", ACTIVE)
     while True:
-        status, active = api.json("GET", ACTIVE)
+        revision = api.last_headers.get("x-ozwald-revision", "0")
         states = {i["name"]: i["status"] for i in active} if status == 200 else {}
-        if len(states) == INSTANCES and set(states.values()) == {"available"}:
+        settled = len(states) == INSTANCES and set(states.values()) == {"available"} and all(
+            i["info"].get("container_id") for i in active)
+        status, active = api.json("GET", f"{ACTIVE}?after={revision}&wait={2 if settled else 10}")
+        if settled and api.last_headers.get("x-ozwald-revision") == revision:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the fleet is not available after {timeout} s: {states}")
-        time.sleep(0.2)
 
 
 def store_answer(host: TestHost, ozwald: ProvisionerDeployment, body: bytes) -> None:
