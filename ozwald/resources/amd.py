@@ -31,7 +31,6 @@ from ozwald.resources.backend import (
     VendorBackend,
     call,
     int_or_none,
-    library_error,
     text_or_none,
 )
 from ozwald.resources.models import MIB, GpuInfo, GpuProcess, Vendor
@@ -64,31 +63,25 @@ class AmdBackend(VendorBackend):
     """AMD SMI session kept open for the life of the provisioner; see the module docstring."""
 
     vendor: ClassVar[Vendor] = "amd"
+    binding: ClassVar[str] = "amdsmi"
+    install_hint: ClassVar[str] = "amdsmi is not installed (pip install 'ozwald[amd]')"
+    error_base: ClassVar[str] = "AmdSmiException"
     default_loader = staticmethod(load_amdsmi)
 
     def __init__(self, loader: Callable[[], ModuleType] | None = None, **options: Unpack[BackendOptions]) -> None:
         super().__init__(loader, **options)
         self._devices: list[_Device] = []
 
-    def _load(self) -> ModuleType:
-        try:
-            module = self._loader()
-        except ImportError as exc:
-            if exc.name == "amdsmi":
-                raise Unavailable(
-                    "amdsmi is not installed (pip install 'ozwald[amd]')", permanent=True, absent=True
-                ) from exc
-            raise Unavailable(f"amdsmi failed to import: {describe(exc)}", permanent=True) from exc
-        except (KeyError, OSError) as exc:
-            raise Unavailable(
+    def _import_failure(self, exc: Exception) -> Unavailable:
+        if isinstance(exc, KeyError | OSError):
+            return Unavailable(
                 f"amdsmi is installed but the ROCm library libamd_smi.so could not be loaded ({describe(exc)})",
                 permanent=True,
                 absent=True,
-            ) from exc
-        self._error = library_error(module, "AmdSmiException")
-        return module
+            )
+        raise exc
 
-    def _initialise(self, module: ModuleType) -> None:
+    def _start_library(self, module: ModuleType) -> None:
         flags = getattr(module, "AmdSmiInitFlags", None)
         try:
             if flags is not None:
@@ -99,17 +92,6 @@ class AmdBackend(VendorBackend):
             raise Unavailable(
                 f"amdsmi_init failed ({describe(exc)}); is the amdgpu driver loaded and /dev/kfd accessible?"
             ) from exc
-        try:
-            self._enumerate(module)
-        except BaseException:
-            self._devices = []
-            try:
-                module.amdsmi_shut_down()
-            except self._error as exc:
-                self.failures.expected("amd shutdown", describe(exc))
-            except Exception as exc:
-                self.failures.unexpected("amd shutdown", exc)
-            raise
 
     def _enumerate(self, module: ModuleType) -> None:
         try:

@@ -123,6 +123,9 @@ class VendorBackend(ABC):
     """
 
     vendor: ClassVar[Vendor]
+    binding: ClassVar[str]  # the module the vendor's binding installs, e.g. "pynvml"
+    install_hint: ClassVar[str]  # what to say when it is not installed
+    error_base: ClassVar[str]  # the exception class every library call of the binding raises
 
     def __init__(self, loader: Callable[[], ModuleType] | None = None, **options: Unpack[BackendOptions]) -> None:
         self._loader = loader if loader is not None else self.default_loader
@@ -146,13 +149,30 @@ class VendorBackend(ABC):
     def default_loader() -> ModuleType:
         """Import the vendor binding (the narrow seam tests replace)."""
 
-    @abstractmethod
     def _load(self) -> ModuleType:
         """Import the binding through `self._loader`, translating import failures to Unavailable."""
+        try:
+            module = self._loader()
+        except ImportError as exc:
+            if exc.name == self.binding:
+                raise Unavailable(self.install_hint, permanent=True, absent=True) from exc
+            raise Unavailable(f"{self.binding} failed to import: {describe(exc)}", permanent=True) from exc
+        except Exception as exc:
+            raise self._import_failure(exc) from exc
+        self._error = library_error(module, self.error_base)
+        return module
+
+    def _import_failure(self, exc: Exception) -> Unavailable:
+        """An import that failed with something other than ImportError (a binding without its library)."""
+        raise exc
 
     @abstractmethod
-    def _initialise(self, module: ModuleType) -> None:
-        """Initialise the library and cache device handles; raise Unavailable when it cannot."""
+    def _start_library(self, module: ModuleType) -> None:
+        """Initialise the library; raise Unavailable, saying why, when it cannot."""
+
+    @abstractmethod
+    def _enumerate(self, module: ModuleType) -> None:
+        """Cache the device handles and their identity; raise Unavailable when there is nothing to read."""
 
     @abstractmethod
     def _collect(self) -> tuple[GpuInfo, ...]:
@@ -183,16 +203,27 @@ class VendorBackend(ABC):
     def close(self) -> None:
         with self._lock:
             if self._open:
-                try:
-                    self._shutdown()
-                except self._error as exc:
-                    self.failures.expected(f"{self.vendor} shutdown", describe(exc))
-                except Exception as exc:
-                    self.failures.unexpected(f"{self.vendor} shutdown", exc)
+                self._release()
             self._open = False
             self._failure = None
             self._permanent = False
             self._next_attempt = 0.0
+
+    def _initialise(self, module: ModuleType) -> None:
+        self._start_library(module)
+        try:
+            self._enumerate(module)
+        except BaseException:
+            self._release()  # balance the library's init count, or every retry would leak one
+            raise
+
+    def _release(self) -> None:
+        try:
+            self._shutdown()
+        except self._error as exc:
+            self.failures.expected(f"{self.vendor} shutdown", describe(exc))
+        except Exception as exc:
+            self.failures.unexpected(f"{self.vendor} shutdown", exc)
 
     def _available(self) -> VendorStatus:
         return VendorStatus(self.vendor, available=True, driver_version=self._driver_version)

@@ -28,7 +28,6 @@ from ozwald.resources.backend import (
     VendorBackend,
     call,
     int_or_none,
-    library_error,
     text_or_none,
 )
 from ozwald.resources.models import MIB, GpuInfo, GpuProcess, Vendor
@@ -62,29 +61,20 @@ class NvidiaBackend(VendorBackend):
     """NVML session kept open for the life of the provisioner; see the module docstring."""
 
     vendor: ClassVar[Vendor] = "nvidia"
+    binding: ClassVar[str] = "pynvml"
+    install_hint: ClassVar[str] = "nvidia-ml-py is not installed (pip install 'ozwald[nvidia]')"
+    error_base: ClassVar[str] = "NVMLError"
     default_loader = staticmethod(load_pynvml)
 
     def __init__(self, loader: Callable[[], ModuleType] | None = None, **options: Unpack[BackendOptions]) -> None:
         super().__init__(loader, **options)
         self._devices: list[_Device] = []
 
-    def _load(self) -> ModuleType:
-        try:
-            module = self._loader()
-        except ImportError as exc:
-            if exc.name == "pynvml":
-                raise Unavailable(
-                    "nvidia-ml-py is not installed (pip install 'ozwald[nvidia]')", permanent=True, absent=True
-                ) from exc
-            raise Unavailable(f"pynvml failed to import: {describe(exc)}", permanent=True) from exc
-        self._error = library_error(module, "NVMLError")
-        return module
-
     def _is(self, module: ModuleType, exc: BaseException, class_name: str) -> bool:
         cls = getattr(module, class_name, None)
         return isinstance(cls, type) and isinstance(exc, cls)
 
-    def _initialise(self, module: ModuleType) -> None:
+    def _start_library(self, module: ModuleType) -> None:
         try:
             module.nvmlInit()
         except self._error as exc:
@@ -98,18 +88,6 @@ class NvidiaBackend(VendorBackend):
             if self._is(module, exc, "NVMLError_NoPermission"):
                 raise Unavailable("no permission to open the NVIDIA devices (/dev/nvidia*)") from exc
             raise Unavailable(f"nvmlInit failed: {describe(exc)}") from exc
-        try:
-            self._enumerate(module)
-        except BaseException:
-            # Balance nvmlInit's reference count, or every retry would leak one.
-            self._devices = []
-            try:
-                module.nvmlShutdown()
-            except self._error as exc:
-                self.failures.expected("nvidia shutdown", describe(exc))
-            except Exception as exc:
-                self.failures.unexpected("nvidia shutdown", exc)
-            raise
 
     def _enumerate(self, module: ModuleType) -> None:
         errors: list[str] = []
