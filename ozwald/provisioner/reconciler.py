@@ -1,10 +1,11 @@
 """The one worker that makes systemd match the desired set.
 
-It wakes at once when an update is stored (`wake()`), when systemd signals that an Ozwald unit changed,
-and on a slow periodic resync. Each pass reads the desired set, renders every instance, compares with the
-unit files and unit states on the host (`plan`), then applies: stop what was removed, write every changed
-file, reload systemd once, and queue starts and restarts in parallel. It never blocks on a start: progress
-arrives as unit-state signals, which refresh the published statuses.
+It wakes at once when an update is stored (`wake()`), when systemd signals that an Ozwald unit nobody
+wants came up, and on a slow periodic resync; other unit signals only refresh the statuses. Each pass
+reads the desired set, renders every instance, compares with the unit files and unit states on the host
+(`plan`), then applies: stop what was removed, write every changed file, reload systemd once, and queue
+starts and restarts in parallel. It never blocks on a start: the end of each start job and the unit
+signals that follow refresh the published statuses (see `observed`).
 
 On start-up the same pass adopts what is already running: units whose spec hash matches are left alone,
 units nobody wants any more are stopped and their files removed.
@@ -184,10 +185,18 @@ class Reconciler:
 
     def _refresh_units(self, units: set[str]) -> None:
         before = self.observed.versions()
+        wanted = {unit_name(instance.name) for instance in self._desired.instances}
+        orphans = []
         for unit in sorted(units):
             self.unit_reads += 1
-            self.observed.put(self.systemd.unit_state(unit), before)
+            state = self.systemd.unit_state(unit)
+            self.observed.put(state, before)
+            if unit not in wanted and state.active_state in ("active", "activating", "reloading"):
+                orphans.append(unit)
         self._publish_statuses()
+        if orphans:  # an Ozwald unit nobody wants came up (started by hand, or by an older process)
+            log.info("unwanted units running: %s; reconciling now", ", ".join(orphans))
+            self.wake()
 
     def _publish_safely(self) -> None:
         try:

@@ -215,3 +215,30 @@ def test_a_lost_bus_connection_is_reported_not_hidden(drivers: Drivers) -> None:
         assert not reconciler.alive
     finally:
         reconciler.stop()
+
+
+def test_an_unwanted_unit_started_by_hand_is_stopped_without_waiting_for_the_resync(drivers: Drivers) -> None:
+    desired, published = Desired(), Published()
+    reconciler = Reconciler(SETTINGS, desired, drivers.systemd, drivers.store, published, podman=drivers.podman,
+                            journal_prefix=drivers.journal_prefix, resync_interval=600)
+    reconciler.start()
+    try:
+        desired.set(DesiredInstance(name="other", service="other"))
+        reconciler.wake(desired.value.generation)
+        published.wait(lambda s: s.get("other") is not None and s["other"].status == "available")
+        passes = reconciler.passes
+        drivers.host.write_file("/run/containers/systemd/ozwald-stray.container",
+                                drivers.store.existing()["other"].text.replace("ozwald-other", "ozwald-stray")
+                                .replace("8011:8000", "8013:8000"))
+        drivers.systemd.reload()
+        drivers.systemd.enqueue("start", ["ozwald-stray.service"])  # as an operator might, by hand
+        drivers.systemd.wait_for("ozwald-stray.service", lambda s: s.load_state != "loaded", 60)
+        assert reconciler.passes > passes
+        assert "stray" not in drivers.store.existing()
+        assert published.by_name()["other"].status == "available"
+        assert sorted(c.name for c in drivers.podman.containers()) == ["ozwald-other"]
+    finally:
+        reconciler.stop()
+        desired.set()
+        reconciler.run_once()
+    assert drivers.podman.containers() == []
