@@ -3,7 +3,7 @@
 The API never touches Redis, systemd or the settings itself: every endpoint calls one method of a
 `ProvisionerCore`. Each method returns JSON-ready data (or the shared records of
 `ozwald.provisioner.models`), is called from several server threads at once, and should answer fast:
-`active_services` in particular sits on the hot path that orchestrators poll.
+`watch_active` in particular sits on the hot path that orchestrators poll.
 
 Errors the API maps to statuses (anything else becomes a logged 500 `{"detail": "internal error"}`):
 
@@ -49,14 +49,11 @@ class ProvisionerCore(Protocol):
         """
         ...
 
-    def active_services(self) -> list[ActiveService]:
-        """GET /srv/services/active/: every instance that is active or in transition."""
-        ...
-
     def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
-        """GET /srv/services/active/?after=R&wait=S: the statuses with their revision, a number that grows
-        with every change. When `after` is the current revision, block up to `wait` seconds for a change;
-        otherwise answer at once. The API calls this in slices of at most a second."""
+        """GET /srv/services/active/[?after=R&wait=S]: every instance that is active or in transition, with
+        the revision of these statuses, a number that grows with every change. When `after` is the current
+        revision, block up to `wait` seconds for a change; otherwise answer at once. The API calls this in
+        slices of at most a second, and with `after=None, wait=0` for a plain GET."""
         ...
 
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:

@@ -103,12 +103,10 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
         server.close()
 
     signal.signal(signal.SIGTERM, stop)
-    lost: list[bool] = []
 
     def exit_when_the_bus_is_lost() -> None:
         provisioner.reconciler.bus_lost.wait()
         log.error("exiting so that systemd restarts the provisioner with a new bus connection")
-        lost.append(True)
         server.close()
 
     provisioner.start()
@@ -118,4 +116,4 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
         server.run()
     finally:
         provisioner.stop()
-    return 1 if lost else 0
+    return 1 if provisioner.reconciler.bus_lost.is_set() else 0

@@ -240,9 +240,7 @@ class Reconciler:
                 self._wanted_generation = max(self._wanted_generation, desired.generation)
             targets, rendered = self.targets(desired)
             existing = self.units.existing()
-            before = self.observed.versions()
-            states = self.states()
-            self.observed.replace_all(states, before)
+            states = self._read_all()
             self._desired = desired
             entries = plan(self.settings, targets, existing, states)
             if desired.generation == self._applied_generation or self._applied_generation is None:
@@ -299,9 +297,15 @@ class Reconciler:
 
     def refresh_statuses(self) -> list[ActiveService]:
         """Read every Ozwald unit and publish; the running reconciler only reads units that changed."""
-        before = self.observed.versions()
-        self.observed.replace_all(self.states(), before)
+        self._read_all()
         return self._publish_statuses()
+
+    def _read_all(self) -> dict[str, UnitState]:
+        """Every Ozwald unit's state, read now and stored where no newer fact arrived meanwhile."""
+        before = self.observed.versions()
+        states = self.states()
+        self.observed.replace_all(states, before)
+        return states
 
     def _publish_statuses(self) -> list[ActiveService]:
         self._explain_failures()  # journal and Podman reads happen before the lock, not under it
@@ -364,7 +368,7 @@ class Reconciler:
             info.update({"active_state": state.active_state, "sub_state": state.sub_state,
                          "since": since(state), "restarts": state.n_restarts})
         if status == "available" and state is not None:
-            info["container_id"] = self._container_ids.get((name, state.invocation_id)) if state.invocation_id else None
+            info["container_id"] = self._container_ids.get((name, state.invocation_id))  # none for "" (inferred)
             info["invocation"] = state.invocation_id or None
         if status == "failed" and state is not None:
             info["reason"] = self._failure_reason(name, state, spec)
