@@ -76,6 +76,12 @@ class Provisioner:
         self.reconciler.stop()
         self.resources.stop()
 
+    def replace_settings(self, settings: Settings) -> None:
+        """Settings re-read from the file (`systemctl reload ozwald`); the caller has validated them."""
+        self.settings = settings
+        self.profiles.settings = settings
+        self.reconciler.replace_settings(settings)
+
     def _watch_other_writers(self) -> None:
         """Updates written by another process reach this reconciler through Redis pub/sub. This process's own
         updates arrive here too; the reconciler drops a wake-up for a generation it already has."""

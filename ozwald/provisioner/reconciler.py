@@ -41,6 +41,7 @@ from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_name_from
 from ozwald.units import UnitStore
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 1.0
 
 
 @dataclass
@@ -96,6 +97,11 @@ class Reconciler:
         # Set when the connection to systemd is gone for good: statuses can no longer be true, so the
         # process should exit and be restarted (it adopts what runs); see ozwald.provisioner.process.
         self.bus_lost = threading.Event()
+        # For the service manager: set once the first pass has read systemd (READY=1), and the monotonic
+        # time of the worker's last turn (WATCHDOG=1 only while it keeps turning; it turns at least every
+        # HEARTBEAT_S seconds, idle or not).
+        self.first_pass_done = threading.Event()
+        self.heartbeat = time.monotonic()
 
     # Life cycle --------------------------------------------------------------------------------------
 
@@ -127,14 +133,26 @@ class Reconciler:
                 self._wanted_generation = generation
         self._wake.set()
 
+    def replace_settings(self, settings: Settings) -> None:
+        """New settings (a reload of the settings file): the next pass, asked for now, renders with them."""
+        self.settings = settings
+        self.wake()
+
     def _loop(self) -> None:
+        next_resync = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(self.resync_interval)
+            self.heartbeat = time.monotonic()
+            woken = self._wake.wait(min(HEARTBEAT_S, max(0.0, next_resync - time.monotonic())))
+            self.heartbeat = time.monotonic()
+            if not woken and time.monotonic() < next_resync:
+                continue
             self._wake.clear()
             if self._stop.is_set():
                 return
+            next_resync = time.monotonic() + self.resync_interval
             try:
                 self.run_once()
+                self.first_pass_done.set()
             except Exception:  # the worker must survive anything one pass hits
                 log.exception("reconcile pass failed; retrying at the next wake-up")
 
