@@ -21,6 +21,8 @@ LABEL_PREFIX = "ozwald."
 STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
+DEFAULT_MIN_UPTIME_S = 5.0
+SLEEP = "/usr/bin/sleep"
 
 
 class RenderError(ValueError):
@@ -95,6 +97,12 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # podman exits 143 when the container ends on SIGTERM; that is a clean stop, not a failure.
         "SuccessExitStatus=143",
     ]
+    min_uptime = float(getattr(spec, "min_uptime", DEFAULT_MIN_UPTIME_S))
+    if spec.health is None and min_uptime > 0:
+        # Without a health check, systemd would call the unit active as soon as the container started, even
+        # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
+        # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
+        out.service.append(f"ExecStartPost={SLEEP} {_seconds(min_uptime)}")
     if spec.persistent:
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)

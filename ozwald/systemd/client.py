@@ -87,6 +87,19 @@ class _Router(DBusRouter):  # type: ignore[misc]
             log.exception("dropped a D-Bus message that could not be dispatched")
 
 
+class _EventSink:
+    """Stands where jeepney's router puts matching messages (a queue's put_nowait) and hands them on as
+    typed events, so no raw message leaves this module through `watch`."""
+
+    def __init__(self, deliver: Callable[[protocol.SystemdEvent], None]) -> None:
+        self._deliver = deliver
+
+    def put_nowait(self, message: Message) -> None:
+        event = protocol.event_from_signal(message)
+        if event is not None:
+            self._deliver(event)
+
+
 class SystemdClient:
     _shared: ClassVar[dict[str, SystemdClient]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -263,6 +276,17 @@ class SystemdClient:
                         continue
                     if message.header.fields.get(HeaderFields.path) == path:
                         break
+
+    @contextmanager
+    def watch(self, deliver: Callable[[protocol.SystemdEvent], None]) -> Iterator[None]:
+        """Hand every JobRemoved and unit change to `deliver`, typed, for as long as the context is open.
+
+        `deliver` runs on the bus's receiver thread: it must only hand the event on (put it on a queue).
+        """
+        sink = _EventSink(deliver)
+        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=sink), \
+                self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=sink):
+            yield
 
     @contextmanager
     def job_removals(self) -> Iterator[Queue[Message]]:
