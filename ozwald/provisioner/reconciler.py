@@ -134,6 +134,8 @@ class Reconciler:
         self._failures: dict[str, tuple[int, str]] = {}  # instance → (state change µs, reason)
         self._container_ids: dict[str, tuple[str, str]] = {}  # instance → (invocation, container id)
         self._dirty: set[str] = set()
+        self._stopped: set[str] = set()  # units whose stop job ended: their files go
+        self._waiting: set[str] = set()  # instances whose start waits for stops to end (ports, GPU memory)
         self._last_read: dict[str, float] = {}
         self._applied_generation: int | None = None
         self._wanted_generation = 0
@@ -209,14 +211,18 @@ class Reconciler:
                 log.error("the connection to systemd's bus is lost: statuses can no longer be read")
                 self.bus_lost.set()
                 return
+            if self._waiting and not self._stopping():
+                need_pass = True
             try:
                 if not need_pass and self._dirty:
                     need_pass = self._read_dirty()
+                removed = self._remove_stopped()
                 if need_pass:
-                    self._pass()
+                    self._pass(reload_owed=removed)
                     next_resync, retry_at = time.monotonic() + self.resync_interval, None
                     self.first_pass_done.set()
-                self._finish_stops()
+                elif removed:
+                    self.systemd.reload()
                 self._publish()
             except Exception:  # the worker must survive anything one pass hits; the pass is retried
                 log.exception("reconcile pass failed; retrying in %g s", RETRY_FAILED_PASS_S)
@@ -241,6 +247,8 @@ class Reconciler:
                 job = self._jobs.pop(event.job_path, None)
                 if job is not None:
                     self._dirty.add(job.unit)
+                    if job.operation == "stop":
+                        self._stopped.add(job.unit)
                     self._last_read.pop(job.unit, None)  # the end of a job is news: read at once
                     if job.operation != "stop" and event.result not in ("done", "canceled"):
                         log.info("%s of %s ended %s", job.operation, job.unit, event.result)
@@ -248,6 +256,9 @@ class Reconciler:
 
     def _busy(self) -> set[str]:
         return {job.unit for job in self._jobs.values()}
+
+    def _stopping(self) -> bool:
+        return any(job.operation == "stop" for job in self._jobs.values())
 
     def _read_dirty(self) -> bool:
         """Re-read the units that signalled; True if an Ozwald unit nobody wants came up (a pass stops it)."""
@@ -269,27 +280,19 @@ class Reconciler:
                 unwanted_up = True
         return unwanted_up
 
-    def _finish_stops(self) -> None:
-        """Remove the files of units whose stop job ended (and of undesired ones no longer running)."""
-        busy = self._busy()
-        removed = []
-        for name in list(self._files):
-            unit = unit_name(name)
-            state = self._states.get(unit)
-            if name in self._targets or unit in busy:
+    def _remove_stopped(self) -> bool:
+        """Remove the files of units whose stop job ended and that nobody wants again; True if any went."""
+        removed = False
+        for unit in sorted(self._stopped):
+            name = _instance_of(unit)
+            if name in self._targets or unit in self._busy():
                 continue
-            if state is not None and state.active_state not in ("inactive", "failed"):
-                continue
-            if state is not None and state.failed:
-                self._reset_failed(unit)  # a stop can end failed (killed after its timeout): unload it cleanly
-            if self.units.remove(name):
-                removed.append(name)
+            self._reset_failed(unit)  # a stop can end failed (killed after its timeout): unload it cleanly
+            removed = self.units.remove(name) or removed
             self._files.pop(name, None)
             self._replaced.pop(name, None)
-        if removed:
-            self.systemd.reload()
-            for name in removed:
-                self._dirty.add(unit_name(name))
+        self._stopped.clear()
+        return removed
 
     # One pass ----------------------------------------------------------------------------------------
 
@@ -328,22 +331,35 @@ class Reconciler:
 
     def run_once(self) -> PassReport:
         """One pass and a publish, in the caller's thread: for a reconciler whose worker is not started."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("run_once is for a reconciler whose worker is not running")
         report = self._pass()
+        # No worker hears the stop jobs end: wait for them here, so the pass is complete when this returns.
+        for path, job in list(self._jobs.items()):
+            if job.operation == "stop":
+                self._states[job.unit] = self.systemd.wait_for(
+                    job.unit, lambda s: s.active_state in ("inactive", "failed") or s.load_state != "loaded", 300)
+                del self._jobs[path]
+                self._stopped.add(job.unit)
+        removed = self._remove_stopped()
+        if self._waiting:
+            report = self._pass(reload_owed=removed)
+        elif removed:
+            self.systemd.reload()
         self._publish()
         return report
 
     def refresh_statuses(self) -> list[ActiveService]:
         """Read every Ozwald unit and publish, in the caller's thread (worker not started)."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("refresh_statuses is for a reconciler whose worker is not running")
         self._states = self.states()
         self._jobs.clear()
         return self._publish()
 
-    def _pass(self) -> PassReport:
+    def _pass(self, reload_owed: bool = False) -> PassReport:
         started = time.monotonic()
+        self._waiting.clear()
         desired = self.read_desired()
         self._wanted_generation = max(self._wanted_generation, desired.generation)
         targets, rendered = self.targets(desired)
@@ -371,8 +387,29 @@ class Reconciler:
         to_stop = [unit_name(n) for n in by_action["stop"] if unit_name(n) not in busy
                    and (s := states.get(unit_name(n))) is not None and s.active_state not in ("inactive", "failed")]
         self._enqueue("stop", to_stop, report)
+        changed = reload_owed
+        for name in by_action["stop"]:
+            state = states.get(unit_name(name))
+            if unit_name(name) not in self._busy() and (state is None or state.active_state in ("inactive", "failed")):
+                if state is not None and state.failed:
+                    self._reset_failed(unit_name(name))
+                changed = self.units.remove(name) or changed
+                self._files.pop(name, None)
+        deliberate = by_action["start"] + by_action["restart"]
+        if deliberate and self._stopping():
+            # What a stop frees (host ports, GPU memory, the container name) is free only once it ended:
+            # the starts wait, and the generation is applied by the pass that follows the stops.
+            self._waiting = set(deliberate)
+            if changed:
+                self.systemd.reload()
+                report.reloaded = True
+            report.seconds = time.monotonic() - started
+            self.last_report = report
+            self.passes += 1
+            log.info("generation %d: stopping %s first; then %s", desired.generation,
+                     ", ".join(by_action["stop"]), ", ".join(deliberate))
+            return report
 
-        changed = False
         for name in by_action["start"] + by_action["restart"]:
             unit, persistent = rendered[name]
             old, state = files.get(name), states.get(unit_name(name))
@@ -385,7 +422,6 @@ class Reconciler:
             self._files = self.units.existing()
             self.systemd.reload()
             report.reloaded = True
-        deliberate = by_action["start"] + by_action["restart"]
         for name in deliberate:
             # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
             self._reset_failed(unit_name(name))
@@ -440,6 +476,8 @@ class Reconciler:
         unit = unit_name(instance.name)
         state = self._states.get(unit)
         jobs = [job.operation for job in self._jobs.values() if job.unit == unit]
+        if instance.name in self._waiting:
+            jobs.append("start once the stops end")
         observed = Observed(state=state, running=self._running(instance.name, state),
                             job=jobs[-1] if jobs else None, refused=self._refused.get(instance.name))
         status = status_of(observed, self._targets.get(instance.name))
@@ -486,6 +524,10 @@ class Reconciler:
         services = self.compose()
         if services != self._published:
             self._published = services
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("publish: %s", "; ".join(f"{s.name} {s.status} {s.info.get('active_state')}/"
+                                                   f"{s.info.get('sub_state')} {s.info.get('reason', '')}"
+                                                   for s in services))
             self.publish(services)
         return services
 
