@@ -1,0 +1,128 @@
+"""The records the provisioner, its store, its API and its clients share, and the errors the API maps.
+
+A leaf module (it imports only `ozwald.config.values`), so the state store, the provisioner, the API and
+the client can all use it without importing each other. Field names follow the contract's
+ServiceInformation, so existing orchestrators keep working.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ozwald.config.values import Name
+
+Status = Literal["starting", "available", "stopping", "failed"]
+
+
+class ServiceRequest(BaseModel):
+    """One item of POST /srv/services/active/update/: an instance the orchestrator wants running.
+
+    `service` defaults to `name`, so `{"name": "qwen1.5-vllm", "variety": "cpu-only"}` works as the
+    contract documents. Fields of a ServiceInformation that an orchestrator echoes back (`status`,
+    `properties`, `info`) are accepted and ignored; any other field is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    service: Name | None = None
+    variety: Name | None = None
+    profile: Name | None = None
+    status: Any = None
+    properties: Any = None
+    info: Any = None
+
+    @model_validator(mode="after")
+    def _default_service(self) -> ServiceRequest:
+        if self.service is None:
+            object.__setattr__(self, "service", self.name)
+        return self
+
+
+class DesiredInstance(BaseModel):
+    """A validated, resolved request: the variety is always chosen (auto-selection included)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    service: Name
+    variety: str | None = None
+    profile: str | None = None
+    variety_auto: bool = False  # True when Ozwald picked the variety for this host
+    devices: tuple[str, ...] | None = None  # a GPU pin chosen at admission (by UUID); None: the spec's devices
+
+
+class DesiredSet(BaseModel):
+    """The whole desired set; `generation` increases by one with every accepted update."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generation: int = 0
+    instances: tuple[DesiredInstance, ...] = ()
+    updated_at: datetime | None = None
+
+    def by_name(self) -> dict[str, DesiredInstance]:
+        return {instance.name: instance for instance in self.instances}
+
+
+class ActiveService(BaseModel):
+    """What GET /srv/services/active/ answers per instance (the contract's ServiceInformation)."""
+
+    name: str
+    service: str
+    variety: str | None = None
+    profile: str | None = None
+    status: Status
+    properties: dict[str, Any] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpdateError(Exception):
+    """A request item is invalid; `index` and `field` say which item and which field to fix."""
+
+    def __init__(self, index: int | None, field: str, message: str) -> None:
+        self.index = index
+        self.field = field
+        self.message = message
+        where = f"item {index}: " if index is not None else ""
+        super().__init__(f"{where}{field}: {message}")
+
+    def detail(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class AdmissionError(Exception):
+    """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
+
+    `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
+    """
+
+    def __init__(self, detail: Any) -> None:
+        self.detail = detail
+        super().__init__(detail if isinstance(detail, str) else "request not admitted")
+
+
+class CoreUnavailable(Exception):
+    """A dependency of the core (the cache, the service manager) cannot be reached right now."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+PlanAction = Literal["start", "stop", "restart", "keep"]
+
+
+class PlanEntry(BaseModel):
+    """One line of a plan: what will happen to an instance, and why; `fit` shows its GPUs' VRAM."""
+
+    name: str
+    action: PlanAction
+    reason: str
+    service: str | None = None
+    variety: str | None = None
+    profile: str | None = None
+    fit: dict[str, Any] | None = None
