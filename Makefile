@@ -27,6 +27,7 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check ozwald tests bench contrib
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The cached test-host root file system (about 90 s once per machine, then instant).
 testhost-build: venv system-deps

@@ -23,7 +23,7 @@ from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, TypeAdapter
 
-from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest
+from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from ozwald.resources.views import AvailableResource, HostResources
 
 __all__ = [

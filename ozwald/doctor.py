@@ -5,19 +5,16 @@ Every check degrades to a finding, never a crash: doctor is what an operator run
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.quadlet.keys import KEYS, QUADLET_MIN, Version, format_version
+from ozwald.resources.cdi import CDI_DIRS, cdi_device_names
 
-CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 QUADLET_DIRS = (Path("/run/containers/systemd"), Path("/etc/containers/systemd"))
 Level = Literal["ok", "warn", "fail"]
 
@@ -47,26 +44,6 @@ def check_podman(version: Version | None) -> Finding:
                                          "units degrade (no Notify=healthy, default stop timeout) or fail to render",
                        "upgrade Podman to 5.0 or newer")
     return Finding("podman", "ok", f"Podman {format_version(version)} accepts every key Ozwald renders")
-
-
-def cdi_device_names(directories: Iterable[Path] = CDI_DIRS) -> tuple[set[str], list[str]]:
-    """Fully-qualified device names the CDI specs on this host provide, and the files that failed to parse."""
-    names: set[str] = set()
-    broken: list[str] = []
-    for directory in directories:
-        if not directory.is_dir():
-            continue
-        for path in sorted(directory.iterdir()):
-            if path.suffix not in (".yaml", ".yml", ".json"):
-                continue
-            try:
-                text = path.read_text(encoding="utf-8")
-                spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-                kind = spec["kind"]
-                names.update(f"{kind}={device['name']}" for device in spec.get("devices") or [])
-            except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as exc:
-                broken.append(f"{path}: {exc}")
-    return names, broken
 
 
 def check_cdi(settings: Settings, directories: Iterable[Path] = CDI_DIRS) -> list[Finding]:
@@ -115,8 +92,7 @@ def check_quadlet_dirs(directories: Iterable[Path] = QUADLET_DIRS) -> list[Findi
 
 def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
     """Every check, against the real host: Podman, CDI, GPU libraries, systemd, Redis, Quadlet directories."""
-    from ozwald.podman import PodmanInspector
-    from ozwald.provisioner.process import PODMAN_SOCKET_ENV, detect_podman_version
+    from ozwald.podman import PODMAN_SOCKET_ENV, PodmanInspector, detect_podman_version
     from ozwald.resources import HostResourceMonitor
     from ozwald.state import IdentityError, StateError, connect, select_provisioner
     from ozwald.systemd import BusUnavailable, SystemdClient, SystemdError

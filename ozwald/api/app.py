@@ -23,8 +23,8 @@ import bottle
 from pydantic import TypeAdapter, ValidationError
 
 from ozwald.api.auth import bearer_matches, check_key
-from ozwald.api.core import AdmissionError, CoreUnavailable, ProvisionerCore
-from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest, UpdateError
+from ozwald.api.core import ProvisionerCore
+from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, PlanEntry, ServiceRequest, UpdateError
 
 log = logging.getLogger(__name__)
 

@@ -2,40 +2,23 @@
 
 The API never touches Redis, systemd or the settings itself: every endpoint calls one method of a
 `ProvisionerCore`. Each method returns JSON-ready data (or the shared records of
-`ozwald.provisioner.models`), is called from several server threads at once, and should answer fast:
+`ozwald.records`), is called from several server threads at once, and should answer fast:
 `watch_active` in particular sits on the hot path that orchestrators poll.
 
 Errors the API maps to statuses (anything else becomes a logged 500 `{"detail": "internal error"}`):
 
-- `ozwald.provisioner.models.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
-- `AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
-- `CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
+- `ozwald.records.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
+- `ozwald.records.AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
+- `ozwald.records.CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ozwald.provisioner.models import ActiveService, DesiredSet, PlanEntry, ServiceRequest
+from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, DesiredSet, PlanEntry, ServiceRequest
 
-
-class AdmissionError(Exception):
-    """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
-
-    `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
-    """
-
-    def __init__(self, detail: Any) -> None:
-        self.detail = detail
-        super().__init__(detail if isinstance(detail, str) else "request not admitted")
-
-
-class CoreUnavailable(Exception):
-    """A dependency of the core (the cache, the service manager) cannot be reached right now."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
+__all__ = ["AdmissionError", "CoreUnavailable", "ProvisionerCore"]  # the errors live in ozwald.records
 
 
 @runtime_checkable

@@ -11,11 +11,21 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ozwald.config.values import Duration, EnvKey, EnvValue, ImageRef, LabelKey, Name, Size, Text
+from ozwald.config.keys import Key, Merge, keys_of
+from ozwald.config.values import Duration, EnvKey, ImageRef, LabelKey, Name, Size, Text, env_scalar
 
 _CDI_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*/[a-z0-9][a-z0-9._-]*=[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _DEVICE_PATH = re.compile(r"^/dev/[A-Za-z0-9._/-]+(:/dev/[A-Za-z0-9._/-]+)?(:[rwm]{1,3})?$")
@@ -230,25 +240,111 @@ def _split_command(value: Any) -> Any:
     return value
 
 
-class Layer(Strict):
-    """The keys allowed at every level: service (base), variety and profile."""
+# Environment variable names that look like they hold a secret: their values are masked wherever
+# Ozwald shows settings, unless the value is written `{value: ..., secret: false}`.
+SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|(^|_)KEY($|_)|APIKEY|CREDENTIAL|PRIVATE|(^|_)AUTH",
+                            re.IGNORECASE)
 
-    image: ImageRef | None = None
-    environment: dict[EnvKey, EnvValue] | None = None
-    command: tuple[Text, ...] | None = None
-    entrypoint: tuple[Text, ...] | None = None
-    ports: tuple[Port, ...] | None = None
-    volumes: tuple[Volume, ...] | None = None
-    devices: tuple[str, ...] | None = None
-    health: Health | None = None
-    restart: RestartPolicy | None = None
-    restart_delay: Duration | None = None
-    start_timeout: Duration | None = None
-    stop_timeout: Duration | None = None
-    shm_size: Size | None = None
-    labels: dict[LabelKey, Text] | None = None
-    resources: Resources | None = None
-    persistent: bool | None = None
+
+class EnvSource(Strict):
+    """An environment value written as a mapping: secret unless `secret: false`.
+
+    `value` is inline (kept as a SecretStr, so no repr, dump or log shows it), `file` a host file read when
+    the spec is resolved (trailing newline dropped), `credential` a systemd credential of the provisioner's
+    own unit (`LoadCredential=`/`LoadCredentialEncrypted=`, read from `$CREDENTIALS_DIRECTORY`).
+    """
+
+    value: SecretStr | None = None
+    file: str | None = None
+    credential: Name | None = None
+    secret: bool = True
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvSource:
+        if sum(x is not None for x in (self.value, self.file, self.credential)) != 1:
+            raise ValueError("set exactly one of value, file or credential")
+        if self.value is not None:
+            text = self.value.get_secret_value()
+            if "\x00" in text:
+                raise ValueError("value cannot contain NUL bytes")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("value is not valid Unicode") from None
+        if self.file is not None and not self.file.startswith("/"):
+            raise ValueError("file must be an absolute path")
+        return self
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar(cls, value: Any) -> Any:
+        return value if isinstance(value, str | SecretStr) else env_scalar(value)
+
+
+def _env_entry(value: Any) -> Any:
+    if isinstance(value, dict):
+        try:
+            return EnvSource.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]  # messages only: `input` may be the secret itself
+            where = ".".join(str(p) for p in first["loc"])
+            what = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+            raise ValueError("a mapping environment value is {value|file|credential: ..., secret: true/false}: "
+                             f"{where + ': ' if where else ''}{what}") from None
+    if isinstance(value, EnvSource):
+        return value
+    return env_scalar(value)
+
+
+EnvEntry = Annotated[str | EnvSource, BeforeValidator(_env_entry)]
+
+
+def is_secret(key: str, value: str | EnvSource) -> bool:
+    """Whether the value of environment variable `key` must never be shown."""
+    if isinstance(value, EnvSource):
+        return value.secret
+    return SECRET_LOOKING.search(key) is not None
+
+
+class Layer(Strict):
+    """The keys allowed at every level: service (base), variety and profile; see `ozwald.config.keys`."""
+
+    image: Annotated[ImageRef | None, Key("image reference")] = None
+    environment: Annotated[dict[EnvKey, EnvEntry] | None, Key(
+        "env map; values are scalars and keep their spelling (`true`, `0.9`, `\"\"`), or secrets: "
+        "`{value: ...}`, `{file: /path}` or `{credential: name}` (see Secrets)",
+        merge=Merge.MAP, container_only=False)] = None
+    command: Annotated[tuple[Text, ...] | None, Key("list of arguments (a string is split like a shell would)")] = None
+    entrypoint: Annotated[tuple[Text, ...] | None, Key("list of arguments, like `command`")] = None
+    ports: Annotated[tuple[Port, ...] | None, Key(
+        "`[ip:][host:]container[/proto]` or `{container, host, host_ip, protocol}`", default=())] = None
+    volumes: Annotated[tuple[Volume, ...] | None, Key(
+        "`source:target[:options]` or `{source, target, read_only, options}`; source is an absolute path "
+        "or a volume name", default=())] = None
+    devices: Annotated[tuple[str, ...] | None, Key(
+        "CDI names (`nvidia.com/gpu=0`, `nvidia.com/gpu=GPU-<uuid>`) or `/dev/…` paths; default by variety "
+        "name (see below)")] = None
+    health: Annotated[Health | None, Key(
+        "`{command: [...] or \"shell string\"}` or `{http: URL, probe: auto/curl/wget/python3}`, with "
+        "`interval`, `start_period`, `retries`, `timeout`. A list runs word for word; a one-word list, a string "
+        "and `probe: auto` (curl, then wget, then python3) need `/bin/sh` in the image")] = None
+    restart: Annotated[RestartPolicy | None, Key(
+        "systemd `Restart=` (default `on-failure`); after 5 restarts in 5 min systemd gives up and the "
+        "instance is `failed`", default="on-failure")] = None
+    restart_delay: Annotated[Duration | None, Key("systemd `RestartSec=` (default 2 s)", default=2.0)] = None
+    start_timeout: Annotated[Duration | None, Key(
+        "duration (`90`, `30s`, `20m`); default 15 min because models load slowly", default=900.0)] = None
+    stop_timeout: Annotated[Duration | None, Key("duration (default 30 s)", default=30.0)] = None
+    min_uptime: Annotated[Duration | None, Key(
+        "duration (default 5 s): a container without a health check counts as ready only after it has "
+        "stayed up this long", default=5.0)] = None
+    shm_size: Annotated[Size | None, Key("e.g. `16g`")] = None
+    labels: Annotated[dict[LabelKey, Text] | None, Key(
+        "extra container labels (`ozwald.*` is reserved)", merge=Merge.MAP, container_only=False)] = None
+    resources: Annotated[Resources | None, Key(
+        "declared needs for admission: `vram_gb`, `memory_gb`, `gpus`, `cpus`", merge=Merge.FIELDS,
+        container_only=False, default=Resources())] = None
+    persistent: Annotated[bool | None, Key("`true` to survive a reboot (adds `[Install]`)", default=False)] = None
 
     @field_validator("command", "entrypoint", mode="before")
     @classmethod
@@ -309,8 +405,8 @@ class Profile(Layer):
 
 
 ServiceType = Literal["container", "source-files"]
-CONTAINER_ONLY_KEYS = ("image", "command", "entrypoint", "ports", "volumes", "devices", "health", "restart",
-                       "restart_delay", "start_timeout", "stop_timeout", "shm_size", "persistent")
+LAYER_KEYS = keys_of(Layer)
+CONTAINER_ONLY_KEYS = tuple(name for name, key in LAYER_KEYS.items() if key.container_only)
 
 
 class Service(Layer):

@@ -10,82 +10,102 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ozwald.config.errors import ResolveError
-from ozwald.config.model import Health, Layer, Port, Resources, RestartPolicy, Service, ServiceType, Settings, Volume
+from ozwald.config.keys import Key, Merge
+from ozwald.config.model import (
+    LAYER_KEYS,
+    EnvSource,
+    Health,
+    Layer,
+    Port,
+    Resources,
+    RestartPolicy,
+    Service,
+    ServiceType,
+    Settings,
+    Volume,
+    is_secret,
+)
 
 DEFAULT_DEVICES: dict[str, tuple[str, ...]] = {
     "nvidia": ("nvidia.com/gpu=all",),
     "amdgpu": ("amd.com/gpu=all",),
     "cpu-only": (),
 }
-DEFAULT_RESTART: RestartPolicy = "on-failure"
-DEFAULT_START_TIMEOUT = 900.0  # model downloads and loads take minutes
-DEFAULT_STOP_TIMEOUT = 30.0
-DEFAULT_RESTART_DELAY = 2.0
+DEFAULT_RESTART: RestartPolicy = LAYER_KEYS["restart"].default
+DEFAULT_START_TIMEOUT: float = LAYER_KEYS["start_timeout"].default
+DEFAULT_STOP_TIMEOUT: float = LAYER_KEYS["stop_timeout"].default
+DEFAULT_RESTART_DELAY: float = LAYER_KEYS["restart_delay"].default
+DEFAULT_MIN_UPTIME: float = LAYER_KEYS["min_uptime"].default
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+_IDENTITY = ("service", "type", "variety", "profile")
 
 
 @dataclass(frozen=True)
 class EffectiveSpec:
-    """Everything needed to run one instance; equal specs render to identical units."""
+    """Everything needed to run one instance; equal specs render to identical units.
+
+    Besides its identity, it has one field per settings key (`ozwald.config.keys`), checked at import.
+    `secret_keys` names the environment variables whose values must never be shown.
+    """
 
     service: str
     type: ServiceType
     variety: str | None
     profile: str | None
     image: str | None
-    environment: tuple[tuple[str, str], ...]
-    command: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
-    ports: tuple[Port, ...] = ()
-    volumes: tuple[Volume, ...] = ()
-    devices: tuple[str, ...] = ()
-    health: Health | None = None
-    restart: RestartPolicy = DEFAULT_RESTART
-    restart_delay: float = DEFAULT_RESTART_DELAY
-    start_timeout: float = DEFAULT_START_TIMEOUT
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT
-    shm_size: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    resources: Resources = field(default_factory=Resources)
-    persistent: bool = False
+    environment: tuple[tuple[str, str], ...] = field(repr=False)  # may hold secrets
+    command: tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
+    ports: tuple[Port, ...]
+    volumes: tuple[Volume, ...]
+    devices: tuple[str, ...]
+    health: Health | None
+    restart: RestartPolicy
+    restart_delay: float
+    start_timeout: float
+    stop_timeout: float
+    min_uptime: float
+    shm_size: str | None
+    labels: tuple[tuple[str, str], ...]
+    resources: Resources
+    persistent: bool
+    secret_keys: frozenset[str] = frozenset()
 
     @property
     def env(self) -> dict[str, str]:
         return dict(self.environment)
 
     def canonical(self) -> dict[str, Any]:
-        """A JSON-ready form with a fixed key order, the input of the spec hash."""
-        return {
-            "service": self.service,
-            "type": self.type,
-            "variety": self.variety,
-            "profile": self.profile,
-            "image": self.image,
-            "environment": [list(pair) for pair in self.environment],
-            "command": list(self.command) if self.command is not None else None,
-            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
-            "ports": [p.model_dump(mode="json") for p in self.ports],
-            "volumes": [v.model_dump(mode="json") for v in self.volumes],
-            "devices": list(self.devices),
-            "health": self.health.model_dump(mode="json") if self.health is not None else None,
-            "restart": self.restart,
-            "restart_delay": self.restart_delay,
-            "start_timeout": self.start_timeout,
-            "stop_timeout": self.stop_timeout,
-            "shm_size": self.shm_size,
-            "labels": [list(pair) for pair in self.labels],
-            "resources": self.resources.model_dump(mode="json"),
-            "persistent": self.persistent,
-        }
+        """A JSON-ready form of the identity and every hashed settings key: the input of the spec hash."""
+        names = [*_IDENTITY, *(name for name, key in LAYER_KEYS.items() if key.hashed)]
+        return {name: _jsonable(getattr(self, name)) for name in names}
 
     @property
     def spec_hash(self) -> str:
         """A short digest of the canonical spec; a changed config means a changed hash."""
         payload = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+_missing = set(LAYER_KEYS) - {f.name for f in fields(EffectiveSpec)}
+if _missing:  # a key added to Layer must reach the spec, or it would never change a running service
+    raise TypeError(f"EffectiveSpec lacks settings keys {sorted(_missing)}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def resolve(settings: Settings, service_name: str, variety: str | None = None, profile: str | None = None
@@ -119,56 +139,75 @@ def _names(entries: dict[str, Any]) -> str:
     return ", ".join(entries) or "none"
 
 
-def _most_specific(layers: list[Layer], key: str) -> Any:
-    for layer in reversed(layers):
-        value = getattr(layer, key)
-        if value is not None:
-            return value
-    return None
+def _merged(layers: list[Layer], name: str, key: Key) -> Any:
+    """One key's value across the levels, by its merge rule; None when no level sets it."""
+    values = [getattr(layer, name) for layer in layers if getattr(layer, name) is not None]
+    if not values:
+        return None
+    if key.merge is Merge.MOST_SPECIFIC:
+        return values[-1]
+    if key.merge is Merge.MAP:
+        merged: dict[str, Any] = {}
+        for value in values:
+            merged.update(value)
+        return merged
+    fields_set: dict[str, Any] = {}
+    for value in values:
+        fields_set.update(value.model_dump(exclude_none=True))
+    return type(values[-1])(**fields_set)
 
 
-def _merged_map(layers: list[Layer], key: str) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for layer in layers:
-        merged.update(getattr(layer, key) or {})
-    return merged
+def _secret_text(service: str, name: str, source: EnvSource) -> str:
+    """The value behind an EnvSource; errors name the file or credential, never its content."""
+    if source.value is not None:
+        return source.value.get_secret_value()
+    if source.file is not None:
+        path = Path(source.file)
+    else:
+        directory = os.environ.get(CREDENTIALS_ENV)
+        if not directory:
+            raise ResolveError("service", f"service {service!r}: environment {name} needs systemd credential "
+                                          f"{source.credential!r}, but the provisioner has no "
+                                          f"${CREDENTIALS_ENV} (add LoadCredential= to its unit)")
+        path = Path(directory) / str(source.credential)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ResolveError("service", f"service {service!r}: cannot read environment {name} from {path}: "
+                                      f"{reason}") from None
+    text = text.removesuffix("\n")
+    if "\x00" in text:
+        raise ResolveError("service", f"service {service!r}: environment {name} from {path} contains NUL bytes")
+    return text
+
+
+def _environment(service: str, merged: dict[str, str | EnvSource] | None
+                 ) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    values: dict[str, str] = {}
+    secret: set[str] = set()
+    for name, value in (merged or {}).items():
+        values[name] = _secret_text(service, name, value) if isinstance(value, EnvSource) else value
+        if is_secret(name, value):
+            secret.add(name)
+    return tuple(sorted(values.items())), frozenset(secret)
 
 
 def _merge(service: Service, layers: list[Layer], variety: str | None, profile: str | None) -> EffectiveSpec:
-    image = _most_specific(layers, "image")
-    if service.type == "container" and image is None:
+    values = {name: _merged(layers, name, key) for name, key in LAYER_KEYS.items()}
+    if service.type == "container" and values["image"] is None:
         where = f" in variety {variety!r}" if variety else ""
         raise ResolveError("variety" if variety else "service",
                            f"service {service.name!r} has no image{where}: set image on the service or variety")
-    devices = _most_specific(layers, "devices")
-    if devices is None:
-        devices = DEFAULT_DEVICES.get(variety or "", ())
-    resources: dict[str, Any] = {}
-    for layer in layers:
-        if layer.resources is not None:
-            resources.update(layer.resources.model_dump(exclude_none=True))
-    start_timeout = _most_specific(layers, "start_timeout")
-    stop_timeout = _most_specific(layers, "stop_timeout")
-    restart_delay = _most_specific(layers, "restart_delay")
-    return EffectiveSpec(
-        service=service.name,
-        type=service.type,
-        variety=variety,
-        profile=profile,
-        image=image,
-        environment=tuple(sorted(_merged_map(layers, "environment").items())),
-        command=_most_specific(layers, "command"),
-        entrypoint=_most_specific(layers, "entrypoint"),
-        ports=_most_specific(layers, "ports") or (),
-        volumes=_most_specific(layers, "volumes") or (),
-        devices=tuple(devices) if service.type == "container" else (),
-        health=_most_specific(layers, "health"),
-        restart=_most_specific(layers, "restart") or DEFAULT_RESTART,
-        restart_delay=DEFAULT_RESTART_DELAY if restart_delay is None else restart_delay,
-        start_timeout=DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-        stop_timeout=DEFAULT_STOP_TIMEOUT if stop_timeout is None else stop_timeout,
-        shm_size=_most_specific(layers, "shm_size"),
-        labels=tuple(sorted(_merged_map(layers, "labels").items())),
-        resources=Resources(**resources),
-        persistent=bool(_most_specific(layers, "persistent")),
-    )
+    if values["devices"] is None:
+        values["devices"] = DEFAULT_DEVICES.get(variety or "", ())
+    if service.type != "container":
+        values["devices"] = ()
+    for name, key in LAYER_KEYS.items():
+        if values[name] is None and key.default is not None:
+            values[name] = key.default
+    values["environment"], secret_keys = _environment(service.name, values["environment"])
+    values["labels"] = tuple(sorted((values["labels"] or {}).items()))
+    values["devices"] = tuple(values["devices"])
+    return EffectiveSpec(service=service.name, type=service.type, variety=variety, profile=profile,
+                         secret_keys=secret_keys, **values)

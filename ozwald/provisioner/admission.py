@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ozwald.config import Settings
-from ozwald.provisioner.models import DesiredInstance
 from ozwald.provisioner.requests import effective_spec
+from ozwald.records import DesiredInstance
 from ozwald.resources import HostSnapshot
 from ozwald.resources.cdi import gpus_for_cdi_devices
 from ozwald.resources.models import GpuInfo

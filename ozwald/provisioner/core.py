@@ -13,22 +13,23 @@ import threading
 import time
 from typing import Any
 
-from ozwald.api.core import AdmissionError, CoreUnavailable
 from ozwald.config import Settings
-from ozwald.doctor import cdi_device_names
 from ozwald.provisioner.admission import Fit, assess, place, reservations
-from ozwald.provisioner.models import (
+from ozwald.provisioner.ports import PortConflict, host_listeners, port_conflicts, published_ports
+from ozwald.provisioner.reconciler import Reconciler
+from ozwald.provisioner.requests import HostCapabilities, validate_requests
+from ozwald.records import (
     ActiveService,
+    AdmissionError,
+    CoreUnavailable,
     DesiredInstance,
     DesiredSet,
     PlanEntry,
     ServiceRequest,
     UpdateError,
 )
-from ozwald.provisioner.ports import PortConflict, host_listeners, port_conflicts, published_ports
-from ozwald.provisioner.reconciler import Reconciler
-from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.resources import HostResourceMonitor, HostSnapshot, available_resources_view, host_resources_view
+from ozwald.resources.cdi import cdi_device_names
 from ozwald.state import (
     DesiredStateStore,
     ProfileQueue,

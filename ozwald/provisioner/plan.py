@@ -11,7 +11,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ozwald.config import ResolveError, Settings, resolve
-from ozwald.provisioner.models import DesiredInstance, PlanAction, PlanCause, PlanEntry
+from ozwald.quadlet.naming import unit_label, unit_name
+from ozwald.records import DesiredInstance, PlanAction, PlanCause, PlanEntry
 from ozwald.systemd.protocol import UnitState
 from ozwald.units.store import StoredUnit
 
@@ -28,12 +29,7 @@ class Target:
 
 
 def label(unit: StoredUnit, key: str) -> str | None:
-    marker = f'Label="ozwald.{key}='
-    for line in unit.text.splitlines():
-        if line.startswith(marker):
-            value = line[len(marker):-1]
-            return value or None
-    return None
+    return unit_label(unit.text, key)
 
 
 def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> list[str]:
@@ -79,7 +75,7 @@ def plan(settings: Settings, targets: Sequence[Target], units: Mapping[str, Stor
                              variety=instance.variety, profile=instance.profile, cause=cause)
 
         existing = units.get(name)
-        state = states.get(f"ozwald-{name}.service")
+        state = states.get(unit_name(name))
         if existing is None:
             auto = " (variety chosen for this host)" if instance.variety_auto else ""
             entries.append(entry("start", "new", f"start: new instance{auto}"))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ozwald.config import Settings
-from ozwald.provisioner.models import DesiredInstance
 from ozwald.provisioner.requests import effective_spec
+from ozwald.records import DesiredInstance
 
 log = logging.getLogger(__name__)
 _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104  # recognised as "every address", never bound

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from typing import Any
 
 from ozwald.api import ApiKeyError, create_server, key_from_env
 from ozwald.config import Settings
-from ozwald.podman import PodmanInspector, PodmanUnavailable
+from ozwald.podman import PODMAN_SOCKET_ENV, PodmanInspector, podman_version
 from ozwald.provisioner.core import Provisioner
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.quadlet.keys import NEWEST_KNOWN, Version, format_version, parse_version
 from ozwald.resources import HostResourceMonitor
 from ozwald.state import DesiredStateStore, Identity, ProfileQueue, StatusCache, connect
 from ozwald.systemd import SystemdClient
@@ -31,7 +29,6 @@ from ozwald.units import UnitStore
 log = logging.getLogger("ozwald")
 HOST_ENV = "OZWALD_API_HOST"
 PORT_ENV = "OZWALD_API_PORT"
-PODMAN_SOCKET_ENV = "OZWALD_PODMAN_SOCKET"
 
 
 @dataclass(frozen=True)
@@ -47,28 +44,6 @@ def listen_address(identity: Identity, host: str | None, port: int | None) -> Li
     env_port = os.environ.get(PORT_ENV)
     return Listen(host=host or os.environ.get(HOST_ENV) or str(api.bind),
                   port=port or (int(env_port) if env_port else api.port), threads=api.threads)
-
-
-def detect_podman_version(podman: PodmanInspector) -> Version | None:
-    """The installed Podman, from its API, else from `podman --version`; None when neither answers."""
-    try:
-        return parse_version(podman.version())
-    except (PodmanUnavailable, ValueError):
-        pass
-    try:
-        out = subprocess.run(["podman", "--version"], capture_output=True, text=True, timeout=10, check=True)
-        return parse_version(out.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-
-
-def podman_version(podman: PodmanInspector) -> Version:
-    """The installed Podman, so units never carry a key it would reject; the newest known as a fallback."""
-    version = detect_podman_version(podman)
-    if version is None:
-        log.warning("cannot tell the Podman version; rendering for Podman %s", format_version(NEWEST_KNOWN))
-        return NEWEST_KNOWN
-    return version
 
 
 def build(settings: Settings, identity: Identity) -> Provisioner:

@@ -33,7 +33,6 @@ from ozwald.config import Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
 from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Shutdown, Tick
-from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet, PlanEntry
 from ozwald.provisioner.plan import Target, label, plan
 from ozwald.provisioner.requests import effective_spec
 from ozwald.provisioner.status import (
@@ -47,7 +46,8 @@ from ozwald.provisioner.status import (
 )
 from ozwald.quadlet import RenderedUnit, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
-from ozwald.quadlet.render import unit_name
+from ozwald.quadlet.naming import UNIT_PATTERN, container_name, instance_of_unit, unit_name
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet, PlanEntry
 from ozwald.systemd import SystemdClient, SystemdError
 from ozwald.systemd.journal import container_log_tail
 from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
@@ -76,7 +76,7 @@ class _Job:
 
 
 def _instance_of(unit: str) -> str:
-    return unit.removeprefix("ozwald-").removesuffix(".service")
+    return instance_of_unit(unit) or unit
 
 
 def _spec_of(unit: StoredUnit) -> RunningSpec:
@@ -241,7 +241,7 @@ class Reconciler:
                 self.settings = event.settings
                 need_pass = True
             elif isinstance(event, UnitChanged):
-                if event.unit.startswith("ozwald-") and event.unit.endswith(".service"):
+                if instance_of_unit(event.unit) is not None:
                     self._dirty.add(event.unit)
             elif isinstance(event, JobRemoved):
                 job = self._jobs.pop(event.job_path, None)
@@ -314,7 +314,7 @@ class Reconciler:
         return targets, rendered
 
     def states(self) -> dict[str, UnitState]:
-        return {state.name: state for state in self.systemd.list_units("ozwald-*.service")}
+        return {state.name: state for state in self.systemd.list_units(UNIT_PATTERN)}
 
     @staticmethod
     def stale(files: dict[str, StoredUnit], states: dict[str, UnitState]) -> set[str]:
@@ -536,7 +536,7 @@ class Reconciler:
         if self.podman is None:
             return None
         try:
-            container = self.podman.container(f"ozwald-{name}")
+            container = self.podman.container(container_name(name))
         except PodmanUnavailable:
             return None
         return container.id if container is not None else None
@@ -546,7 +546,7 @@ class Reconciler:
         if known is not None and known[0] == state.state_change_usec:
             return known[1]
         spec = effective_spec(self.settings, instance)
-        logs = container_log_tail(f"ozwald-{instance.name}", 20, command_prefix=self.journal_prefix)
+        logs = container_log_tail(container_name(instance.name), 20, command_prefix=self.journal_prefix)
         reason = explain_failure(state, image=spec.image, has_health_check=spec.health is not None, logs=logs,
                                  podman=self.podman)
         self._failures[instance.name] = (state.state_change_usec, reason)

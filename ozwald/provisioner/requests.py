@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from ozwald.config import EffectiveSpec, ResolveError, Settings, resolve
 from ozwald.config.model import Service
-from ozwald.provisioner.models import DesiredInstance, ServiceRequest, UpdateError
+from ozwald.records import DesiredInstance, ServiceRequest, UpdateError
 
 # Which GPU vendor a CDI device name needs; anything else (or no device) runs on any host.
 CDI_VENDORS = {"nvidia.com/": "nvidia", "amd.com/": "amd"}

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ozwald.diagnose import describe_exit
-from ozwald.provisioner.models import ActiveService, DesiredInstance, Status
+from ozwald.records import ActiveService, DesiredInstance, Status
 from ozwald.systemd.protocol import UnitState
 
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating")

@@ -15,31 +15,19 @@ from ozwald.config.resolve import EffectiveSpec
 from ozwald.config.values import check_name
 from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_token
 from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
+from ozwald.quadlet.naming import container_name, unit_filename, unit_name
 
-UNIT_PREFIX = "ozwald-"
-LABEL_PREFIX = "ozwald."
+# unit_filename and unit_name live in ozwald.quadlet.naming; re-exported for existing importers.
+__all__ = ["RenderError", "RenderedUnit", "render_unit", "unit_filename", "unit_name"]
+
 STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
-DEFAULT_MIN_UPTIME_S = 5.0
 SLEEP = "/usr/bin/sleep"
 
 
 class RenderError(ValueError):
     """The spec cannot be rendered for the target Podman; the message names the key and version."""
-
-
-def unit_base(instance: str) -> str:
-    return f"{UNIT_PREFIX}{instance}"
-
-
-def unit_name(instance: str) -> str:
-    """The systemd unit Quadlet generates for an instance."""
-    return f"{unit_base(instance)}.service"
-
-
-def unit_filename(instance: str) -> str:
-    return f"{unit_base(instance)}.container"
 
 
 @dataclass(frozen=True)
@@ -97,12 +85,11 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # podman exits 143 when the container ends on SIGTERM; that is a clean stop, not a failure.
         "SuccessExitStatus=143",
     ]
-    min_uptime = float(getattr(spec, "min_uptime", DEFAULT_MIN_UPTIME_S))
-    if spec.health is None and min_uptime > 0:
+    if spec.health is None and spec.min_uptime > 0:
         # Without a health check, systemd would call the unit active as soon as the container started, even
         # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
         # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
-        out.service.append(f"ExecStartPost={SLEEP} {_seconds(min_uptime)}")
+        out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
     if spec.persistent:
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)
@@ -113,7 +100,7 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
 def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
     assert spec.image is not None
     out.container_key("Image", raw_token(spec.image))
-    out.container_key("ContainerName", unit_base(instance))
+    out.container_key("ContainerName", container_name(instance))
     labels = [
         ("ozwald.managed", "true"),
         ("ozwald.instance", instance),

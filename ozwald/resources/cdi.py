@@ -10,14 +10,20 @@ A device part equal to a detected GPU's UUID matches for either vendor.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from ozwald.resources.models import CDI_KINDS, GpuInfo, Vendor
 
 log = logging.getLogger(__name__)
+
+CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NVIDIA_INDEX = re.compile(r"^(?:gpu)?(\d+)(?::\d+)?$")
@@ -77,3 +83,23 @@ def gpus_for_cdi_devices(names: Iterable[str], gpus: Iterable[GpuInfo]) -> tuple
     detected = tuple(gpus)
     selected = {gpu.id for name in names for gpu in gpus_for_cdi_device(name, detected)}
     return tuple(gpu for gpu in detected if gpu.id in selected)
+
+
+def cdi_device_names(directories: Iterable[Path] = CDI_DIRS) -> tuple[set[str], list[str]]:
+    """Fully-qualified device names the CDI specs on this host provide, and the files that failed to parse."""
+    names: set[str] = set()
+    broken: list[str] = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.suffix not in (".yaml", ".yml", ".json"):
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+                spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+                kind = spec["kind"]
+                names.update(f"{kind}={device['name']}" for device in spec.get("devices") or [])
+            except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as exc:
+                broken.append(f"{path}: {exc}")
+    return names, broken

@@ -26,7 +26,7 @@ from pathlib import Path
 import pydantic
 import redis
 
-from ozwald.provisioner.models import DesiredInstance, DesiredSet, UpdateError
+from ozwald.records import DesiredInstance, DesiredSet, UpdateError
 from ozwald.state._files import atomic_write, locked
 from ozwald.state.errors import StateCorrupt, StateError, StateUnavailable, describe_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ozwald.config.model import Settings
 from ozwald.config.values import Name
-from ozwald.provisioner.models import UpdateError
+from ozwald.records import UpdateError
 from ozwald.state.errors import QueueFull, describe_validation_error, first_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import LuaScript, redis_errors

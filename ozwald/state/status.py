@@ -16,7 +16,7 @@ import pydantic
 import redis
 from redis.typing import EncodableT, FieldT
 
-from ozwald.provisioner.models import ActiveService
+from ozwald.records import ActiveService
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import redis_errors
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ozwald.quadlet.render import UNIT_PREFIX, RenderedUnit
+from ozwald.quadlet.naming import FILE_SUFFIX, UNIT_PREFIX, instance_of_filename, unit_filename, unit_label
+from ozwald.quadlet.render import RenderedUnit
 
 RUNTIME_DIR = Path("/run/containers/systemd")
 PERSISTENT_DIR = Path("/etc/containers/systemd")
-SUFFIX = ".container"
-_SPEC_HASH = re.compile(r'^Label="ozwald\.spec-hash=([0-9a-f]+)"$', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -33,8 +31,7 @@ class StoredUnit:
 
     @property
     def spec_hash(self) -> str | None:
-        match = _SPEC_HASH.search(self.text)
-        return match.group(1) if match else None
+        return unit_label(self.text, "spec-hash")
 
 
 @dataclass
@@ -63,8 +60,10 @@ class UnitStore:
             directory = self._dir(persistent)
             if not directory.is_dir():
                 continue
-            for path in sorted(directory.glob(f"{UNIT_PREFIX}*{SUFFIX}")):
-                instance = path.name[len(UNIT_PREFIX):-len(SUFFIX)]
+            for path in sorted(directory.glob(f"{UNIT_PREFIX}*{FILE_SUFFIX}")):
+                instance = instance_of_filename(path.name)
+                if instance is None:
+                    continue
                 try:
                     text = path.read_text(encoding="utf-8")
                 except FileNotFoundError:
@@ -91,7 +90,7 @@ class UnitStore:
     def remove(self, instance: str) -> bool:
         removed = False
         for persistent in (False, True):
-            path = self._dir(persistent) / f"{UNIT_PREFIX}{instance}{SUFFIX}"
+            path = self._dir(persistent) / unit_filename(instance)
             try:
                 path.unlink()
                 removed = True

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ozwald.api import AdmissionError, ApiServer, create_server
 from ozwald.config.values import Name
-from ozwald.provisioner.models import (
+from ozwald.records import (
     ActiveService,
     DesiredInstance,
     DesiredSet,

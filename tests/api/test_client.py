@@ -11,7 +11,7 @@ import pytest
 
 from ozwald.api import AdmissionError, ApiServer
 from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError
-from ozwald.provisioner.models import ActiveService, PlanEntry, ServiceRequest
+from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from tests.api.conftest import API_KEY, FakeCore
 
 QWEN = {"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ozwald.api import AdmissionError, CoreUnavailable
-from ozwald.provisioner.models import UpdateError
+from ozwald.records import UpdateError
 from tests.api.conftest import ENDPOINTS, Api, FakeCore, twin
 
 UPDATE = "/srv/services/active/update/"

@@ -123,18 +123,30 @@ def test_bad_variety_and_profile_names() -> None:
     assert found[0].startswith("ozwald.yml:14: services[0].varieties.bad variety: invalid name")
 
 
-@pytest.mark.parametrize("value,kind", [("[1, 2]", "list"), ("{a: 1}", "dict")])
-def test_non_scalar_env_value(value: str, kind: str) -> None:
-    found = issues_of(BASE + f"""\
+def test_non_scalar_env_value() -> None:
+    found = issues_of(BASE + """\
   - name: s
     image: x
     profiles:
       p:
         environment:
-          X: {value}
+          X: [1, 2]
 """)
-    assert found == [f"ozwald.yml:16: services[0].profiles.p.environment.X: environment values must be scalars "
-                     f"(string, number or boolean), not {kind}"]
+    assert found == ["ozwald.yml:16: services[0].profiles.p.environment.X: environment values must be scalars "
+                     "(string, number or boolean), not list"]
+
+
+def test_env_mapping_that_is_not_a_secret_source_names_the_key() -> None:
+    found = issues_of(BASE + """\
+  - name: s
+    image: x
+    profiles:
+      p:
+        environment:
+          X: {a: 1}
+""")
+    assert found == ["ozwald.yml:16: services[0].profiles.p.environment.X: a mapping environment value is "
+                     "{value|file|credential: ..., secret: true/false}: a: unknown key"]
 
 
 def test_null_env_value_is_rejected_with_a_hint() -> None:

@@ -1,7 +1,8 @@
 from pathlib import Path
 
 from ozwald.config import parse_settings
-from ozwald.doctor import cdi_device_names, check_cdi, check_podman, check_quadlet_dirs
+from ozwald.doctor import check_cdi, check_podman, check_quadlet_dirs
+from ozwald.resources.cdi import cdi_device_names
 
 SETTINGS = parse_settings("""\
 services:

@@ -4,8 +4,8 @@ import pytest
 
 from ozwald.config import parse_settings
 from ozwald.provisioner.admission import assess, place, reservations
-from ozwald.provisioner.models import DesiredInstance, ServiceRequest, UpdateError
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
+from ozwald.records import DesiredInstance, ServiceRequest, UpdateError
 from ozwald.resources import HostSnapshot
 from ozwald.resources.models import GpuInfo
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from ozwald.config.model import RedisParameters
-from ozwald.provisioner.models import DesiredInstance, DesiredSet, UpdateError
+from ozwald.records import DesiredInstance, DesiredSet, UpdateError
 from ozwald.state import DesiredStateStore, StateCorrupt, StateError, StateUnavailable, connect
 from tests.state.conftest import RedisServer, free_port
 

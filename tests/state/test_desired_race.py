@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from ozwald.config.model import RedisParameters
-from ozwald.provisioner.models import DesiredInstance, DesiredSet
+from ozwald.records import DesiredInstance, DesiredSet
 from ozwald.state import DesiredStateStore, connect
 from tests.state.conftest import RedisServer
 

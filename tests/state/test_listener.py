@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from ozwald.config.model import RedisParameters
-from ozwald.provisioner.models import DesiredInstance
+from ozwald.records import DesiredInstance
 from ozwald.state import DesiredStateStore, StateUnavailable, connect
 from tests.state.conftest import RedisServer, free_port
 

@@ -4,7 +4,7 @@ import pytest
 import redis
 
 from ozwald.config import parse_settings
-from ozwald.provisioner.models import UpdateError
+from ozwald.records import UpdateError
 from ozwald.state import ProfileQueue, ProfileRequest, ProfileRequestBody, QueueFull, validate_profile_request
 
 SETTINGS = parse_settings("""\

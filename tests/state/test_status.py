@@ -1,7 +1,7 @@
 import pytest
 import redis
 
-from ozwald.provisioner.models import ActiveService
+from ozwald.records import ActiveService
 from ozwald.state import StatusCache
 
 

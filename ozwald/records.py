@@ -1,6 +1,8 @@
-"""The records the provisioner, its store, its API and its clients share.
+"""The records the provisioner, its store, its API and its clients share, and the errors the API maps.
 
-Field names follow the contract's ServiceInformation, so existing orchestrators keep working.
+A leaf module (it imports only `ozwald.config.values`), so the state store, the provisioner, the API and
+the client can all use it without importing each other. Field names follow the contract's
+ServiceInformation, so existing orchestrators keep working.
 """
 
 from __future__ import annotations
@@ -90,6 +92,25 @@ class UpdateError(Exception):
 
     def detail(self) -> dict[str, Any]:
         return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class AdmissionError(Exception):
+    """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
+
+    `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
+    """
+
+    def __init__(self, detail: Any) -> None:
+        self.detail = detail
+        super().__init__(detail if isinstance(detail, str) else "request not admitted")
+
+
+class CoreUnavailable(Exception):
+    """A dependency of the core (the cache, the service manager) cannot be reached right now."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
 
 
 PlanAction = Literal["start", "stop", "restart", "keep"]

@@ -1,0 +1,90 @@
+"""How Ozwald names what it creates for an instance, and how it reads those names and labels back.
+
+An instance `x` is the Quadlet file `ozwald-x.container`, the systemd unit `ozwald-x.service` and the
+container `ozwald-x`; its unit file carries `Label="ozwald.<key>=<value>"` lines. Everything that builds
+or parses one of these names uses this module, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+UNIT_PREFIX = "ozwald-"
+LABEL_PREFIX = "ozwald."
+FILE_SUFFIX = ".container"
+UNIT_SUFFIX = ".service"
+UNIT_PATTERN = f"{UNIT_PREFIX}*{UNIT_SUFFIX}"  # every Ozwald unit, for ListUnitsByPatterns
+_LABEL_LINE = "Label="
+_C_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
+                "v": "\v"}
+
+
+def container_name(instance: str) -> str:
+    """The container's name, also the stem of the unit file and unit names."""
+    return f"{UNIT_PREFIX}{instance}"
+
+
+def unit_name(instance: str) -> str:
+    """The systemd unit Quadlet generates for an instance."""
+    return f"{container_name(instance)}{UNIT_SUFFIX}"
+
+
+def unit_filename(instance: str) -> str:
+    """The Quadlet file Ozwald writes for an instance."""
+    return f"{container_name(instance)}{FILE_SUFFIX}"
+
+
+def instance_of_unit(unit: str) -> str | None:
+    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX):
+        return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
+    return None
+
+
+def instance_of_filename(filename: str) -> str | None:
+    """The instance an `ozwald-<instance>.container` file belongs to; None for any other file."""
+    if filename.startswith(UNIT_PREFIX) and filename.endswith(FILE_SUFFIX) and \
+            len(filename) > len(UNIT_PREFIX + FILE_SUFFIX):
+        return filename[len(UNIT_PREFIX):-len(FILE_SUFFIX)]
+    return None
+
+
+def unquote_word(word: str) -> str:
+    """The inverse of `ozwald.quadlet.escape.quote_word`: the text a quoted unit-file word stands for."""
+    if len(word) < 2 or word[0] != '"' or word[-1] != '"':
+        raise ValueError(f"not a quoted word: {word!r}")
+    out: list[str] = []
+    body = word[1:-1]
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt == "x" and i + 3 < len(body):
+                out.append(chr(int(body[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            out.append(_C_UNESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out).replace("%%", "%").replace("$$", "$")
+
+
+def unit_labels(text: str) -> dict[str, str]:
+    """The `ozwald.*` labels of a unit file, without the prefix: {"service": "x", "spec-hash": "…", …}."""
+    labels: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.startswith(_LABEL_LINE):
+            continue
+        try:
+            key, sep, value = unquote_word(line[len(_LABEL_LINE):].strip()).partition("=")
+        except ValueError:
+            continue
+        if sep and key.startswith(LABEL_PREFIX):
+            labels[key[len(LABEL_PREFIX):]] = value
+    return labels
+
+
+def unit_label(text: str, key: str) -> str | None:
+    """One `ozwald.<key>` label of a unit file; None when absent or empty."""
+    return unit_labels(text).get(key) or None
