@@ -112,7 +112,7 @@ class Reconciler:
                  units: UnitStore, publish: Callable[[list[ActiveService]], None], *,
                  podman: PodmanInspector | None = None, podman_version: Version = NEWEST_KNOWN,
                  journal_prefix: Sequence[str] = (), resync_interval: float = 60.0,
-                 extra: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None) -> None:
+                 run_besides: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None) -> None:
         self.settings = settings
         self.read_desired = read_desired
         self.systemd = systemd
@@ -124,7 +124,7 @@ class Reconciler:
         self.resync_interval = resync_interval
         # Instances run besides the orchestrator's (the profiling queue's), given its desired set; whoever
         # changes what it returns calls wake().
-        self.extra = extra
+        self.run_besides = run_besides
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Everything below belongs to the worker thread (or to the caller of run_once before start()).
@@ -366,8 +366,8 @@ class Reconciler:
         self._waiting.clear()
         desired = self.read_desired()
         self._wanted_generation = max(self._wanted_generation, desired.generation)
-        if self.extra is not None:
-            extra = tuple(i for i in self.extra(desired) if i.name not in desired.by_name())
+        if self.run_besides is not None:
+            extra = tuple(i for i in self.run_besides(desired) if i.name not in desired.by_name())
             desired = desired.model_copy(update={"instances": desired.instances + extra})
         targets, rendered = self.targets(desired)
         files = self.units.existing()
