@@ -80,7 +80,7 @@ def port_conflicts(wanted: Mapping[str, Sequence[HostPort]], listening: Collecti
         for port in wanted[name]:
             for other_port, other in claimed:
                 if other != name and port.clashes(other_port):
-                    conflicts.append(PortConflict(port if port.address else other_port, (other, name)))
+                    conflicts.append(PortConflict(other_port if not other_port.address else port, (other, name)))
             claimed.append((port, name))
             if any(port.clashes(mine) for mine in ours):
                 continue

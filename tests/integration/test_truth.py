@@ -176,7 +176,7 @@ def test_a_crash_loop_is_never_available_and_says_so(ozwald: ProvisionerDeployme
     assert "available" not in truth.statuses_seen["crashloop"], truth.statuses_seen
     assert any(r.startswith("restarting after a crash (") and "exited 1" in r for r in reasons), reasons[-3:]
     assert item["info"]["reason"].startswith("crash loop: systemd gave up (start limit hit) after 5 automatic")
-    assert "CRASH_AFTER_S=2 reached" in item["info"]["reason"]
+    assert "CRASH_AFTER_S=2.0 reached" in item["info"]["reason"]
 
 
 def test_port_conflicts_are_refused_and_shown_in_the_plan(ozwald: ProvisionerDeployment) -> None:
