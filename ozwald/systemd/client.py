@@ -261,7 +261,7 @@ class SystemdClient:
         """Wait until `predicate(state)` holds, re-reading the unit only when systemd signals a change."""
         path = protocol.unit_object_path(unit)
         deadline = time.monotonic() + timeout
-        with self.unit_changes() as changes:
+        with self._unit_changes() as changes:
             while True:
                 state = self.unit_state(unit)
                 if predicate(state):
@@ -289,15 +289,8 @@ class SystemdClient:
             yield
 
     @contextmanager
-    def job_removals(self) -> Iterator[Queue[Message]]:
-        """A queue of JobRemoved signals (decode with protocol.parse_job_removed)."""
-        removed: Queue[Message] = Queue()
-        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
-            yield removed
-
-    @contextmanager
-    def unit_changes(self) -> Iterator[Queue[Message]]:
-        """A queue of PropertiesChanged signals for units, for as long as the context is open."""
+    def _unit_changes(self) -> Iterator[Queue[Message]]:
+        """PropertiesChanged signals for units, raw, for wait_for's own use (others get typed events)."""
         changes: Queue[Message] = Queue()
         with self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=changes):
             yield changes
