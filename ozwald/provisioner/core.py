@@ -15,7 +15,13 @@ from typing import Any
 
 from ozwald.config import Settings
 from ozwald.provisioner.admission import Fit, assess, place, reservations
-from ozwald.provisioner.ports import PortConflict, host_listeners, port_conflicts, published_ports
+from ozwald.provisioner.ports import (
+    PortConflict,
+    host_listeners,
+    port_conflicts,
+    ports_in_unit_file,
+    published_ports,
+)
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.records import (
@@ -151,6 +157,7 @@ class Provisioner:
         except StateError:
             current = {}
         ours = [port for ports in published_ports(self.settings, list(current.values())).values() for port in ports]
+        ours += [port for unit in self.reconciler.units.existing().values() for port in ports_in_unit_file(unit.text)]
         clashes = port_conflicts(published_ports(self.settings, instances), host_listeners(), ours)
         kept = []
         for instance in instances:

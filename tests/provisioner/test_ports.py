@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from ozwald.config import Settings
-from ozwald.provisioner.ports import HostPort, host_listeners, port_conflicts, published_ports
+from ozwald.provisioner.ports import HostPort, host_listeners, port_conflicts, ports_in_unit_file, published_ports
 from ozwald.records import DesiredInstance
 
 SETTINGS = Settings.model_validate({"services": [
@@ -54,3 +54,13 @@ def test_host_listeners_sees_a_real_listening_socket() -> None:
         port = server.getsockname()[1]
         assert HostPort(port, "tcp", "127.0.0.1") in host_listeners()
     assert HostPort(port, "tcp", "127.0.0.1") not in host_listeners()
+
+
+def test_the_ports_a_rendered_unit_holds_are_read_back() -> None:
+    from ozwald.provisioner.requests import effective_spec
+    from ozwald.quadlet import render_unit
+
+    unit = render_unit(effective_spec(SETTINGS, DesiredInstance(name="b", service="b")), "b")
+    assert ports_in_unit_file(unit.text) == [HostPort(8100, "tcp", "127.0.0.1"), HostPort(9000, "udp")]
+    inner = render_unit(effective_spec(SETTINGS, DesiredInstance(name="inner", service="inner")), "inner")
+    assert ports_in_unit_file(inner.text) == []
