@@ -93,7 +93,7 @@ def validate_requests(settings: Settings, items: Sequence[ServiceRequest],
         service = settings.service(service_name)
         if service is None:
             known = ", ".join(s.name for s in settings.services) or "none"
-            field = "service" if "service" in item.model_fields_set else "name"  # the field the client wrote
+            field = "service" if item.service else "name"
             raise UpdateError(index, field, f"unknown service {service_name!r} (configured: {known})")
         variety = item.variety
         auto = False

@@ -90,7 +90,7 @@ def test_validate_requests_resolves_and_marks_auto_varieties() -> None:
 
 
 @pytest.mark.parametrize("items,index,field,message", [
-    ([ServiceRequest(name="plain"), ServiceRequest(name="nope")], 1, "name", "unknown service 'nope'"),
+    ([ServiceRequest(name="plain"), ServiceRequest(name="nope")], 1, "service", "unknown service 'nope'"),
     ([ServiceRequest(name="x", service="nope")], 0, "service", "unknown service 'nope'"),
     ([ServiceRequest(name="llm", variety="tpu")], 0, "variety", "has no variety 'tpu'"),
     ([ServiceRequest(name="llm", variety="nvidia", profile="slow")], 0, "profile", "has no profile 'slow'"),
