@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ozwald.config import Settings
+from ozwald.config.secrets import public_service
 from ozwald.provisioner.admission import Fit, assess, place, reservations
 from ozwald.provisioner.ports import (
     PortConflict,
@@ -121,7 +122,7 @@ class Provisioner:
     # ProvisionerCore ---------------------------------------------------------------------------------
 
     def configured_services(self) -> list[dict[str, Any]]:
-        return [service.model_dump(mode="json", exclude_none=True) for service in self.settings.services]
+        return [public_service(service) for service in self.settings.services]
 
     def active_services(self) -> list[ActiveService]:
         with self._lock:

@@ -118,8 +118,9 @@ def test_repeated_profile_swaps_are_truthful_and_never_fail(ozwald: ProvisionerD
         for i in range(10):
             profile = "large" if i % 2 == 0 else "small"
             update(ozwald, [{"name": name, "profile": profile}])
-            wait_for(lambda p=profile: settled(ozwald, name, None, p), what=f"{name} {profile}")
-            assert read_env(testhost.url(PORTS[name], "/env"))["MODEL_NAME"] == profile  # type: ignore[index]
+            wait_for(lambda: settled(ozwald, name, None, profile), what=f"{name} {profile}")
+            env = read_env(testhost.url(PORTS[name], "/env"))
+            assert env is not None and env["MODEL_NAME"] == profile
     assert "failed" not in truth.statuses_seen.get(name, []), truth.report()
     truth.assert_truthful(min_checked=10)
     print(f"{name}: {truth.report().splitlines()[0]}")
