@@ -166,3 +166,19 @@ def test_contract_options_parse_for_every_contract_action() -> None:
         assert (args.api_port, args.redis_port, args.port, args.no_restart, args.use_api) == (8001, 6380, 8002,
                                                                                              True, True)
         assert cli.api_port(args) == 8002
+
+
+def test_man_page_and_completion_cover_every_action_and_option() -> None:
+    from ozwald.cli_docs import bash_completion, manpage
+
+    page, completion = manpage(), bash_completion()
+    for action in ("start_provisioner", "update_services", "plan", "logs", "status", "check_config"):
+        assert f".SS {action}" in page and f"{action}) opts=" in completion
+    assert "\\-\\-no\\-restart" in page and "--no-restart" in completion and "--wait" in completion
+    assert ".SH EXIT STATUS" in page
+
+
+def test_check_config_quiet_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
+    contract = Path(__file__).resolve().parents[2] / "contrib" / "examples" / "contract.yml"
+    assert cli.main(["check_config", "--quiet", "--config", str(contract)]) == cli.EXIT_OK
+    assert capsys.readouterr().out == ""
