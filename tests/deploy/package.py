@@ -53,6 +53,7 @@ class InstalledOzwald:
         self.deb = deb or find_deb()
         self.timings: dict[str, float] = {}
         self._example: str | None = None
+        self.api_port = API_PORT
 
     # -- as the operator, in the guest ------------------------------------------------------------
 
@@ -116,8 +117,8 @@ class InstalledOzwald:
     def key(self) -> str:
         return self.env_file()["OZWALD_SYSTEM_KEY"]
 
-    def url(self, path: str, port: int = API_PORT) -> str:
-        return f"http://{self.host.ip}:{port}{path}"
+    def url(self, path: str, port: int | None = None) -> str:
+        return f"http://{self.host.ip}:{port or self.api_port}{path}"
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None

@@ -168,6 +168,37 @@ def test_watchdog_restarts_a_stopped_provisioner(ozwald: InstalledOzwald) -> Non
     ozwald.wait_available("hello", 30)
 
 
+def test_stop_and_start_provisioner_drive_only_ozwalds_units(ozwald: InstalledOzwald) -> None:
+    shared_redis = ozwald.systemctl("is-active", "redis-server.service", check=False).stdout.strip()
+    hello = ozwald.show("ozwald-hello.service", "InvocationID")
+    stop = ozwald.ozwald("stop_provisioner")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    for unit in ("ozwald.service", "ozwald-redis.service", "ozwald.target"):
+        assert ozwald.systemctl("is-active", unit, check=False).stdout.strip() == "inactive", unit
+    # The host's shared Redis and the services Ozwald runs are not Ozwald's units to stop.
+    assert ozwald.systemctl("is-active", "redis-server.service", check=False).stdout.strip() == shared_redis
+    assert ozwald.show("ozwald-hello.service", "InvocationID") == hello
+
+    start = ozwald.ozwald("start_provisioner", "--api-port", "8001", "--redis-port", "6380")
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "ozwald.service: start done" in start.stdout, start.stdout
+    ozwald.api_port = 8001
+    status, _ = ozwald.request("GET", "/health", timeout=5)  # at once: the start job waited for READY=1
+    assert status == 200
+    listening = ozwald.host.exec(["ss", "-Hltn"]).stdout
+    assert "127.0.0.1:6380 " in listening and "0.0.0.0:6380" not in listening, listening
+    assert "*:6380" not in listening, listening
+    report = ozwald.ozwald("status", "--json")  # finds port 8001 in the drop-in by itself
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert json.loads(report.stdout)["api"]["status"] == "healthy"
+    pid = ozwald.show("ozwald.service", "MainPID")["MainPID"]
+    again = ozwald.ozwald("start_provisioner", "--no-restart")
+    assert again.returncode == 0 and "left running" in again.stdout, again.stdout + again.stderr
+    assert ozwald.show("ozwald.service", "MainPID")["MainPID"] == pid
+    assert ozwald.show("ozwald-hello.service", "InvocationID") == hello
+    ozwald.wait_available("hello", 30)
+
+
 def test_purge_leaves_nothing_running(ozwald: InstalledOzwald) -> None:
     assert ozwald.systemctl("is-active", "ozwald-hello.service", check=False).stdout.strip() == "active"
     ozwald.purge()
