@@ -45,7 +45,7 @@ test: venv quadlet system-deps lint testhost-build packages dist
 	$(BIN)/pytest -q
 
 # Unit tests only: no test host.
-test-fast: venv quadlet system-deps
+test-fast: venv quadlet system-deps dist
 	$(BIN)/pytest -q -m "not testhost"
 
 demo: venv quadlet system-deps testhost-build packages

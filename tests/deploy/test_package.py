@@ -48,6 +48,9 @@ def test_install_creates_secrets_and_enables_the_target_without_starting(ozwald:
     assert len(env["OZWALD_SYSTEM_KEY"]) >= 32 and len(env["OZWALD_REDIS_PASSWORD"]) >= 32
     assert host.read_file("/etc/ozwald/redis-auth.conf") == f"requirepass {env['OZWALD_REDIS_PASSWORD']}\n"
     assert ozwald.systemctl("is-enabled", "ozwald.target").stdout.strip() == "enabled"
+    units = [f"/usr/lib/systemd/system/{u}" for u in ("ozwald.service", "ozwald-redis.service", "ozwald.target")]
+    verify = host.exec(["systemd-analyze", "verify", "--man=no", *units])  # the guest has no man command
+    assert verify.returncode == 0 and "ozwald" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
     for unit in ("ozwald.service", "ozwald-redis.service", "ozwald.target"):
         assert ozwald.systemctl("is-active", unit, check=False).stdout.strip() == "inactive", unit
     # Every module imports with Debian's python3-* packages (their versions, not PyPI's).
