@@ -81,7 +81,7 @@ def direct_swap(host: TestHost, client: SystemdClient, name: str, text: str) -> 
     return t1 - t0, t0, t1
 
 
-PHASES = ("ActiveExit", "InactiveEnter", "InactiveExit", "ActiveEnter")
+PHASES = ("ActiveExitTimestamp", "InactiveEnterTimestamp", "InactiveExitTimestamp", "ActiveEnterTimestamp")
 
 
 def phases(host: TestHost, unit: str, t0: float, t1: float) -> dict[str, float]:
@@ -89,9 +89,9 @@ def phases(host: TestHost, unit: str, t0: float, t1: float) -> dict[str, float]:
     `pre` until the old container begins to stop, `stop`, `gap` (stopped → new start), `start` (→ active,
     the health check or min_uptime gate included), `post` (active → the caller knows)."""
     ts = monotonic_props(host, unit, *PHASES)
-    return {"pre": ts["ActiveExit"] - t0, "stop": ts["InactiveEnter"] - ts["ActiveExit"],
-            "gap": ts["InactiveExit"] - ts["InactiveEnter"], "start": ts["ActiveEnter"] - ts["InactiveExit"],
-            "post": t1 - ts["ActiveEnter"]}
+    exit_, down = ts["ActiveExitTimestamp"], ts["InactiveEnterTimestamp"]
+    up, active = ts["InactiveExitTimestamp"], ts["ActiveEnterTimestamp"]
+    return {"pre": exit_ - t0, "stop": down - exit_, "gap": up - down, "start": active - up, "post": t1 - active}
 
 
 def ms(seconds: float) -> str:
