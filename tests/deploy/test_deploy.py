@@ -125,7 +125,9 @@ def test_systemd_accepts_the_unit(ozwald_deployment: ProvisionerDeployment) -> N
     assert props["LoadState"] == "loaded"
     assert props["Type"] == "notify"
     assert "\nWatchdogSec=20s\n" in host.read_file(UNIT_PATH)  # the property reads infinity until it runs
-    assert "argv[]=/usr/bin/ozwald check_config --quiet" in props["ExecReload"]
+    assert "argv[]=/bin/kill -HUP $MAINPID" in props["ExecReload"]  # show() keeps the last of the two lines
+    assert "\nExecReload=/usr/bin/ozwald check_config --quiet\nExecReload=/bin/kill -HUP $MAINPID\n" in host.read_file(
+        UNIT_PATH)
     assert "ozwald-redis.service" in props["Requires"].split()
     assert props["Restart"] == "always"
     assert props["RestartUSec"] == "1s"
