@@ -34,7 +34,7 @@ from ozwald.provisioner.requests import effective_spec
 from ozwald.provisioner.status import since, status_of
 from ozwald.quadlet import RenderedUnit, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
-from ozwald.quadlet.render import unit_name
+from ozwald.quadlet.render import OWN_UNITS, unit_name
 from ozwald.systemd import SystemdClient, SystemdError
 from ozwald.systemd.journal import container_log_tail
 from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_name_from_path
@@ -173,7 +173,8 @@ class Reconciler:
                 units = set()
                 for message in messages:
                     unit = unit_name_from_path(str(message.header.fields.get(HeaderFields.path, "")))
-                    if unit is not None and unit.startswith("ozwald-") and unit.endswith(".service"):
+                    if (unit is not None and unit.startswith("ozwald-") and unit.endswith(".service")
+                            and unit not in OWN_UNITS):
                         units.add(unit)
                 self.observed.mark_dirty(units)
 
@@ -243,7 +244,8 @@ class Reconciler:
         return targets, rendered
 
     def states(self) -> dict[str, UnitState]:
-        return {state.name: state for state in self.systemd.list_units("ozwald-*.service")}
+        return {state.name: state for state in self.systemd.list_units("ozwald-*.service")
+                if state.name not in OWN_UNITS}
 
     def preview(self, desired: DesiredSet) -> list[PlanEntry]:
         """What a pass would do for `desired`, without doing it (the plan endpoint)."""

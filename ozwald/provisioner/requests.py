@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from ozwald.config import EffectiveSpec, ResolveError, Settings, resolve
 from ozwald.config.model import Service
 from ozwald.provisioner.models import DesiredInstance, ServiceRequest, UpdateError
+from ozwald.quadlet.render import RESERVED_INSTANCES
 
 # Which GPU vendor a CDI device name needs; anything else (or no device) runs on any host.
 CDI_VENDORS = {"nvidia.com/": "nvidia", "amd.com/": "amd"}
@@ -92,6 +93,9 @@ def validate_requests(settings: Settings, items: Sequence[ServiceRequest],
         if item.name in seen:
             raise UpdateError(index, "name", f"duplicate instance name {item.name!r} (also item {seen[item.name]})")
         seen[item.name] = index
+        if item.name in RESERVED_INSTANCES:
+            raise UpdateError(index, "name", f"instance name {item.name!r} is reserved: ozwald-{item.name}.service "
+                                             "is Ozwald's own unit; name the instance differently")
         service_name = item.service or item.name
         service = settings.service(service_name)
         if service is None:

@@ -17,6 +17,9 @@ from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_t
 from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
 
 UNIT_PREFIX = "ozwald-"
+# Ozwald's own units that share the prefix (units/): never an instance, so an instance may not take the name.
+OWN_UNITS = frozenset({"ozwald-redis.service"})
+RESERVED_INSTANCES = frozenset(unit.removeprefix(UNIT_PREFIX).removesuffix(".service") for unit in OWN_UNITS)
 LABEL_PREFIX = "ozwald."
 STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
 START_LIMIT_BURST = 5
