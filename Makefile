@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # One entry point for developers and CI. Every target installs what it needs.
 PYTHON ?= python3
 VENV := .venv
@@ -27,10 +28,15 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check ozwald tests bench contrib tools
 	$(BIN)/mypy
+	$(BIN)/python tools/spdx-headers.py --check
 
 # The Debian package and the RPM, each linted (lintian, rpmlint: no errors), into dist/.
 packages: system-deps
 	@if [ "$$(id -u)" = 0 ]; then tools/build-packages.sh all; else echo "not root: skipping the package build"; fi
+
+# Add or fix the SPDX header of every source file (make lint checks them).
+spdx: venv
+	$(BIN)/python tools/spdx-headers.py --apply
 
 # The wheel and the sdist, into dist/.
 dist: venv

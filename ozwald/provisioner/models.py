@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The records the provisioner, its store, its API and its clients share.
 
 Field names follow the contract's ServiceInformation, so existing orchestrators keep working.

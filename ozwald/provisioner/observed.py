@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What the reconciler last learned from systemd about each Ozwald unit, shared by its threads.
 
 Three threads feed it: the reconcile pass (a full read of every `ozwald-*` unit), the status refresher

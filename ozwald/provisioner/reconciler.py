@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The one worker that makes systemd match the desired set.
 
 It wakes at once when an update is stored (`wake()`), when systemd signals that an Ozwald unit nobody

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Validate an orchestrator's desired set against the settings, all or nothing.
 
 Every problem is reported with the item's index and field; nothing is stored unless all items pass.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """An instance's status, read from systemd: never `available` unless systemd says the unit is active.
 
 With Notify=healthy, systemd only calls a unit with a health check active once Podman reports it healthy,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Crash-safe file writes and an inter-process lock.
 
 A reader of the desired-state file must see either the old or the new content, never a torn one, even

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The status cache: what GET /srv/services/active/ answers, without asking systemd on every request.
 
 systemd is the truth; the reconciler writes what it observed here, and the API reads it back. One Redis

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The deployment itself: Ozwald from this source tree, installed in a test host as ozwald.service.
 
 Until ``ozwald serve`` exists, these prove the parts around it: the venv runs ``ozwald`` with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The Debian package installed for real in a freshly booted Debian 13 test host (issue 10, section 3).
 
 The steps share one host and run in order, as an operator would do them:

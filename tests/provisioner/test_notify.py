@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """sd_notify over a real datagram socket, and the provisioner's READY/WATCHDOG/STATUS/reload logic."""
 
 from __future__ import annotations

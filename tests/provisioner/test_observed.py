@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """ObservedUnits: the ordering rules between full reads, single-unit reads and job ends."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Real redis-server instances for the state tests.
 
 Like rq, these tests run against a real Redis: Lua scripts, pub/sub timing, reconnection after a
