@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Host ports: two instances, or an instance and another program, can never publish the same one.
 
 A container whose host port is taken never starts (Podman cannot bind it), so such a desired set is refused

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Every Quadlet key Ozwald emits, with the first Podman version that accepts it.
 
 A key the installed Podman does not know makes its generator drop the whole unit ("Unit … not found"),

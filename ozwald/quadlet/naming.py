@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """How Ozwald names what it creates for an instance, and how it reads those names and labels back.
 
 An instance `x` is the Quadlet file `ozwald-x.container`, the systemd unit `ozwald-x.service` and the
@@ -13,6 +14,9 @@ FILE_SUFFIX = ".container"
 UNIT_SUFFIX = ".service"
 UNIT_PATTERN = f"{UNIT_PREFIX}*{UNIT_SUFFIX}"  # every Ozwald unit, for ListUnitsByPatterns
 _LABEL_LINE = "Label="
+# Ozwald's own units that share the prefix (units/): never an instance, so no instance may take the name.
+OWN_UNITS = frozenset({"ozwald-redis.service"})
+RESERVED_INSTANCES = frozenset(unit.removeprefix(UNIT_PREFIX).removesuffix(UNIT_SUFFIX) for unit in OWN_UNITS)
 _C_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
                 "v": "\v"}
 
@@ -33,8 +37,9 @@ def unit_filename(instance: str) -> str:
 
 
 def instance_of_unit(unit: str) -> str | None:
-    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit."""
-    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX):
+    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit (Ozwald's own included)."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX) \
+            and unit not in OWN_UNITS:
         return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
     return None
 

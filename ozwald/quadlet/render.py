@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Render an effective spec into a Quadlet `.container` unit.
 
 The output is a pure function of (spec, instance, target Podman version): the same input always gives

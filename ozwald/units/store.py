@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's Quadlet files on disk.
 
 Ozwald owns the `ozwald-*.container` files in two Quadlet directories: the runtime one (gone at reboot)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Host-port clashes: inside the desired set, and with what already listens on the host."""
 
 from __future__ import annotations

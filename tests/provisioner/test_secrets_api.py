@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Secret environment values never leave the provisioner: real Provisioner, real Redis, real Waitress."""
 
 from __future__ import annotations

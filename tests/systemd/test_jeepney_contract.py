@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What Ozwald relies on in jeepney beyond its public API; fails loudly when an upgrade changes it.
 
 `ozwald.systemd.client._Router` overrides `DBusRouter._receiver` and `_dispatch` and reads `_replies`,
