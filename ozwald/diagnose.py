@@ -27,7 +27,8 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _exit(state: UnitState) -> str:
+def describe_exit(state: UnitState) -> str:
+    """How the last run of the unit's main process ended, e.g. `exited 3 after 0.7 s`."""
     ran = state.main_ran_seconds
     after = f" after {ran:.1f} s" if ran is not None else ""
     if state.exec_main_code in (CLD_KILLED, CLD_DUMPED):
@@ -79,12 +80,12 @@ def explain_failure(state: UnitState, *, image: str | None = None, has_health_ch
             return f"never became healthy{within}: health check failing" + _log_suffix(logs)
         return f"did not start{within}" + _log_suffix(logs)
     if result == "start-limit-hit" or (state.active_state == "failed" and state.n_restarts > 0):
-        return (f"crash loop: restarted {state.n_restarts} times, then systemd gave up; last run "
-                f"{_exit(state)}" + _log_suffix(logs))
+        return (f"crash loop: systemd gave up (start limit hit) after {state.n_restarts} automatic restart"
+                f"{'' if state.n_restarts == 1 else 's'}; last run {describe_exit(state)}" + _log_suffix(logs))
     if result == "oom-kill":
         return "killed by the out-of-memory killer" + _log_suffix(logs)
     if result in ("exit-code", "signal", "core-dump"):
-        return _exit(state) + _log_suffix(logs)
+        return describe_exit(state) + _log_suffix(logs)
     if result == "watchdog":
         return "watchdog timeout" + _log_suffix(logs)
     if result == "resources":

@@ -130,6 +130,8 @@ def check_unique_names(items: Sequence[_Named]) -> None:
 
 
 PlanAction = Literal["start", "stop", "restart", "keep"]
+# Why the plan chose its action, as a value the reconciler decides on (the `reason` is for people).
+PlanCause = Literal["new", "changed", "stale", "ended", "unchanged", "removed", "held", "resource"]
 
 
 class PlanEntry(BaseModel):
@@ -142,3 +144,4 @@ class PlanEntry(BaseModel):
     variety: str | None = None
     profile: str | None = None
     fit: dict[str, Any] | None = None
+    cause: PlanCause = Field(default="unchanged", exclude=True)

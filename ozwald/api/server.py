@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import socket
 import threading
+import time
 from typing import Any
 
 import waitress
@@ -30,6 +32,8 @@ DEFAULT_THREADS = 8  # 4 (Waitress's default) collapses at 32 concurrent connect
 # Waitress refuses bodies from this size on, before buffering them; the app enforces MAX_BODY_BYTES
 # exactly. The slack lets chunked framing through, so that the app can answer with the precise limit.
 WAITRESS_BODY_LIMIT = MAX_BODY_BYTES + 64 * 1024
+LINGER_BYTES = 64 * 1024 * 1024  # what a refused client may still send, read and dropped, before the close
+LINGER_S = 10.0
 
 
 class JsonErrorTask(waitress_task.ErrorTask):  # type: ignore[misc]  # waitress is untyped
@@ -41,6 +45,7 @@ class JsonErrorTask(waitress_task.ErrorTask):  # type: ignore[misc]  # waitress 
         reason = str(getattr(error, "reason", "Internal Server Error"))
         if code == 413:
             detail = f"request body too large: at most {MAX_BODY_BYTES} bytes"
+            self.channel.linger = True
         elif code == 500:
             detail = "internal error"
         else:
@@ -54,7 +59,53 @@ class JsonErrorTask(waitress_task.ErrorTask):  # type: ignore[misc]  # waitress 
 
 
 class JsonErrorChannel(waitress_channel.HTTPChannel):  # type: ignore[misc]  # waitress is untyped
+    """Waitress's channel, with a lingering close after a refused body.
+
+    Waitress answers 413 as soon as the headers announce too large a body, then closes the socket while the
+    client is still sending it. Closing a socket with unread data makes the kernel send a reset, and a
+    client that sends its whole body before reading (urllib, curl without Expect) sees "connection reset"
+    instead of the 413. So after the answer is out, this channel shuts down only its sending side and reads
+    and drops what the client still sends, up to LINGER_BYTES or LINGER_S, before closing.
+    """
+
     error_task_class = JsonErrorTask
+    linger = False  # set by the error task that refuses a body
+    _lingering_until: float | None = None
+    _lingered = 0
+
+    def handle_close(self) -> None:
+        if self.linger and self._lingering_until is None and self.connected:
+            self._lingering_until = time.monotonic() + LINGER_S
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                super().handle_close()
+                return
+            self.will_close = False
+            return
+        super().handle_close()
+
+    def readable(self) -> bool:
+        return True if self._lingering_until is not None else bool(super().readable())
+
+    def writable(self) -> bool:
+        if self._lingering_until is not None:  # only to close once the time is up (or maintenance asks)
+            return self.will_close or time.monotonic() > self._lingering_until
+        return bool(super().writable())
+
+    def handle_write(self) -> None:
+        if self._lingering_until is not None:
+            super().handle_close()
+            return
+        super().handle_write()
+
+    def received(self, data: bytes) -> bool:
+        if self._lingering_until is None:
+            return bool(super().received(data))
+        self._lingered += len(data)
+        if self._lingered > LINGER_BYTES or time.monotonic() > self._lingering_until:
+            super().handle_close()
+        return False
 
 
 class ApiServer:

@@ -16,6 +16,13 @@ from typing import Any
 from ozwald.config import Settings
 from ozwald.config.secrets import public_service
 from ozwald.provisioner.admission import Fit, assess, place, reservations
+from ozwald.provisioner.ports import (
+    PortConflict,
+    host_listeners,
+    port_conflicts,
+    ports_in_unit_file,
+    published_ports,
+)
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.records import (
@@ -141,14 +148,18 @@ class Provisioner:
         return HostCapabilities(gpu_vendors=frozenset(g.vendor for g in snapshot.gpus), cdi_names=frozenset(names),
                                 has_kfd=os.path.exists("/dev/kfd"))
 
-    def _admit(self, items: list[ServiceRequest]) -> tuple[list[DesiredInstance], Fit, HostSnapshot]:
-        """Validate, keep existing GPU pins, place new single-GPU instances, and assess the fit."""
+    def _admit(self, items: list[ServiceRequest]
+               ) -> tuple[list[DesiredInstance], Fit, HostSnapshot, list[PortConflict]]:
+        """Validate, keep existing GPU pins, place new single-GPU instances, assess the fit, check ports."""
         snapshot = self.resources.snapshot()
         instances = validate_requests(self.settings, items, self._capabilities(snapshot))
         try:
             current = self.desired.read().by_name()
         except StateError:
             current = {}
+        ours = [port for ports in published_ports(self.settings, list(current.values())).values() for port in ports]
+        ours += [port for unit in self.reconciler.units.existing().values() for port in ports_in_unit_file(unit.text)]
+        clashes = port_conflicts(published_ports(self.settings, instances), host_listeners(), ours)
         kept = []
         for instance in instances:
             old = current.get(instance.name)
@@ -156,10 +167,16 @@ class Provisioner:
                 instance.service, instance.variety, instance.profile)
             kept.append(instance.model_copy(update={"devices": old.devices}) if same and old else instance)
         placed = place(self.settings, kept, snapshot)
-        return placed, assess(self.settings, placed, snapshot), snapshot
+        return placed, assess(self.settings, placed, snapshot), snapshot, clashes
 
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
-        instances, fit, _ = self._admit(items)
+        instances, fit, _, clashes = self._admit(items)
+        if clashes:  # certain, unlike an estimate: force does not override it
+            raise AdmissionError({
+                "message": "the desired set publishes a host port twice or one already in use: "
+                           + "; ".join(c.describe() for c in clashes) + " (force=true does not override this)",
+                "conflicts": [c.detail() for c in clashes],
+            })
         if fit.conflicts and not force:
             raise AdmissionError({
                 "message": "the desired set does not fit this host: "
@@ -175,7 +192,7 @@ class Provisioner:
             raise CoreUnavailable("cache unavailable: the desired set was not changed") from exc
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
-        instances, fit, snapshot = self._admit(items)
+        instances, fit, snapshot, clashes = self._admit(items)
         entries = self.reconciler.preview(DesiredSet(instances=tuple(instances)))
         planned = {entry.name for entry in entries}
         for instance in instances:
@@ -198,6 +215,9 @@ class Provisioner:
             conflicts = [c.describe() for c in fit.conflicts if entry.name in c.instances]
             if conflicts:
                 details["does_not_fit"] = conflicts
+            ports = [c.describe() for c in clashes if entry.name in c.instances]
+            if ports:
+                details["port_conflicts"] = ports
             annotated.append(entry.model_copy(update={"fit": details}))
         return annotated
 

@@ -7,12 +7,12 @@ labels, and the units' states.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.quadlet.naming import unit_label, unit_name
-from ozwald.records import DesiredInstance, PlanAction, PlanEntry
+from ozwald.records import DesiredInstance, PlanAction, PlanCause, PlanEntry
 from ozwald.systemd.protocol import UnitState
 from ozwald.units.store import StoredUnit
 
@@ -25,9 +25,10 @@ class Target:
 
     instance: DesiredInstance
     spec_hash: str
+    text: str | None = None  # the rendered unit; None when only the hash is compared
 
 
-def _label(unit: StoredUnit, key: str) -> str | None:
+def label(unit: StoredUnit, key: str) -> str | None:
     return unit_label(unit.text, key)
 
 
@@ -35,7 +36,7 @@ def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> l
     """Environment keys that differ between the old and new (service, variety, profile), under the current
     settings. Empty when the old triple no longer resolves."""
     try:
-        before = resolve(settings, _label(old, "service") or "", _label(old, "variety"), _label(old, "profile")).env
+        before = resolve(settings, label(old, "service") or "", label(old, "variety"), label(old, "profile")).env
         after = resolve(settings, new.service, new.variety, new.profile).env
     except ResolveError:
         return []
@@ -45,7 +46,7 @@ def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> l
 def _why_restart(settings: Settings, old: StoredUnit, new: DesiredInstance) -> str:
     changes = []
     for field in _LABEL_FIELDS:
-        before, after = _label(old, field), getattr(new, field)
+        before, after = label(old, field), getattr(new, field)
         if before != after:
             changes.append(f"{field} {before or '-'} → {after or '-'}")
     env = _env_changes(settings, old, new)
@@ -56,33 +57,43 @@ def _why_restart(settings: Settings, old: StoredUnit, new: DesiredInstance) -> s
 
 
 def plan(settings: Settings, targets: Sequence[Target], units: Mapping[str, StoredUnit],
-         states: Mapping[str, UnitState]) -> list[PlanEntry]:
-    """One entry per instance that is desired or present, in a stable order."""
+         states: Mapping[str, UnitState], stale: Collection[str] = ()) -> list[PlanEntry]:
+    """One entry per instance that is desired or present, in a stable order.
+
+    `stale`: instances whose running container was started before their unit file was last written (a
+    change that an interrupted provisioner wrote but never applied): they restart even if the file matches.
+    """
     entries: list[PlanEntry] = []
     wanted = {t.instance.name for t in targets}
     for target in targets:
         instance = target.instance
         name = instance.name
 
-        def entry(action: PlanAction, reason: str, instance: DesiredInstance = instance) -> PlanEntry:
+        def entry(action: PlanAction, cause: PlanCause, reason: str, instance: DesiredInstance = instance
+                  ) -> PlanEntry:
             return PlanEntry(name=instance.name, action=action, reason=reason, service=instance.service,
-                             variety=instance.variety, profile=instance.profile)
+                             variety=instance.variety, profile=instance.profile, cause=cause)
 
         existing = units.get(name)
         state = states.get(unit_name(name))
         if existing is None:
             auto = " (variety chosen for this host)" if instance.variety_auto else ""
-            entries.append(entry("start", f"start: new instance{auto}"))
+            entries.append(entry("start", "new", f"start: new instance{auto}"))
         elif existing.spec_hash != target.spec_hash:
-            entries.append(entry("restart", _why_restart(settings, existing, instance)))
+            entries.append(entry("restart", "changed", _why_restart(settings, existing, instance)))
+        elif target.text is not None and existing.text != target.text:
+            entries.append(entry("restart", "changed", "restart: the unit file changed (same settings, new rendering)"))
         elif state is None or state.active_state in ("inactive", "failed"):
             was = state.active_state if state is not None else "not loaded"
-            entries.append(entry("start", f"start: unchanged but {was}"))
+            entries.append(entry("start", "ended", f"start: unchanged but {was}"))
+        elif name in stale:
+            entries.append(entry("restart", "stale", "restart: the running container predates its unit file "
+                                                     "(a change was written but not applied)"))
         else:
-            entries.append(entry("keep", f"keep: unchanged and {state.active_state}"))
+            entries.append(entry("keep", "unchanged", f"keep: unchanged and {state.active_state}"))
     for name in sorted(set(units) - wanted):
         existing = units[name]
         entries.append(PlanEntry(name=name, action="stop", reason="stop: no longer in the desired set",
-                                 service=_label(existing, "service"), variety=_label(existing, "variety"),
-                                 profile=_label(existing, "profile")))
+                                 service=label(existing, "service"), variety=label(existing, "variety"),
+                                 profile=label(existing, "profile"), cause="removed"))
     return entries

@@ -1,47 +1,63 @@
-"""The one worker that makes systemd match the desired set.
+"""The one worker that makes systemd match the desired set, and says truthfully where each instance is.
 
-It wakes at once when an update is stored (`wake()`), when systemd signals that an Ozwald unit nobody
-wants came up, and on a slow periodic resync; other unit signals only refresh the statuses. Each pass
-reads the desired set, renders every instance, compares with the unit files and unit states on the host
-(`plan`), then applies: stop what was removed, write every changed file, reload systemd once, and queue
-starts and restarts in parallel. It never blocks on a start: the end of each start job and the unit
-signals that follow refresh the published statuses (see `observed`).
+One thread owns every piece of reconcile state. Other threads only put typed events on its queue
+(`ozwald.provisioner.events`): systemd's JobRemoved and unit changes (from the D-Bus receiver), a new
+desired generation (from the store's listeners), new settings (a reload). The thread handles them in
+batches: a new generation, new settings or the periodic resync run a pass; unit changes and ended jobs
+re-read just those units; then the statuses are composed (`status.describe`, a pure function) and
+published if they changed.
 
-On start-up the same pass adopts what is already running: units whose spec hash matches are left alone,
-units nobody wants any more are stopped and their files removed.
+A pass reads the desired set, renders every instance, compares with the unit files and unit states on
+the host (`plan`), then applies without waiting on any job: queue stops (a stopped unit's file is
+removed when its stop job ends), write changed files, reload systemd once, and queue starts and
+restarts. Before each start or restart that Ozwald decides, it resets the unit's start-rate counter, so
+only restarts systemd makes by itself after a crash count towards the crash-loop limit. A generation
+counts as applied only when its pass completed; a failed pass is retried.
+
+What runs is told apart from what is wanted: a unit's current invocation runs the spec of the unit file
+it was started from (the file's write time against the invocation's start), so an old container is never
+published under a new spec. On start-up the same pass adopts what already runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from queue import Empty
-from typing import Any
-
-from jeepney import HeaderFields
 
 from ozwald.config import Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
-from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet, PlanEntry
-from ozwald.provisioner.observed import ObservedUnits
-from ozwald.provisioner.plan import Target, plan
+from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Shutdown, Tick
+from ozwald.provisioner.plan import Target, label, plan
 from ozwald.provisioner.requests import effective_spec
-from ozwald.provisioner.status import since, status_of
+from ozwald.provisioner.status import (
+    RUNNING_STATES,
+    Observed,
+    RunningSpec,
+    describe,
+    describe_leaving,
+    describe_resource,
+    status_of,
+)
 from ozwald.quadlet import RenderedUnit, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
-from ozwald.quadlet.render import unit_name
+from ozwald.quadlet.naming import UNIT_PATTERN, container_name, instance_of_unit, unit_name
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet, PlanEntry
 from ozwald.systemd import SystemdClient, SystemdError
 from ozwald.systemd.journal import container_log_tail
-from ozwald.systemd.protocol import UnitState, parse_job_removed, unit_name_from_path
+from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
 from ozwald.units import UnitStore
+from ozwald.units.store import StoredUnit
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 1.0  # the worker turns at least this often, idle or not (the service manager's watchdog)
+BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
+RETRY_FAILED_PASS_S = 2.0
 
 
 @dataclass
@@ -53,13 +69,41 @@ class PassReport:
     seconds: float = 0.0
 
 
-def _hold_failed(entry: PlanEntry, state: UnitState | None) -> PlanEntry:
-    """Keep an unchanged instance that already ran and ended; one written but never started still starts
-    (a provisioner killed between writing and starting must converge)."""
+@dataclass(frozen=True)
+class _Job:
+    unit: str
+    operation: str  # start, restart, stop
+
+
+def _instance_of(unit: str) -> str:
+    return instance_of_unit(unit) or unit
+
+
+def _spec_of(unit: StoredUnit) -> RunningSpec:
+    return RunningSpec(unit.spec_hash, label(unit, "service"), label(unit, "variety"), label(unit, "profile"))
+
+
+def _written_usec(unit: StoredUnit) -> int:
+    try:
+        return unit.path.stat().st_mtime_ns // 1000
+    except OSError:
+        return 0
+
+
+def started_from(unit: StoredUnit, state: UnitState) -> bool:
+    """The unit's current invocation was started after its file was last written, so runs that file's spec."""
+    return state.exec_main_start_usec >= _written_usec(unit)
+
+
+def hold_failed(entry: PlanEntry, state: UnitState | None, new_generation: bool) -> PlanEntry:
+    """An unchanged instance that ran and ended stays ended until the desired set is posted again: systemd's
+    Restart= policy already decided to give up on it. One written but never started still starts (a
+    provisioner killed between writing and starting must converge)."""
     ran = state is not None and (state.active_state == "failed" or state.exec_main_start_usec > 0)
-    if entry.action == "start" and entry.reason.startswith("start: unchanged but") and ran:
+    if entry.cause == "ended" and ran and not new_generation:
         ended = entry.reason.removeprefix("start: unchanged but ")
-        return entry.model_copy(update={"action": "keep", "reason": f"keep: {ended}; post the desired set to retry"})
+        return entry.model_copy(update={"action": "keep", "cause": "held",
+                                        "reason": f"keep: {ended}; post the desired set to retry"})
     return entry
 
 
@@ -67,7 +111,8 @@ class Reconciler:
     def __init__(self, settings: Settings, read_desired: Callable[[], DesiredSet], systemd: SystemdClient,
                  units: UnitStore, publish: Callable[[list[ActiveService]], None], *,
                  podman: PodmanInspector | None = None, podman_version: Version = NEWEST_KNOWN,
-                 journal_prefix: Sequence[str] = (), resync_interval: float = 60.0) -> None:
+                 journal_prefix: Sequence[str] = (), resync_interval: float = 60.0,
+                 run_besides: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None) -> None:
         self.settings = settings
         self.read_desired = read_desired
         self.systemd = systemd
@@ -77,150 +122,181 @@ class Reconciler:
         self.podman_version = podman_version
         self.journal_prefix = tuple(journal_prefix)
         self.resync_interval = resync_interval
-        self._wake = threading.Event()
-        self._wake_lock = threading.Lock()
-        self._wanted_generation = 0  # the newest generation a wake-up asked for or a pass read
-        self._stop = threading.Event()
-        self._lock = threading.RLock()  # one pass at a time
-        self._publish_lock = threading.Lock()  # statuses go out in the order they were composed
-        self.observed = ObservedUnits()
+        # Instances run besides the orchestrator's (the profiling queue's), given its desired set; whoever
+        # changes what it returns calls wake().
+        self.run_besides = run_besides
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        # Everything below belongs to the worker thread (or to the caller of run_once before start()).
         self._desired = DesiredSet()
-        self._failure_reasons: dict[tuple[str, int], str] = {}  # (instance, state change µs) → reason
-        self._container_ids: dict[tuple[str, str], str] = {}  # (instance, unit invocation) → container id
-        self._threads: list[threading.Thread] = []
-        self.last_report: PassReport | None = None
-        # Failed instances are retried when a new generation arrives (an explicit wish), never by a resync
-        # or a restart of the provisioner: systemd's Restart= policy already decided to give up on them.
+        self._targets: dict[str, str | None] = {}  # desired instance → spec hash (None: not a container)
+        self._states: dict[str, UnitState] = {}
+        self._files: dict[str, StoredUnit] = {}
+        self._replaced: dict[str, RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
+        self._jobs: dict[str, _Job] = {}  # job path → queued job
+        self._refused: dict[str, str] = {}  # instance → why systemd refused its job
+        self._failures: dict[str, tuple[int, str]] = {}  # instance → (state change µs, reason)
+        self._container_ids: dict[str, tuple[str, str]] = {}  # instance → (invocation, container id)
+        self._dirty: set[str] = set()
+        self._stopped: set[str] = set()  # units whose stop job ended: their files go
+        self._waiting: set[str] = set()  # instances whose start waits for stops to end (ports, GPU memory)
+        self._last_read: dict[str, float] = {}
         self._applied_generation: int | None = None
+        self._wanted_generation = 0
+        self._published: list[ActiveService] | None = None
+        self.last_report: PassReport | None = None
         self.passes = 0
-        self.unit_reads = 0  # single-unit reads by the refresher: an idle provisioner does none
+        self.unit_reads = 0  # single-unit reads outside passes: an idle provisioner does none
         # Set when the connection to systemd is gone for good: statuses can no longer be true, so the
         # process should exit and be restarted (it adopts what runs); see ozwald.provisioner.process.
         self.bus_lost = threading.Event()
         # For the service manager: set once the first pass has read systemd (READY=1), and the monotonic
-        # time of the worker's last turn (WATCHDOG=1 only while it keeps turning; it turns at least every
-        # HEARTBEAT_S seconds, idle or not).
+        # time of the worker's last turn (WATCHDOG=1 only while it keeps turning).
         self.first_pass_done = threading.Event()
         self.heartbeat = time.monotonic()
 
-    # Life cycle --------------------------------------------------------------------------------------
+    # Life cycle and the other threads' doors ----------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in ((self._loop, "ozwald-reconciler"), (self._watch_units, "ozwald-unit-watch"),
-                             (self._watch_jobs, "ozwald-job-watch"), (self._refresh_loop, "ozwald-refresher")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self.wake()
+        self._thread = threading.Thread(target=self._run, name="ozwald-reconciler", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._events.put(Shutdown())
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads) and not self.bus_lost.is_set()
+        return self._thread is not None and self._thread.is_alive() and not self.bus_lost.is_set()
 
     def wake(self, generation: int | None = None) -> None:
-        """Ask for a pass. With a generation, a wake-up for one already asked for or read is dropped: one
-        update reaches this process twice (directly and through Redis pub/sub) and needs one pass."""
-        with self._wake_lock:
-            if generation is not None:
-                if generation <= self._wanted_generation:
-                    return
-                self._wanted_generation = generation
-        self._wake.set()
+        """Ask for a pass (for `generation`, if given: one already handled is dropped by the worker)."""
+        self._events.put(DesiredChanged(generation))
 
     def replace_settings(self, settings: Settings) -> None:
-        """New settings (a reload of the settings file): the next pass, asked for now, renders with them."""
-        self.settings = settings
-        self.wake()
+        """New, validated settings (a reload of the settings file): the worker reconciles with them at once."""
+        self._events.put(SettingsChanged(settings))
 
-    def _loop(self) -> None:
-        next_resync = time.monotonic()
-        while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
-            woken = self._wake.wait(min(HEARTBEAT_S, max(0.0, next_resync - time.monotonic())))
-            self.heartbeat = time.monotonic()
-            if not woken and time.monotonic() < next_resync:
-                continue
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            next_resync = time.monotonic() + self.resync_interval
-            try:
-                self.run_once()
-                self.first_pass_done.set()
-            except Exception:  # the worker must survive anything one pass hits
-                log.exception("reconcile pass failed; retrying at the next wake-up")
+    # The worker ----------------------------------------------------------------------------------------
 
-    def _watch_units(self) -> None:
-        """Mark the Ozwald units that signalled a change; the refresher reads just those."""
-        with self.systemd.unit_changes() as changes:
-            while not self._stop.is_set():
-                try:
-                    messages = [changes.get(timeout=0.5)]
-                except Empty:
-                    if not self.systemd.alive:
-                        log.error("the connection to systemd's bus is lost: no unit signal can arrive any more")
-                        self.bus_lost.set()
-                        return
-                    continue
-                while not changes.empty():  # a state change comes as a burst
-                    messages.append(changes.get_nowait())
-                units = set()
-                for message in messages:
-                    unit = unit_name_from_path(str(message.header.fields.get(HeaderFields.path, "")))
-                    if unit is not None and unit.startswith("ozwald-") and unit.endswith(".service"):
-                        units.add(unit)
-                self.observed.mark_dirty(units)
-
-    def _watch_jobs(self) -> None:
-        """A start job that ends `done` makes its instance `available` at once, before any other read."""
-        with self.systemd.job_removals() as removals:
-            while not self._stop.is_set():
-                try:
-                    message = removals.get(timeout=0.5)
-                except Empty:
-                    continue
-                event = parse_job_removed(message.body)
-                if self.observed.job_removed(event.job_path, event.result) is not None and event.result == "done":
-                    self._publish_safely()
-
-    def _refresh_loop(self) -> None:
-        while not self._stop.is_set():
-            units = self.observed.take_dirty(timeout=0.5)
-            if not units:
-                continue
-            try:
-                self._refresh_units(units)
-            except Exception:
-                log.exception("status refresh failed")
-                self.observed.mark_dirty(units)
-                self._stop.wait(1.0)
-
-    def _refresh_units(self, units: set[str]) -> None:
-        before = self.observed.versions()
-        wanted = {unit_name(instance.name) for instance in self._desired.instances}
-        orphans = []
-        for unit in sorted(units):
-            self.unit_reads += 1
-            state = self.systemd.unit_state(unit)
-            self.observed.put(state, before)
-            if unit not in wanted and state.active_state in ("active", "activating", "reloading"):
-                orphans.append(unit)
-        self._publish_statuses()
-        if orphans:  # an Ozwald unit nobody wants came up (started by hand, or by an older process)
-            log.info("unwanted units running: %s; reconciling now", ", ".join(orphans))
-            self.wake()
-
-    def _publish_safely(self) -> None:
+    def _run(self) -> None:
         try:
-            self._publish_statuses()
+            with self.systemd.watch(self._events.put):
+                self._events.put(DesiredChanged())
+                self._serve()
         except Exception:
-            log.exception("publishing statuses failed")
+            log.exception("the reconciler stopped")
+            raise
+
+    def _serve(self) -> None:
+        next_resync = time.monotonic() + self.resync_interval
+        retry_at: float | None = None
+        while True:
+            self.heartbeat = now = time.monotonic()
+            due = min(next_resync, retry_at if retry_at is not None else next_resync)
+            wait = min(HEARTBEAT_S, max(0.0, due - now))
+            if self._dirty:
+                wait = min(wait, BUSY_UNIT_READ_S)
+            try:
+                batch: list[Event] = [self._events.get(timeout=wait)]
+            except queue.Empty:
+                batch = [Tick()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._events.get_nowait())
+            if any(isinstance(event, Shutdown) for event in batch):
+                return
+            need_pass = self._absorb(batch)
+            now = time.monotonic()
+            if now >= next_resync or (retry_at is not None and now >= retry_at):
+                need_pass = True
+            if not self.systemd.alive:
+                log.error("the connection to systemd's bus is lost: statuses can no longer be read")
+                self.bus_lost.set()
+                return
+            if self._waiting and not self._stopping():
+                need_pass = True
+            try:
+                if not need_pass and self._dirty:
+                    need_pass = self._read_dirty()
+                removed = self._remove_stopped()
+                if need_pass:
+                    self._pass(reload_owed=removed)
+                    next_resync, retry_at = time.monotonic() + self.resync_interval, None
+                    self.first_pass_done.set()
+                elif removed:
+                    self.systemd.reload()
+                self._publish()
+            except Exception:  # the worker must survive anything one pass hits; the pass is retried
+                log.exception("reconcile pass failed; retrying in %g s", RETRY_FAILED_PASS_S)
+                retry_at = time.monotonic() + RETRY_FAILED_PASS_S
+
+    def _absorb(self, batch: list[Event]) -> bool:
+        """Fold a batch of events into the state; True if a pass is needed."""
+        need_pass = False
+        for event in batch:
+            if isinstance(event, DesiredChanged):
+                if event.generation is None or event.generation > self._wanted_generation:
+                    need_pass = True
+                    if event.generation is not None:
+                        self._wanted_generation = event.generation
+            elif isinstance(event, SettingsChanged):
+                self.settings = event.settings
+                need_pass = True
+            elif isinstance(event, UnitChanged):
+                if instance_of_unit(event.unit) is not None:
+                    self._dirty.add(event.unit)
+            elif isinstance(event, JobRemoved):
+                job = self._jobs.pop(event.job_path, None)
+                if job is not None:
+                    self._dirty.add(job.unit)
+                    if job.operation == "stop":
+                        self._stopped.add(job.unit)
+                    self._last_read.pop(job.unit, None)  # the end of a job is news: read at once
+                    if job.operation != "stop" and event.result not in ("done", "canceled"):
+                        log.info("%s of %s ended %s", job.operation, job.unit, event.result)
+        return need_pass
+
+    def _busy(self) -> set[str]:
+        return {job.unit for job in self._jobs.values()}
+
+    def _stopping(self) -> bool:
+        return any(job.operation == "stop" for job in self._jobs.values())
+
+    def _read_dirty(self) -> bool:
+        """Re-read the units that signalled; True if an Ozwald unit nobody wants came up (a pass stops it)."""
+        busy, now = self._busy(), time.monotonic()
+        ready = {u for u in self._dirty if u not in busy or now - self._last_read.get(u, 0.0) >= BUSY_UNIT_READ_S}
+        self._dirty -= ready
+        unwanted_up = False
+        wanted = {unit_name(name) for name in self._targets}
+        for unit in sorted(ready):
+            self.unit_reads += 1
+            self._last_read[unit] = now
+            state = self.systemd.unit_state(unit)
+            if state.load_state == "loaded":
+                self._states[unit] = state
+            else:
+                self._states.pop(unit, None)
+            if unit not in wanted and unit not in busy and state.active_state in ("active", "activating"):
+                log.info("unwanted unit running: %s; reconciling now", unit)
+                unwanted_up = True
+        return unwanted_up
+
+    def _remove_stopped(self) -> bool:
+        """Remove the files of units whose stop job ended and that nobody wants again; True if any went."""
+        removed = False
+        for unit in sorted(self._stopped):
+            name = _instance_of(unit)
+            if name in self._targets or unit in self._busy():
+                continue
+            self._reset_failed(unit)  # a stop can end failed (killed after its timeout): unload it cleanly
+            removed = self.units.remove(name) or removed
+            self._files.pop(name, None)
+            self._replaced.pop(name, None)
+        self._stopped.clear()
+        return removed
 
     # One pass ----------------------------------------------------------------------------------------
 
@@ -237,188 +313,248 @@ class Reconciler:
             unit = self.render(instance)
             if unit is None:
                 continue
-            spec = effective_spec(self.settings, instance)
-            targets.append(Target(instance, unit.spec_hash))
-            rendered[instance.name] = (unit, spec.persistent)
+            targets.append(Target(instance, unit.spec_hash, unit.text))
+            rendered[instance.name] = (unit, effective_spec(self.settings, instance).persistent)
         return targets, rendered
 
     def states(self) -> dict[str, UnitState]:
-        return {state.name: state for state in self.systemd.list_units("ozwald-*.service")}
+        return {state.name: state for state in self.systemd.list_units(UNIT_PATTERN)}
+
+    @staticmethod
+    def stale(files: dict[str, StoredUnit], states: dict[str, UnitState]) -> set[str]:
+        """Instances whose running container was started before their unit file was written."""
+        return {name for name, stored in files.items()
+                if (state := states.get(unit_name(name))) is not None and state.active_state in RUNNING_STATES
+                and state.exec_main_start_usec and not started_from(stored, state)}
 
     def preview(self, desired: DesiredSet) -> list[PlanEntry]:
-        """What a pass would do for `desired`, without doing it (the plan endpoint)."""
+        """What a pass would do for `desired`, without doing it (the plan endpoint; any thread)."""
         targets, _ = self.targets(desired)
-        return plan(self.settings, targets, self.units.existing(), self.states())
+        files, states = self.units.existing(), self.states()
+        return plan(self.settings, targets, files, states, self.stale(files, states))
 
     def run_once(self) -> PassReport:
-        with self._lock:
-            started = time.monotonic()
-            desired = self.read_desired()
-            with self._wake_lock:
-                self._wanted_generation = max(self._wanted_generation, desired.generation)
-            targets, rendered = self.targets(desired)
-            existing = self.units.existing()
-            states = self._read_all()
-            self._desired = desired
-            entries = plan(self.settings, targets, existing, states)
-            if desired.generation == self._applied_generation or self._applied_generation is None:
-                entries = [_hold_failed(e, states.get(unit_name(e.name))) for e in entries]
-            self._applied_generation = desired.generation
-            report = PassReport(generation=desired.generation, entries=entries)
-            by_action: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
-            for entry in entries:
-                by_action[entry.action].append(entry.name)
+        """One pass and a publish, in the caller's thread: for a reconciler whose worker is not started."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("run_once is for a reconciler whose worker is not running")
+        report = self._pass()
+        # No worker hears the stop jobs end: wait for them here, so the pass is complete when this returns.
+        for path, job in list(self._jobs.items()):
+            if job.operation == "stop":
+                self._states[job.unit] = self.systemd.wait_for(
+                    job.unit, lambda s: s.active_state in ("inactive", "failed") or s.load_state != "loaded", 300)
+                del self._jobs[path]
+                self._stopped.add(job.unit)
+        removed = self._remove_stopped()
+        if self._waiting:
+            report = self._pass(reload_owed=removed)
+        elif removed:
+            self.systemd.reload()
+        self._publish()
+        return report
 
-            to_stop = [unit_name(n) for n in by_action["stop"]]
-            if to_stop:
-                self.observed.forget_jobs(to_stop)
-                self.systemd.stop(to_stop, timeout=300)
-                for unit in to_stop:  # a stop can end failed (killed after its timeout): unload it cleanly
-                    self._reset_failed(unit)
-            sync = self.units.sync(rendered.values())
-            if sync.changed:
-                self.systemd.reload()
-                report.reloaded = True
-            # A new generation is an explicit wish: retry desired instances that failed (the start limit too).
-            for name in by_action["start"]:
-                state = states.get(unit_name(name))
+    def refresh_statuses(self) -> list[ActiveService]:
+        """Read every Ozwald unit and publish, in the caller's thread (worker not started)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("refresh_statuses is for a reconciler whose worker is not running")
+        self._states = self.states()
+        self._jobs.clear()
+        return self._publish()
+
+    def _pass(self, reload_owed: bool = False) -> PassReport:
+        started = time.monotonic()
+        self._waiting.clear()
+        desired = self.read_desired()
+        self._wanted_generation = max(self._wanted_generation, desired.generation)
+        if self.run_besides is not None:
+            extra = tuple(i for i in self.run_besides(desired) if i.name not in desired.by_name())
+            desired = desired.model_copy(update={"instances": desired.instances + extra})
+        targets, rendered = self.targets(desired)
+        files = self.units.existing()
+        states = self.states()
+        self._dirty -= set(states)
+        stale = self.stale(files, states)
+        new_generation = self._applied_generation is not None and desired.generation != self._applied_generation
+        entries = [hold_failed(e, states.get(unit_name(e.name)), new_generation)
+                   for e in plan(self.settings, targets, files, states, stale)]
+        report = PassReport(generation=desired.generation, entries=entries)
+        self._states, self._files = states, files
+        self._desired = desired
+        self._targets = {i.name: None for i in desired.instances} | {t.instance.name: t.spec_hash for t in targets}
+        for name in [n for n in self._refused if n not in self._targets]:
+            del self._refused[name]
+        for table in (self._failures, self._container_ids):
+            for name in [n for n in table if n not in self._targets]:
+                del table[name]
+
+        by_action: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
+        for entry in entries:
+            by_action[entry.action].append(entry.name)
+        busy = self._busy()
+        to_stop = [unit_name(n) for n in by_action["stop"] if unit_name(n) not in busy
+                   and (s := states.get(unit_name(n))) is not None and s.active_state not in ("inactive", "failed")]
+        self._enqueue("stop", to_stop, report)
+        changed = reload_owed
+        for name in by_action["stop"]:
+            state = states.get(unit_name(name))
+            if unit_name(name) not in self._busy() and (state is None or state.active_state in ("inactive", "failed")):
                 if state is not None and state.failed:
                     self._reset_failed(unit_name(name))
-            self._queue("start", by_action["start"], report)
-            self._queue("restart", by_action["restart"], report)
+                changed = self.units.remove(name) or changed
+                self._files.pop(name, None)
+        deliberate = by_action["start"] + by_action["restart"]
+        if deliberate and self._stopping():
+            # What a stop frees (host ports, GPU memory, the container name) is free only once it ended:
+            # the starts wait, and the generation is applied by the pass that follows the stops.
+            self._waiting = set(deliberate)
+            if changed:
+                self.systemd.reload()
+                report.reloaded = True
             report.seconds = time.monotonic() - started
             self.last_report = report
             self.passes += 1
-            if any(e.action != "keep" for e in entries):
-                log.info("generation %d: %s", desired.generation,
-                         "; ".join(e.reason.replace(":", f" {e.name}:", 1) for e in entries if e.action != "keep"))
-        self._publish_statuses()
+            log.info("generation %d: stopping %s first; then %s", desired.generation,
+                     ", ".join(by_action["stop"]), ", ".join(deliberate))
+            return report
+
+        for name in by_action["start"] + by_action["restart"]:
+            unit, persistent = rendered[name]
+            old, state = files.get(name), states.get(unit_name(name))
+            if old is not None and old.text != unit.text and state is not None \
+                    and state.active_state in RUNNING_STATES and started_from(old, state):
+                self._replaced[name] = _spec_of(old)  # it keeps running the old spec until restarted
+            if self.units.write(unit, persistent):
+                changed = True
+        if changed:
+            self._files = self.units.existing()
+            self.systemd.reload()
+            report.reloaded = True
+        for name in deliberate:
+            # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
+            self._reset_failed(unit_name(name))
+            self._refused.pop(name, None)
+            self._failures.pop(name, None)
+        self._enqueue("start", [unit_name(n) for n in by_action["start"]], report)
+        self._enqueue("restart", [unit_name(n) for n in by_action["restart"]], report)
+
+        self._applied_generation = desired.generation
+        report.seconds = time.monotonic() - started
+        self.last_report = report
+        self.passes += 1
+        if any(e.action != "keep" for e in entries):
+            log.info("generation %d: %s", desired.generation,
+                     "; ".join(e.reason.replace(":", f" {e.name}:", 1) for e in entries if e.action != "keep"))
         return report
 
     def _reset_failed(self, unit: str) -> None:
-        with contextlib.suppress(SystemdError):  # not failed, or not loaded: nothing to reset
+        with contextlib.suppress(SystemdError):  # not loaded: nothing to reset
             self.systemd.reset_failed(unit)
 
-    def _queue(self, operation: str, names: list[str], report: PassReport) -> None:
-        if not names:
+    def _enqueue(self, operation: str, units: list[str], report: PassReport) -> None:
+        if not units:
             return
-        queued = self.systemd.enqueue(operation, [unit_name(n) for n in names])
-        for name in names:
-            result = queued[unit_name(name)]
+        busy = {job.unit: path for path, job in self._jobs.items()}
+        queued = self.systemd.enqueue(operation, units)
+        for unit in units:
+            result = queued[unit]
+            name = _instance_of(unit)
             if isinstance(result, SystemdError):
                 report.errors[name] = result.message
-                log.warning("%s %s refused by systemd: %s", operation, name, result.message)
-            else:
-                self.observed.job_queued(result, unit_name(name))
+                self._refused[name] = f"systemd refused to {operation} {unit}: {result.message}"
+                log.warning("%s %s refused by systemd: %s", operation, unit, result.message)
+                continue
+            if unit in busy:  # a new job replaced the one queued before (job mode "replace")
+                self._jobs.pop(busy[unit], None)
+            self._jobs[result] = _Job(unit, operation)
 
     # Statuses ----------------------------------------------------------------------------------------
 
-    def refresh_statuses(self) -> list[ActiveService]:
-        """Read every Ozwald unit and publish; the running reconciler only reads units that changed."""
-        self._read_all()
-        return self._publish_statuses()
+    def _running(self, name: str, state: UnitState | None) -> RunningSpec | None:
+        if state is None or state.active_state not in RUNNING_STATES:
+            self._replaced.pop(name, None)
+            return None
+        stored = self._files.get(name)
+        if stored is not None and (started_from(stored, state) or not state.exec_main_start_usec):
+            self._replaced.pop(name, None)
+            return _spec_of(stored)
+        return self._replaced.get(name)
 
-    def _read_all(self) -> dict[str, UnitState]:
-        """Every Ozwald unit's state, read now and stored where no newer fact arrived meanwhile."""
-        before = self.observed.versions()
-        states = self.states()
-        self.observed.replace_all(states, before)
-        return states
-
-    def _publish_statuses(self) -> list[ActiveService]:
-        self._explain_failures()  # journal and Podman reads happen before the lock, not under it
-        with self._publish_lock:
-            services = self._compose()
-            self.publish(services)
-        # Container ids come from Podman, which is slower than systemd: publish the status first, then the ids.
-        missing = [s for s in services if s.status == "available" and s.info.get("container_id") is None
-                   and s.info.get("invocation")]
-        found = [self._container_id(s.name, str(s.info["invocation"])) for s in missing]
-        if any(found):
-            with self._publish_lock:
-                services = self._compose()
-                self.publish(services)
-        return services
-
-    def _compose(self) -> list[ActiveService]:
-        view = self.observed.view()
-        desired = self._desired
-        services: list[ActiveService] = []
-        seen: set[str] = set()
-        for instance in desired.instances:
-            seen.add(instance.name)
-            unit = unit_name(instance.name)
-            services.append(self._describe(instance, view.states.get(unit), True, unit in view.pending,
-                                           desired.generation))
-        for name, state in sorted(view.states.items()):
-            instance_name = name.removeprefix("ozwald-").removesuffix(".service")
-            if instance_name in seen or state.active_state in ("inactive", "failed"):
-                continue
-            services.append(self._describe(None, state, False, False, desired.generation, instance_name))
-        return services
-
-    def _explain_failures(self) -> None:
-        view = self.observed.view()
-        for instance in self._desired.instances:
-            unit = unit_name(instance.name)
-            state = view.states.get(unit)
-            if state is not None and status_of(state, True, unit in view.pending) == "failed":
-                self._failure_reason(instance.name, state, effective_spec(self.settings, instance))
-
-    def _describe(self, instance: DesiredInstance | None, state: UnitState | None, desired: bool, pending: bool,
-                  generation: int, name: str | None = None) -> ActiveService:
-        name = instance.name if instance is not None else (name or "")
-        unit = unit_name(name)
-        spec = None
-        if instance is not None:
-            spec = effective_spec(self.settings, instance)
-        info: dict[str, Any] = {"unit": unit, "generation": generation}
-        if instance is not None and instance.variety_auto:
-            info["variety_chosen"] = f"{instance.variety} (picked for this host)"
-        if spec is not None and spec.type != "container":
-            info["unit"] = None
-            return ActiveService(name=name, service=instance.service if instance else name,
-                                 variety=instance.variety if instance else None,
-                                 profile=instance.profile if instance else None, status="available",
-                                 info={**info, "reason": f"{spec.type}: a resource, not a container"})
-        status = status_of(state, desired, pending)
-        if state is not None:
-            info.update({"active_state": state.active_state, "sub_state": state.sub_state,
-                         "since": since(state), "restarts": state.n_restarts})
-        if status == "available" and state is not None:
-            info["container_id"] = self._container_ids.get((name, state.invocation_id))  # none for "" (inferred)
-            info["invocation"] = state.invocation_id or None
+    def _observe(self, instance: DesiredInstance) -> Observed:
+        unit = unit_name(instance.name)
+        state = self._states.get(unit)
+        jobs = [job.operation for job in self._jobs.values() if job.unit == unit]
+        if instance.name in self._waiting:
+            jobs.append("start once the stops end")
+        observed = Observed(state=state, running=self._running(instance.name, state),
+                            job=jobs[-1] if jobs else None, refused=self._refused.get(instance.name))
+        status = status_of(observed, self._targets.get(instance.name))
         if status == "failed" and state is not None:
-            info["reason"] = self._failure_reason(name, state, spec)
-            info["result"] = state.result
-            info["exit_status"] = state.exec_main_status
-        return ActiveService(name=name, service=instance.service if instance else name,
-                             variety=instance.variety if instance else None,
-                             profile=instance.profile if instance else None, status=status, info=info)
+            return Observed(state=state, running=observed.running, job=observed.job, refused=observed.refused,
+                            failure=self._failure_reason(instance, state))
+        if status == "available" and state is not None:
+            known = self._container_ids.get(instance.name)
+            if known is not None and known[0] == state.invocation_id:
+                return Observed(state=state, running=observed.running, container_id=known[1])
+        return observed
 
-    def _container_id(self, name: str, invocation: str) -> str | None:
-        """The container of this run of the unit: a restart is a new invocation and a new container."""
-        if (name, invocation) in self._container_ids:
-            return self._container_ids[(name, invocation)]
+    def compose(self) -> list[ActiveService]:
+        desired, services = self._desired, []
+        for instance in desired.instances:
+            if instance.name in self._targets and self._targets[instance.name] is None:
+                kind = effective_spec(self.settings, instance).type
+                services.append(describe_resource(instance, kind, desired.generation))
+                continue
+            services.append(describe(instance, self._targets.get(instance.name), self._observe(instance),
+                                     desired.generation, unit_name(instance.name)))
+        for unit, state in sorted(self._states.items()):
+            name = _instance_of(unit)
+            if name in self._targets or state.active_state in ("inactive", "failed"):
+                continue
+            stored = self._files.get(name)
+            services.append(describe_leaving(name, state, _spec_of(stored) if stored else None, desired.generation))
+        return services
+
+    def _publish(self) -> list[ActiveService]:
+        services = self._publish_composed()
+        # Container ids come from Podman, which is slower than systemd: the status goes out first.
+        found = False
+        for service in services:
+            invocation = service.info.get("invocation")
+            if service.status == "available" and invocation and service.info.get("container_id") is None:
+                container = self._container_id(service.name)
+                if container is not None:
+                    self._container_ids[service.name] = (str(invocation), container)
+                    found = True
+        return self._publish_composed() if found else services
+
+    def _publish_composed(self) -> list[ActiveService]:
+        services = self.compose()
+        if services != self._published:
+            self._published = services
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("publish: %s", "; ".join(f"{s.name} {s.status} {s.info.get('active_state')}/"
+                                                   f"{s.info.get('sub_state')} {s.info.get('reason', '')}"
+                                                   for s in services))
+            self.publish(services)
+        return services
+
+    def _container_id(self, name: str) -> str | None:
+        """The container of the running invocation (a restart is a new invocation and a new container)."""
         if self.podman is None:
             return None
         try:
-            container = self.podman.container(f"ozwald-{name}")
+            container = self.podman.container(container_name(name))
         except PodmanUnavailable:
             return None
-        if container is None:
-            return None
-        for key in [k for k in self._container_ids if k[0] == name]:
-            self._container_ids.pop(key, None)
-        self._container_ids[(name, invocation)] = container.id
-        return container.id
+        return container.id if container is not None else None
 
-    def _failure_reason(self, name: str, state: UnitState, spec: Any) -> str:
-        key = (name, state.state_change_usec)
-        if key not in self._failure_reasons:
-            logs = container_log_tail(f"ozwald-{name}", 20, command_prefix=self.journal_prefix)
-            self._failure_reasons[key] = explain_failure(
-                state, image=getattr(spec, "image", None), has_health_check=getattr(spec, "health", None) is not None,
-                logs=logs, podman=self.podman)
-        return self._failure_reasons[key]
-
+    def _failure_reason(self, instance: DesiredInstance, state: UnitState) -> str:
+        known = self._failures.get(instance.name)
+        if known is not None and known[0] == state.state_change_usec:
+            return known[1]
+        spec = effective_spec(self.settings, instance)
+        logs = container_log_tail(container_name(instance.name), 20, command_prefix=self.journal_prefix)
+        reason = explain_failure(state, image=spec.image, has_health_check=spec.health is not None, logs=logs,
+                                 podman=self.podman)
+        self._failures[instance.name] = (state.state_change_usec, reason)
+        return reason

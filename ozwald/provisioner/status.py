@@ -1,39 +1,137 @@
-"""An instance's status, read from systemd: never `available` unless systemd says the unit is active.
+"""An instance's published status, computed from what is desired and what systemd and the unit files say.
 
-With Notify=healthy, systemd only calls a unit with a health check active once Podman reports it healthy,
-so `active` means ready. A failed start, a crash loop and a timeout all end in systemd's `failed` state
-and are reported as `failed`, with the reason.
+One pure function of its inputs (`describe`), so every rule can be tested table by table, and the rules
+are the promise an orchestrator routes traffic on:
+
+- `available` only when the unit is active and the invocation that runs was started from the unit file
+  of the spec that is desired now. systemd calls a unit active only once it is ready: healthy with a
+  health check (Notify=healthy), else up for the minimum uptime (the unit's ExecStartPost gate).
+- While an instance moves from one spec to another (or a start or restart Ozwald queued has not ended),
+  it is `starting`, and `variety`/`profile` say what runs now; `info.pending` says what it moves to.
+- A unit that systemd is restarting after a crash is `starting`, with the restart count and the last
+  exit in `info.reason`; once systemd gives up it is `failed`.
+- `failed` always carries `info.reason`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from ozwald.provisioner.models import Status
+from ozwald.diagnose import describe_exit
+from ozwald.records import ActiveService, DesiredInstance, Status
 from ozwald.systemd.protocol import UnitState
 
+RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
 
-def status_of(state: UnitState | None, desired: bool, pending: bool) -> Status:
-    """`pending`: Ozwald has queued a start or restart that systemd has not begun yet."""
-    if not desired:
-        return "stopping"
-    if state is None or state.load_state != "loaded":
-        return "starting"
-    active = state.active_state
-    if active == "active":
-        return "starting" if pending else "available"
-    if active in ("activating", "reloading"):
-        return "starting"
-    if active == "deactivating":
-        # A restart passes through deactivating; a stop of a desired unit does not happen here.
-        return "starting" if pending or state.sub_state in ("stop-sigterm", "stop-post", "auto-restart") else "stopping"
-    if active == "failed":
-        return "failed"
-    # inactive: not started yet, or ended on its own
-    return "starting" if pending else "failed"
+
+@dataclass(frozen=True)
+class RunningSpec:
+    """Which spec a unit's current invocation runs: read from the unit file it was started from."""
+
+    spec_hash: str | None
+    service: str | None
+    variety: str | None
+    profile: str | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything known about one instance's unit: the inputs of `describe` besides the desired instance.
+
+    `running`: the spec the current invocation runs; None when nothing runs or it cannot be told (a change
+    interrupted by a restart of Ozwald). `job`: a start, restart or stop Ozwald queued that has not ended.
+    `refused`: systemd refused to queue the job. `failure`: the explained reason of a failed unit.
+    """
+
+    state: UnitState | None = None
+    running: RunningSpec | None = None
+    job: str | None = None
+    refused: str | None = None
+    failure: str | None = None
+    container_id: str | None = None
 
 
 def since(state: UnitState | None) -> str | None:
     if state is None or not state.state_change_usec:
         return None
     return datetime.fromtimestamp(state.state_change_usec / 1e6, tz=UTC).isoformat()
+
+
+def status_of(observed: Observed, target_hash: str | None) -> Status:
+    """The status of a desired container instance whose wanted spec hash is `target_hash`."""
+    state = observed.state
+    if observed.refused is not None:
+        return "failed"
+    if state is None or state.load_state != "loaded":
+        return "starting" if observed.job is not None else "failed"
+    active = state.active_state
+    if active == "failed":
+        return "starting" if observed.job is not None else "failed"
+    if active == "inactive":
+        return "starting" if observed.job is not None else "failed"
+    if active == "active" and observed.job is None and observed.running is not None \
+            and observed.running.spec_hash == target_hash:
+        return "available"
+    return "starting"  # activating, reloading, deactivating, or active under another spec / with a job queued
+
+
+def restarting(state: UnitState | None) -> bool:
+    """systemd is restarting the unit on its own, after a crash (its Restart= policy)."""
+    return state is not None and state.n_restarts > 0 and state.active_state in ("activating", "deactivating")
+
+
+def describe(instance: DesiredInstance, target_hash: str | None, observed: Observed, generation: int,
+             unit: str) -> ActiveService:
+    """What GET /srv/services/active/ says of one desired container instance."""
+    state = observed.state
+    status = status_of(observed, target_hash)
+    info: dict[str, Any] = {"unit": unit, "generation": generation, "spec_hash": target_hash}
+    if instance.variety_auto:
+        info["variety_chosen"] = f"{instance.variety} (picked for this host)"
+    variety, profile = instance.variety, instance.profile
+    running = observed.running
+    if state is not None:
+        info.update({"active_state": state.active_state, "sub_state": state.sub_state, "since": since(state),
+                     "restarts": state.n_restarts})
+    info["running_spec_hash"] = running.spec_hash if running is not None else None
+    moving = running is None or running.spec_hash != target_hash or observed.job is not None
+    if status == "starting" and moving:
+        info["pending"] = {"variety": instance.variety, "profile": instance.profile, "spec_hash": target_hash,
+                           "job": observed.job}
+        old_still_runs = (running is not None and running.spec_hash != target_hash and state is not None
+                          and state.active_state in RUNNING_STATES)
+        if old_still_runs and running is not None:
+            variety, profile = running.variety, running.profile
+    if status == "starting" and restarting(state) and state is not None:
+        info["restarting"] = True
+        info["reason"] = (f"restarting after a crash ({state.n_restarts} restart"
+                          f"{'' if state.n_restarts == 1 else 's'} so far); last run {describe_exit(state)}")
+    if status == "available" and state is not None:
+        info["container_id"] = observed.container_id
+        info["invocation"] = state.invocation_id or None
+    if status == "failed":
+        info["reason"] = observed.refused or observed.failure or "failed (no reason known yet)"
+        if state is not None:
+            info["result"] = state.result
+            info["exit_status"] = state.exec_main_status
+    return ActiveService(name=instance.name, service=instance.service, variety=variety, profile=profile,
+                         status=status, info=info)
+
+
+def describe_resource(instance: DesiredInstance, kind: str, generation: int) -> ActiveService:
+    """A desired instance of a non-container service (source files, …): nothing runs, so nothing can fail."""
+    return ActiveService(name=instance.name, service=instance.service, variety=instance.variety,
+                         profile=instance.profile, status="available",
+                         info={"unit": None, "generation": generation,
+                               "reason": f"{kind}: a resource, not a container"})
+
+
+def describe_leaving(name: str, state: UnitState, running: RunningSpec | None, generation: int) -> ActiveService:
+    """A unit no longer desired that still runs: it is being stopped."""
+    return ActiveService(name=name, service=(running.service if running and running.service else name),
+                         variety=running.variety if running else None, profile=running.profile if running else None,
+                         status="stopping",
+                         info={"unit": state.name, "generation": generation, "active_state": state.active_state,
+                               "sub_state": state.sub_state, "since": since(state), "restarts": state.n_restarts})

@@ -23,6 +23,7 @@ __all__ = ["RenderError", "RenderedUnit", "render_unit", "unit_filename", "unit_
 STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or it kills the cleanup
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
+SLEEP = "/usr/bin/sleep"
 
 
 class RenderError(ValueError):
@@ -87,6 +88,11 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # podman exits 143 when the container ends on SIGTERM; that is a clean stop, not a failure.
         "SuccessExitStatus=143",
     ]
+    if spec.health is None and spec.min_uptime > 0:
+        # Without a health check, systemd would call the unit active as soon as the container started, even
+        # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
+        # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
+        out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
     if spec.persistent:
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)

@@ -89,6 +89,19 @@ class _Router(DBusRouter):  # type: ignore[misc]
             log.exception("dropped a D-Bus message that could not be dispatched")
 
 
+class _EventSink:
+    """Stands where jeepney's router puts matching messages (a queue's put_nowait) and hands them on as
+    typed events, so no raw message leaves this module through `watch`."""
+
+    def __init__(self, deliver: Callable[[protocol.SystemdEvent], None]) -> None:
+        self._deliver = deliver
+
+    def put_nowait(self, message: Message) -> None:
+        event = protocol.event_from_signal(message)
+        if event is not None:
+            self._deliver(event)
+
+
 def _unit_state(unit: str, props: dict[str, Any]) -> protocol.UnitState:
     """A unit's state from GetAll over every interface: the Service properties count only for a loaded
     service, as when they were read from the Service interface alone."""
@@ -285,7 +298,7 @@ class SystemdClient:
         """Wait until `predicate(state)` holds, re-reading the unit only when systemd signals a change."""
         path = protocol.unit_object_path(unit)
         deadline = time.monotonic() + timeout
-        with self.unit_changes() as changes:
+        with self._unit_changes() as changes:
             while True:
                 state = self.unit_state(unit)
                 if predicate(state):
@@ -302,15 +315,19 @@ class SystemdClient:
                         break
 
     @contextmanager
-    def job_removals(self) -> Iterator[Queue[Message]]:
-        """A queue of JobRemoved signals (decode with protocol.parse_job_removed)."""
-        removed: Queue[Message] = Queue()
-        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
-            yield removed
+    def watch(self, deliver: Callable[[protocol.SystemdEvent], None]) -> Iterator[None]:
+        """Hand every JobRemoved and unit change to `deliver`, typed, for as long as the context is open.
+
+        `deliver` runs on the bus's receiver thread: it must only hand the event on (put it on a queue).
+        """
+        sink = _EventSink(deliver)
+        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=sink), \
+                self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=sink):
+            yield
 
     @contextmanager
-    def unit_changes(self) -> Iterator[Queue[Message]]:
-        """A queue of PropertiesChanged signals for units, for as long as the context is open."""
+    def _unit_changes(self) -> Iterator[Queue[Message]]:
+        """PropertiesChanged signals for units, raw, for wait_for's own use (others get typed events)."""
         changes: Queue[Message] = Queue()
         with self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=changes):
             yield changes

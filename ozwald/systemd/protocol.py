@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, Message, new_method_call
+from jeepney import DBusAddress, HeaderFields, MatchRule, Message, new_method_call
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -117,6 +117,32 @@ class JobRemoved:
 def parse_job_removed(body: tuple[Any, ...]) -> JobRemoved:
     job_id, job_path, unit, result = body
     return JobRemoved(int(job_id), str(job_path), str(unit), str(result))
+
+
+@dataclass(frozen=True)
+class UnitChanged:
+    """A unit's properties changed: its state is worth reading again."""
+
+    unit: str
+
+
+SystemdEvent = UnitChanged | JobRemoved
+
+
+def event_from_signal(message: Message) -> SystemdEvent | None:
+    """The typed event a JobRemoved or PropertiesChanged signal stands for; None for anything else, so
+    callers never handle raw bus messages."""
+    fields = message.header.fields
+    member = fields.get(HeaderFields.member)
+    if member == "JobRemoved" and fields.get(HeaderFields.interface) == MANAGER_IFACE:
+        try:
+            return parse_job_removed(message.body)
+        except (TypeError, ValueError):
+            return None
+    if member == "PropertiesChanged":
+        unit = unit_name_from_path(str(fields.get(HeaderFields.path, "")))
+        return UnitChanged(unit) if unit is not None else None
+    return None
 
 
 @dataclass(frozen=True)

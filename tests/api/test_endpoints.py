@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -307,6 +309,22 @@ def test_chunked_body_over_one_mib_is_413(api: Api, core: FakeCore) -> None:
         assert "detail" in json.loads(response.read())
     finally:
         conn.close()
+    assert core.update_calls == []
+
+
+@pytest.mark.parametrize("size_mib", [3, 40])
+def test_client_that_sends_the_whole_body_first_reads_the_413(api: Api, core: FakeCore, size_mib: int) -> None:
+    """urllib writes the whole body before it reads a byte: the answer must still reach it, not a reset."""
+    items = [{"name": f"n{i}", "variety": "cpu-only"} for i in range(size_mib * 1024 * 1024 // 36)]
+    data = json.dumps(items).encode()
+    assert len(data) > size_mib * 1024 * 1024 * 0.9
+    request = urllib.request.Request(f"http://{api.host}:{api.port}{UPDATE}", data=data, method="POST",
+                                     headers={"Authorization": f"Bearer {api.key}",
+                                              "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read()) == {"detail": f"request body too large: at most {ONE_MIB} bytes"}
     assert core.update_calls == []
 
 

@@ -109,6 +109,7 @@ def test_schemathesis_responses_conform(server: ApiServer, lenient_core: FakeCor
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
+    from schemathesis.specs.openapi.checks import negative_data_rejection
 
     schema = schemathesis.openapi.from_path(SPEC_PATH)
     auth = {"Authorization": f"Bearer {API_KEY}"}
@@ -125,7 +126,10 @@ def test_schemathesis_responses_conform(server: ApiServer, lenient_core: FakeCor
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def run(case: Any) -> None:
-                case.call_and_validate(base_url=server.url, headers=auth)
+                # Every request carries the valid token, so a case that negates the Authorization header (or
+                # that schemathesis marks so beside another part) is answered 200 by design: the rejection
+                # of bad input is asserted by the endpoint tests, and here every answer must match the spec.
+                case.call_and_validate(base_url=server.url, headers=auth, excluded_checks=[negative_data_rejection])
 
             try:
                 run()

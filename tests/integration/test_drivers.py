@@ -98,7 +98,8 @@ def test_crash_loop_ends_failed_when_restart_gives_up(drivers: Drivers) -> None:
     state = drivers.systemd.wait_for(unit.unit_name, lambda s: s.failed, 90)
     assert state.n_restarts == 5  # StartLimitBurst: the sixth failure ends it
     reason = drivers.explain(settings, unit)
-    assert reason.startswith("crash loop: restarted 5 times, then systemd gave up; last run exited 1 after ")
+    assert reason.startswith(
+        "crash loop: systemd gave up (start limit hit) after 5 automatic restarts; last run exited 1 after ")
     drivers.systemd.reset_failed(unit.unit_name)
     drivers.remove("loops")
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ozwald.config import Settings
-from ozwald.provisioner.models import ActiveService, DesiredInstance, DesiredSet
 from ozwald.provisioner.reconciler import Reconciler
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet
 from ozwald.systemd import SystemdClient
 from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
 from tests.testhost.harness import TestHost

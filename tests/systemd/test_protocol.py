@@ -48,8 +48,9 @@ def test_unit_state_from_properties() -> None:
     assert state.failed and state.result == "exit-code" and state.n_restarts == 2
     assert state.invocation_id == "00ff"
     assert state.main_ran_seconds == 2.1
-    assert explain_failure(state, logs=["booting", "fatal: no model", ""]) == \
-        "crash loop: restarted 2 times, then systemd gave up; last run exited 3 after 2.1 s: booting | fatal: no model"
+    assert explain_failure(state, logs=["booting", "fatal: no model", ""]) == (
+        "crash loop: systemd gave up (start limit hit) after 2 automatic restarts; last run exited 3 after 2.1 s: "
+        "booting | fatal: no model")
     once = protocol.unit_state("ozwald-a.service", unit, {**service, "NRestarts": 0})
     assert explain_failure(once, logs=["a", "b", "c", "d"]) == "exited 3 after 2.1 s: b | c | d"
 
@@ -61,7 +62,8 @@ def test_explanations_for_each_result() -> None:
         "never became healthy within the start timeout (5 s): health check failing"
     limit = protocol.unit_state("u", base, {"Result": "start-limit-hit", "NRestarts": 5, "ExecMainCode": 1,
                                             "ExecMainStatus": 1})
-    assert explain_failure(limit).startswith("crash loop: restarted 5 times, then systemd gave up; last run exited 1")
+    assert explain_failure(limit).startswith(
+        "crash loop: systemd gave up (start limit hit) after 5 automatic restarts; last run exited 1")
     killed = protocol.unit_state("u", base, {"Result": "signal", "ExecMainCode": 2, "ExecMainStatus": 9})
     assert explain_failure(killed) == "killed by SIGKILL"
     missing = protocol.unit_state("u", base, {"Result": "exit-code", "ExecMainCode": 1, "ExecMainStatus": 125})

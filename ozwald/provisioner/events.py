@@ -1,0 +1,38 @@
+"""What the reconciler's one thread is told: the only way other threads reach its state.
+
+The D-Bus receiver puts systemd's typed events (`UnitChanged`, `JobRemoved`), the desired-state
+listeners put `DesiredChanged`, a reload of the settings file puts `SettingsChanged`; the thread
+itself produces `Tick` when nothing else arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ozwald.config import Settings
+from ozwald.systemd.protocol import JobRemoved, UnitChanged
+
+
+@dataclass(frozen=True)
+class DesiredChanged:
+    """A new desired set was stored (its generation), or None: reconcile whatever is stored now."""
+
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class SettingsChanged:
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+Event = DesiredChanged | SettingsChanged | Tick | Shutdown | UnitChanged | JobRemoved
