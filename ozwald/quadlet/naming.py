@@ -11,6 +11,7 @@ from __future__ import annotations
 UNIT_PREFIX = "ozwald-"
 LABEL_PREFIX = "ozwald."
 FILE_SUFFIX = ".container"
+ENV_SUFFIX = ".env"  # Quadlet reads only unit extensions, so it leaves these files alone
 UNIT_SUFFIX = ".service"
 UNIT_PATTERN = f"{UNIT_PREFIX}*{UNIT_SUFFIX}"  # every Ozwald unit, for ListUnitsByPatterns
 _LABEL_LINE = "Label="
@@ -34,6 +35,11 @@ def unit_name(instance: str) -> str:
 def unit_filename(instance: str) -> str:
     """The Quadlet file Ozwald writes for an instance."""
     return f"{container_name(instance)}{FILE_SUFFIX}"
+
+
+def env_filename(instance: str) -> str:
+    """The file, next to the unit file, that holds an instance's secret environment (mode 0600)."""
+    return f"{container_name(instance)}{ENV_SUFFIX}"
 
 
 def instance_of_unit(unit: str) -> str | None:
