@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Secret environment values reach the container through a 0600 env file, never the generated service."""
 
 from __future__ import annotations
