@@ -271,10 +271,10 @@ class Reconciler:
         self._dirty -= ready
         unwanted_up = False
         wanted = {unit_name(name) for name in self._targets}
-        for unit in sorted(ready):
+        read = sorted(ready)
+        for unit, state in zip(read, self.systemd.unit_states(read), strict=True):  # pipelined: 2 round trips
             self.unit_reads += 1
             self._last_read[unit] = now
-            state = self.systemd.unit_state(unit)
             if state.load_state == "loaded":
                 self._states[unit] = state
             else:

@@ -11,7 +11,7 @@ import threading
 from queue import Queue
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, Message, new_signal
+from jeepney import DBusAddress, HeaderFields, MatchRule, Message, new_method_call, new_method_return, new_signal
 from jeepney.io.common import FilterHandle
 from jeepney.io.threading import ReceiveStopped
 
@@ -101,3 +101,37 @@ def test_close_still_ends_the_receiver() -> None:
     router = _Router(QueuedConnection())
     router.close()
     assert not router._rcv_thread.is_alive()
+
+
+class EchoConnection(QueuedConnection):
+    """Answers each method call, once every call of a batch was sent (proves nothing waited in between)."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.batch = batch
+        self.sent: list[tuple[int, Message]] = []
+        self.outgoing_serial = iter(range(1, 1000))
+
+    def send(self, message: Message, serial: int | None = None) -> None:
+        assert serial is not None
+        self.sent.append((serial, message))
+        if len(self.sent) == self.batch:
+            for sent_serial, sent in reversed(self.sent):  # out of order: replies are matched by serial
+                reply = new_method_return(sent, "s", (sent.header.fields[HeaderFields.path],))
+                reply.header.fields[HeaderFields.reply_serial] = sent_serial
+                self.incoming.put(reply)
+
+
+def test_pipelined_calls_are_all_sent_before_any_reply_and_come_back_in_order() -> None:
+    paths = [f"/org/freedesktop/systemd1/unit/u{i}" for i in range(5)]
+    connection = EchoConnection(batch=len(paths))
+    router = _Router(connection)
+    try:
+        calls = [new_method_call(DBusAddress(p, bus_name="org.freedesktop.systemd1",
+                                             interface="org.freedesktop.DBus.Properties"), "GetAll", "s", ("",))
+                 for p in paths]
+        replies = router.send_all_and_get_replies(calls, timeout=10)
+        assert [r.body[0] for r in replies] == paths
+        assert router._replies._futures == {}  # nothing left waiting
+    finally:
+        router.close()
