@@ -429,9 +429,10 @@ class Reconciler:
             self._files = self.units.existing()
             self.systemd.reload()
             report.reloaded = True
+        # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
+        with contextlib.suppress(SystemdError):  # per unit, refusals (not loaded: nothing to reset) are returned
+            self.systemd.reset_failed_units([unit_name(name) for name in deliberate])  # pipelined
         for name in deliberate:
-            # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
-            self._reset_failed(unit_name(name))
             self._refused.pop(name, None)
             self._failures.pop(name, None)
         self._enqueue("start", [unit_name(n) for n in by_action["start"]], report)

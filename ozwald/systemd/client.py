@@ -175,9 +175,9 @@ class SystemdClient:
         except (OSError, RouterClosed) as exc:
             raise BusUnavailable(f"system bus connection lost: {exc}") from None
 
-    def _call_many(self, messages: Sequence[Message], units: Sequence[str]) -> list[tuple[Any, ...]]:
-        """The bodies of pipelined calls, one per message (`units[i]` names message i in errors); raises
-        what `_call` raises for the first call that failed."""
+    def _call_each(self, messages: Sequence[Message], units: Sequence[str]) -> list[tuple[Any, ...] | SystemdError]:
+        """Pipelined calls: per message its reply body, or the SystemdError systemd answered for it
+        (`units[i]` names message i). A lost bus or a timeout raises, as in `_call`."""
         if not messages:
             return []
         self.calls += len(messages)
@@ -187,13 +187,22 @@ class SystemdClient:
             raise SystemdError(None, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
         except (OSError, RouterClosed) as exc:
             raise BusUnavailable(f"system bus connection lost: {exc}") from None
-        bodies: list[tuple[Any, ...]] = []
+        results: list[tuple[Any, ...] | SystemdError] = []
         for reply, unit in zip(replies, units, strict=True):
             try:
-                bodies.append(unwrap_msg(reply))
+                results.append(unwrap_msg(reply))
             except DBusErrorResponse as exc:
                 text = str(exc.data[0]) if exc.data else exc.name
-                raise error_for(unit, exc.name, text) from None
+                results.append(error_for(unit, exc.name, text))
+        return results
+
+    def _call_many(self, messages: Sequence[Message], units: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The bodies of pipelined calls, one per message; raises the first call's error, as `_call` would."""
+        bodies: list[tuple[Any, ...]] = []
+        for result in self._call_each(messages, units):
+            if isinstance(result, SystemdError):
+                raise result
+            bodies.append(result)
         return bodies
 
     def reload(self) -> None:
@@ -202,6 +211,11 @@ class SystemdClient:
 
     def reset_failed(self, unit: str) -> None:
         self._call(protocol.reset_failed_unit(unit), unit)
+
+    def reset_failed_units(self, units: Sequence[str]) -> dict[str, SystemdError]:
+        """ResetFailedUnit for many units, pipelined; the units systemd refused (e.g. not loaded), with why."""
+        results = self._call_each([protocol.reset_failed_unit(unit) for unit in units], units)
+        return {unit: result for unit, result in zip(units, results, strict=True) if isinstance(result, SystemdError)}
 
     def list_units(self, pattern: str = "ozwald-*") -> list[protocol.UnitState]:
         """Loaded units matching `pattern`, with their service state (result, restarts, exit status)."""
@@ -249,14 +263,12 @@ class SystemdClient:
         For callers that follow progress through unit-state signals instead of blocking on jobs.
         """
         build = {"start": protocol.start_unit, "stop": protocol.stop_unit, "restart": protocol.restart_unit}[operation]
-        queued: dict[str, str | SystemdError] = {}
-        for unit in units:
-            try:
-                (job_path,) = self._call(build(unit), unit)
-                queued[unit] = str(job_path)
-            except SystemdError as exc:
-                queued[unit] = exc
-        return queued
+        try:
+            results = self._call_each([build(unit) for unit in units], units)  # pipelined, queued in this order
+        except SystemdError as exc:  # no reply in time: none is known to be queued
+            return dict.fromkeys(units, exc)
+        return {unit: result if isinstance(result, SystemdError) else str(result[0])
+                for unit, result in zip(units, results, strict=True)}
 
     def start_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
         """Start one unit; raise JobFailed unless its job ends `done`."""
