@@ -60,6 +60,9 @@ RUNTIME_DIR = "/run/containers/systemd"
 TRACE_GUEST = "/usr/local/lib/ozbench/ozwald_trace.py"
 TRACED = ",".join([
     "ozwald.provisioner.reconciler:Reconciler._pass",
+    "ozwald.provisioner.reconciler:Reconciler._publish",
+    "ozwald.provisioner.reconciler:Reconciler._container_id",
+    "ozwald.provisioner.reconciler:Reconciler._read_dirty",
     "ozwald.provisioner.core:Provisioner._publish",
     "ozwald.systemd.client:SystemdClient._call",
     "ozwald.systemd.client:SystemdClient._call_many",
@@ -470,6 +473,7 @@ def main() -> None:
                 if "watch" not in args.skip:
                     stop = threading.Event()
                     threads, seen = watchers(host, ozwald, 4, stop)
+                    t_watch = time.monotonic()
                     time.sleep(1)
                     api.json("POST", UPDATE, [])
                     wait_api(api, lambda items: items == [])
@@ -479,7 +483,15 @@ def main() -> None:
                     stop.set()
                     for thread in threads:
                         thread.join(10)
-                    latencies = wake_latencies(trace_events(host, pid), seen)
+                    events = trace_events(host, pid)
+                latencies = wake_latencies(events, seen)
+                busy = [e for e in events if e.start >= t_watch]
+                for what in ("Reconciler._pass", "Reconciler._read_dirty", "Reconciler._publish",
+                             "Reconciler._container_id", "Provisioner._publish", "SystemdClient._call",
+                             "SystemdClient._call_many"):
+                    spans = [e.end - e.start for e in busy if e.what == what]
+                    print(f"  trace, stop + start of {n}: {what:<26} {len(spans):5d} calls, "
+                          f"{sum(spans):7.3f} s in all, max {max(spans, default=0) * 1000:7.1f} ms", flush=True)
             except Exception:
                 traceback.print_exc()
         rss_end = vm_rss_kib(host, pid)
