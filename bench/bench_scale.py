@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import statistics
 import subprocess
@@ -247,7 +248,7 @@ def kill_and_adopt(host: TestHost, ozwald: ProvisionerDeployment, count: int) ->
     while True:
         try:
             status, items = api.json("GET", ACTIVE)
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             time.sleep(0.005)
             if time.monotonic() - t0 > 120:
                 raise TimeoutError("no answer 120 s after the kill") from None
