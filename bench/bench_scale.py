@@ -62,7 +62,7 @@ TRACE_GUEST = "/usr/local/lib/ozbench/ozwald_trace.py"
 TRACED = ",".join([
     "ozwald.provisioner.reconciler:Reconciler._pass",
     "ozwald.provisioner.reconciler:Reconciler._publish",
-    "ozwald.provisioner.reconciler:Reconciler._container_id",
+    "ozwald.provisioner.reconciler:Reconciler._container_ids_of",
     "ozwald.provisioner.reconciler:Reconciler._read_dirty",
     "ozwald.provisioner.core:Provisioner._publish",
     "ozwald.systemd.client:SystemdClient._call",
@@ -488,7 +488,7 @@ def main() -> None:
                 latencies = wake_latencies(events, seen)
                 busy = [e for e in events if e.start >= t_watch]
                 for what in ("Reconciler._pass", "Reconciler._read_dirty", "Reconciler._publish",
-                             "Reconciler._container_id", "Provisioner._publish", "SystemdClient._call",
+                             "Reconciler._container_ids_of", "Provisioner._publish", "SystemdClient._call",
                              "SystemdClient._call_many"):
                     spans = [e.end - e.start for e in busy if e.what == what]
                     print(f"  trace, stop + start of {n}: {what:<26} {len(spans):5d} calls, "

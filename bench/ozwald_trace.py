@@ -23,7 +23,7 @@ PROBES: list[tuple[str, str | None, list[str]]] = [
     ("ozwald.provisioner.core", "Provisioner", ["update", "_publish", "active_services"]),
     ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
-     ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_id", "_queue", "_reset_failed",
+     ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_ids_of", "_queue", "_reset_failed",
       "_refresh_units", "_publish_statuses"]),
     ("ozwald.systemd.client", "SystemdClient", ["reload", "enqueue", "list_units", "unit_state", "reset_failed",
                                                 "stop"]),

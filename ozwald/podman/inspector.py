@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -233,6 +234,24 @@ class PodmanInspector:
             if state is not None:  # removed between the list and the inspect
                 states.append(state)
         return states
+
+    def running_ids(self, names: list[str]) -> dict[str, str]:
+        """The ids of the running containers among `names` (name → id), in one list call: how the ids of
+        many instances that just became available are found without one inspect each."""
+        if not names:
+            return {}
+        patterns = [f"^{re.escape(name)}$" for name in names]  # Podman matches names as regular expressions
+        try:
+            found = self._get_json("/containers/json", {"filters": json.dumps({"name": patterns})})
+        except (OSError, http.client.HTTPException, ValueError, _ApiError) as exc:
+            raise self._guard("list containers", exc) from None
+        wanted = set(names)
+        ids: dict[str, str] = {}
+        for entry in found or []:
+            for name in entry.get("Names") or []:
+                if str(name).lstrip("/") in wanted:
+                    ids[str(name).lstrip("/")] = str(entry.get("Id", ""))
+        return ids
 
     def logs(self, name: str, tail: int = 20) -> list[str]:
         """The container's last lines of output, or [] when the container is gone."""

@@ -528,13 +528,14 @@ class Reconciler:
         services = self._publish_composed()
         # Container ids come from Podman, which is slower than systemd: the status goes out first.
         found = False
-        for service in services:
-            invocation = service.info.get("invocation")
-            if service.status == "available" and invocation and service.info.get("container_id") is None:
-                container = self._container_id(service.name)
-                if container is not None:
-                    self._container_ids[service.name] = (str(invocation), container)
-                    found = True
+        missing = [s for s in services
+                   if s.status == "available" and s.info.get("invocation") and s.info.get("container_id") is None]
+        ids = self._container_ids_of([s.name for s in missing]) if missing else {}
+        for service in missing:
+            container = ids.get(service.name)
+            if container is not None:
+                self._container_ids[service.name] = (str(service.info["invocation"]), container)
+                found = True
         return self._publish_composed() if found else services
 
     def _publish_composed(self) -> list[ActiveService]:
@@ -548,15 +549,16 @@ class Reconciler:
             self.publish(services)
         return services
 
-    def _container_id(self, name: str) -> str | None:
-        """The container of the running invocation (a restart is a new invocation and a new container)."""
+    def _container_ids_of(self, names: list[str]) -> dict[str, str]:
+        """The running containers of these instances (a restart is a new invocation and a new container),
+        in one Podman call however many instances became available at once."""
         if self.podman is None:
-            return None
+            return {}
         try:
-            container = self.podman.container(container_name(name))
+            ids = self.podman.running_ids([container_name(name) for name in names])
         except PodmanUnavailable:
-            return None
-        return container.id if container is not None else None
+            return {}
+        return {name: ids[container_name(name)] for name in names if container_name(name) in ids}
 
     def _failure_reason(self, instance: DesiredInstance, state: UnitState) -> str:
         known = self._failures.get(instance.name)

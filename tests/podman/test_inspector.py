@@ -56,6 +56,12 @@ class _Podman(BaseHTTPRequestHandler):
             self._send(204)
         elif path.endswith("/exists"):
             self._send(404, b'{"message": "no such image"}')
+        elif path == "/v4.0.0/libpod/containers/json" and "name" in json.loads(query["filters"][0]):
+            assert "all" not in query  # running containers only
+            patterns = json.loads(query["filters"][0])["name"]
+            assert patterns == ["^ozwald\\-one$", "^ozwald\\-gone$"]
+            self._send(200, json.dumps([{"Id": "abc123", "Names": ["ozwald-one"]},
+                                        {"Id": "zzz", "Names": ["ozwald-one-other"]}]).encode())
         elif path == "/v4.0.0/libpod/containers/json":
             assert query["all"] == ["true"]
             assert json.loads(query["filters"][0]) == {"label": ["ozwald.managed=true"]}
@@ -148,3 +154,10 @@ def test_demultiplex_passes_raw_tty_output_through() -> None:
     assert demultiplex(b"plain text\n") == b"plain text\n"
     assert demultiplex(_frame(1, b"a") + _frame(2, b"b")) == b"ab"
     assert demultiplex(b"") == b""
+
+
+def test_running_ids_asks_once_for_exactly_these_names(podman: PodmanInspector) -> None:
+    assert podman.running_ids(["ozwald-one", "ozwald-gone"]) == {"ozwald-one": "abc123"}
+    assert len(_Podman.seen) == 1
+    assert podman.running_ids([]) == {}
+    assert len(_Podman.seen) == 1  # nothing asked
