@@ -358,6 +358,48 @@ def watchers(host: TestHost, ozwald: ProvisionerDeployment, clients: int, stop: 
     return threads, seen
 
 
+class ActiveTruth:
+    """The truth monitor's rule at scale, for instances that publish no port: every instance the API calls
+    `available` has its unit active in systemd just before or just after that answer (read over D-Bus from
+    this machine). Runs in a thread while the fleet is stopped and started."""
+
+    def __init__(self, host: TestHost, ozwald: ProvisionerDeployment) -> None:
+        self.client = SystemdClient(host.bus_address)
+        self.api = Api(host.ip, ozwald.api_port, ozwald.system_key, timeout=30)
+        self.samples = self.checked = 0
+        self.violations: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _active(self) -> set[str]:
+        return {u.name for u in self.client.list_units("ozwald-*") if u.active_state == "active"}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = self._active()
+            status, items = self.api.json("GET", ACTIVE)
+            after = self._active()
+            if status != 200:
+                continue
+            self.samples += 1
+            for item in items:
+                if item["status"] == "available":
+                    self.checked += 1
+                    unit = f"ozwald-{item['name']}.service"
+                    if unit not in before and unit not in after:
+                        self.violations.append(f"{item['name']} available, unit not active")
+
+    def __enter__(self) -> ActiveTruth:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+        self.api.close()
+
+
 def wake_latencies(events: list[Event], seen: list[tuple[float, int]]) -> list[float]:
     """Per answer: its arrival minus the start of the first publish that reached its revision."""
     made: dict[int, float] = {}
@@ -476,11 +518,14 @@ def main() -> None:
                     threads, seen = watchers(host, ozwald, 4, stop)
                     t_watch = time.monotonic()
                     time.sleep(1)
-                    api.json("POST", UPDATE, [])
-                    wait_api(api, lambda items: items == [])
-                    api.json("POST", UPDATE, [{"name": x, "service": "light"} for x in names("light", n)])
-                    wait_api(api, all_available(n))
-                    time.sleep(2)
+                    with ActiveTruth(host, ozwald) as truth:
+                        api.json("POST", UPDATE, [])
+                        wait_api(api, lambda items: items == [])
+                        api.json("POST", UPDATE, [{"name": x, "service": "light"} for x in names("light", n)])
+                        wait_api(api, all_available(n))
+                        time.sleep(2)
+                    print(f"  truth: {truth.samples} samples, {truth.checked} `available` checked against systemd, "
+                          f"{len(truth.violations)} violations {truth.violations[:3]}", flush=True)
                     stop.set()
                     for thread in threads:
                         thread.join(10)
