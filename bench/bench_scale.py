@@ -5,8 +5,8 @@ busybox httpd containers (the busybox image baked into every test host, serving 
 
     light         no health check, `min_uptime: 1s` (the unit's ExecStartPost gate: ready = up 1 s)
     light-health  health check `wget -q -O /dev/null http://127.0.0.1:8080/` every 60 s (Notify=healthy; Podman
-                  runs the first check at once. Every 10 s, 100 `podman healthcheck run` a minute saturated two
-                  cores and stops timed out)
+                  runs the first check at once. With 100 instances checked every 10 s, ten `podman healthcheck run` a second saturated two
+                  cores and their stops timed out)
 
 Phases, all in the same run and the same test host:
 
