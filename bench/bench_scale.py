@@ -4,9 +4,9 @@ Ozwald runs as ozwald.service in a booted test host (the integration tests' depl
 busybox httpd containers (the busybox image baked into every test host, serving one file on port 8080):
 
     light         no health check, `min_uptime: 1s` (the unit's ExecStartPost gate: ready = up 1 s)
-    light-health  health check `wget -q -O /dev/null http://127.0.0.1:8080/` every 60 s (Notify=healthy; Podman
-                  runs the first check at once. With 100 instances checked every 10 s, ten `podman healthcheck run` a second saturated two
-                  cores and their stops timed out)
+    light-health  health check `wget -q -O /dev/null http://127.0.0.1:8080/` every 60 s (Notify=healthy;
+                  Podman runs the first check at once). Checked every 10 s, 100 instances meant ten
+                  `podman healthcheck run` a second: two cores were saturated and the stops timed out.
 
 Phases, all in the same run and the same test host:
 
