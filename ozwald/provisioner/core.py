@@ -14,8 +14,15 @@ import time
 from typing import Any
 
 from ozwald.config import Settings
+from ozwald.config.secrets import public_service
 from ozwald.provisioner.admission import Fit, assess, place, reservations
-from ozwald.provisioner.ports import PortConflict, host_listeners, port_conflicts, published_ports
+from ozwald.provisioner.ports import (
+    PortConflict,
+    host_listeners,
+    port_conflicts,
+    ports_in_unit_file,
+    published_ports,
+)
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.records import (
@@ -115,7 +122,7 @@ class Provisioner:
     # ProvisionerCore ---------------------------------------------------------------------------------
 
     def configured_services(self) -> list[dict[str, Any]]:
-        return [service.model_dump(mode="json", exclude_none=True) for service in self.settings.services]
+        return [public_service(service) for service in self.settings.services]
 
     def active_services(self) -> list[ActiveService]:
         with self._lock:
@@ -151,6 +158,7 @@ class Provisioner:
         except StateError:
             current = {}
         ours = [port for ports in published_ports(self.settings, list(current.values())).values() for port in ports]
+        ours += [port for unit in self.reconciler.units.existing().values() for port in ports_in_unit_file(unit.text)]
         clashes = port_conflicts(published_ports(self.settings, instances), host_listeners(), ours)
         kept = []
         for instance in instances:

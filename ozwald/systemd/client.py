@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Empty, Queue
@@ -76,20 +77,6 @@ class _Router(DBusRouter):  # type: ignore[misc]
         except OSError:
             self._replies.drop_all()
 
-    def send_all_and_get_replies(self, messages: Sequence[Message], timeout: float) -> list[Message]:
-        """Pipelined calls: every message is sent before any reply is awaited, so N calls cost about one
-        round trip instead of N (systemd handles them in order). Raises TimeoutError or RouterClosed."""
-        if not self._rcv_thread.is_alive():
-            raise RouterClosed("This D-Bus router has stopped")
-        with contextlib.ExitStack() as stack:
-            futures: list[Future[Message]] = []
-            for message in messages:
-                serial = next(self.conn.outgoing_serial)
-                futures.append(stack.enter_context(self._replies.catch(serial, Future())))
-                self.conn.send(message, serial=serial)
-            deadline = time.monotonic() + timeout
-            return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
-
     def _dispatch(self, msg: Message) -> None:
         try:
             if self._replies.dispatch(msg):
@@ -115,14 +102,21 @@ class _EventSink:
             self._deliver(event)
 
 
+def _unit_state(unit: str, props: dict[str, Any]) -> protocol.UnitState:
+    """A unit's state from GetAll over every interface: the Service properties count only for a loaded
+    service, as when they were read from the Service interface alone."""
+    service = unit.endswith(".service") and props.get("LoadState") == "loaded"
+    return protocol.unit_state(unit, props, props if service else {})
+
+
 class SystemdClient:
     _shared: ClassVar[dict[str, SystemdClient]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    calls: int = 0  # method calls sent, for the benchmarks' per-pass counts (not exact across threads)
 
     def __init__(self, address: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.address = address or system_bus_address()
         self.call_timeout = call_timeout
-        self.calls = 0  # method calls sent, for the benchmarks' per-pass counts (not exact across threads)
         try:
             self._connection = open_dbus_connection(bus=self.address)
         except (OSError, TimeoutError) as exc:
@@ -163,47 +157,60 @@ class SystemdClient:
 
     def _call(self, message: Message, unit: str | None = None) -> tuple[Any, ...]:
         self.calls += 1
-        try:
+        with self._translated_errors(unit):
             reply = self._router.send_and_get_reply(message, timeout=self.call_timeout)
             body: tuple[Any, ...] = unwrap_msg(reply)
             return body
-        except DBusErrorResponse as exc:
-            text = str(exc.data[0]) if exc.data else exc.name
-            raise error_for(unit, exc.name, text) from None
-        except TimeoutError:
-            raise SystemdError(unit, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
-        except (OSError, RouterClosed) as exc:
-            raise BusUnavailable(f"system bus connection lost: {exc}") from None
 
-    def _call_each(self, messages: Sequence[Message], units: Sequence[str]) -> list[tuple[Any, ...] | SystemdError]:
-        """Pipelined calls: per message its reply body, or the SystemdError systemd answered for it
-        (`units[i]` names message i). A lost bus or a timeout raises, as in `_call`."""
-        if not messages:
-            return []
-        self.calls += len(messages)
-        try:
-            replies = self._router.send_all_and_get_replies(messages, self.call_timeout)
-        except TimeoutError:
-            raise SystemdError(None, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
-        except (OSError, RouterClosed) as exc:
-            raise BusUnavailable(f"system bus connection lost: {exc}") from None
-        results: list[tuple[Any, ...] | SystemdError] = []
-        for reply, unit in zip(replies, units, strict=True):
-            try:
-                results.append(unwrap_msg(reply))
-            except DBusErrorResponse as exc:
-                text = str(exc.data[0]) if exc.data else exc.name
-                results.append(error_for(unit, exc.name, text))
-        return results
+    def _call_pipelined(self, calls: Sequence[tuple[Message, str]]) -> list[tuple[Any, ...]]:
+        """Send every call before awaiting any reply: N calls cost one round trip, not N.
 
-    def _call_many(self, messages: Sequence[Message], units: Sequence[str]) -> list[tuple[Any, ...]]:
-        """The bodies of pipelined calls, one per message; raises the first call's error, as `_call` would."""
+        Raises the error of the first call (in order) that failed, as `_call` would have.
+        """
         bodies: list[tuple[Any, ...]] = []
-        for result in self._call_each(messages, units):
+        for result in self._call_each(calls):
             if isinstance(result, SystemdError):
                 raise result
             bodies.append(result)
         return bodies
+
+    def _call_each(self, calls: Sequence[tuple[Message, str]]) -> list[tuple[Any, ...] | SystemdError]:
+        """Pipelined like `_call_pipelined`, but per call its reply body or the SystemdError it got (a refusal
+        or no reply in time), so one refused unit does not hide the others' outcomes. A lost bus raises."""
+        if not calls:
+            return []
+        if not self._router._rcv_thread.is_alive():
+            raise BusUnavailable("system bus connection lost: the D-Bus router has stopped")
+        self.calls += len(calls)
+        deadline = time.monotonic() + self.call_timeout
+        with contextlib.ExitStack() as waiting:
+            futures: list[Future[Message]] = []
+            for message, unit in calls:
+                with self._translated_errors(unit):
+                    serial = next(self._connection.outgoing_serial)
+                    futures.append(waiting.enter_context(self._router._replies.catch(serial, Future())))
+                    self._router.send(message, serial=serial)
+            results: list[tuple[Any, ...] | SystemdError] = []
+            for future, (_, unit) in zip(futures, calls, strict=True):
+                try:
+                    with self._translated_errors(unit):
+                        results.append(unwrap_msg(future.result(timeout=max(0.0, deadline - time.monotonic()))))
+                except SystemdError as exc:
+                    results.append(exc)
+            return results
+
+    @contextmanager
+    def _translated_errors(self, unit: str | None) -> Iterator[None]:
+        """jeepney's and the socket's exceptions as Ozwald's systemd errors."""
+        try:
+            yield
+        except DBusErrorResponse as exc:
+            text = str(exc.data[0]) if exc.data else exc.name
+            raise error_for(unit, exc.name, text) from None
+        except (TimeoutError, FutureTimeout):
+            raise SystemdError(unit, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
+        except (OSError, RouterClosed) as exc:
+            raise BusUnavailable(f"system bus connection lost: {exc}") from None
 
     def reload(self) -> None:
         """Re-run generators (Quadlet) and reload unit files; returns once systemd has finished."""
@@ -214,36 +221,27 @@ class SystemdClient:
 
     def reset_failed_units(self, units: Sequence[str]) -> dict[str, SystemdError]:
         """ResetFailedUnit for many units, pipelined; the units systemd refused (e.g. not loaded), with why."""
-        results = self._call_each([protocol.reset_failed_unit(unit) for unit in units], units)
+        results = self._call_each([(protocol.reset_failed_unit(unit), unit) for unit in units])
         return {unit: result for unit, result in zip(units, results, strict=True) if isinstance(result, SystemdError)}
 
     def list_units(self, pattern: str = "ozwald-*") -> list[protocol.UnitState]:
-        """Loaded units matching `pattern`, with their service state (result, restarts, exit status)."""
+        """Loaded units matching `pattern`, with their service state (result, restarts, exit status).
+
+        1 + N calls, the N pipelined: ListUnitsByPatterns, then one GetAll per unit, all sent at once.
+        """
         listed = protocol.parse_list_units(self._call(protocol.list_units_by_patterns([pattern])))
         return self.unit_states([row.name for row in listed])
 
     def unit_states(self, units: Sequence[str]) -> list[protocol.UnitState]:
-        """`unit_state` of many units in two pipelined rounds of GetAll (the unit's properties, then the
-        service's of the loaded services): a constant number of round trips, whatever the number of units."""
-        unit_props = [protocol.unwrap_properties(body) for body in self._call_many(
-            [protocol.get_all_properties(unit, protocol.UNIT_IFACE) for unit in units], units)]
-        services = [i for i, unit in enumerate(units)
-                    if unit.endswith(".service") and unit_props[i].get("LoadState") == "loaded"]
-        bodies = self._call_many([protocol.get_all_properties(units[i], protocol.SERVICE_IFACE) for i in services],
-                                 [units[i] for i in services])
-        service_props: dict[int, dict[str, Any]] = {
-            i: protocol.unwrap_properties(body) for i, body in zip(services, bodies, strict=True)}
-        return [protocol.unit_state(unit, unit_props[i], service_props.get(i, {})) for i, unit in enumerate(units)]
+        """`unit_state` of many units: one GetAll each, all pipelined (one round trip, however many)."""
+        bodies = self._call_pipelined([(protocol.get_all_properties(unit, protocol.ALL_IFACES), unit)
+                                       for unit in units])
+        return [_unit_state(unit, protocol.unwrap_properties(body)) for unit, body in zip(units, bodies, strict=True)]
 
     def unit_state(self, unit: str) -> protocol.UnitState:
         """systemd loads the unit on demand if needed; an unknown unit has load_state 'not-found'."""
-        unit_props = protocol.unwrap_properties(self._call(protocol.get_all_properties(unit, protocol.UNIT_IFACE),
-                                                           unit))
-        service_props: dict[str, Any] = {}
-        if unit.endswith(".service") and unit_props.get("LoadState") == "loaded":
-            service_props = protocol.unwrap_properties(
-                self._call(protocol.get_all_properties(unit, protocol.SERVICE_IFACE), unit))
-        return protocol.unit_state(unit, unit_props, service_props)
+        return _unit_state(unit, protocol.unwrap_properties(
+            self._call(protocol.get_all_properties(unit, protocol.ALL_IFACES), unit)))
 
     # Jobs ------------------------------------------------------------------------------------------
 
@@ -263,10 +261,7 @@ class SystemdClient:
         For callers that follow progress through unit-state signals instead of blocking on jobs.
         """
         build = {"start": protocol.start_unit, "stop": protocol.stop_unit, "restart": protocol.restart_unit}[operation]
-        try:
-            results = self._call_each([build(unit) for unit in units], units)  # pipelined, queued in this order
-        except SystemdError as exc:  # no reply in time: none is known to be queued
-            return dict.fromkeys(units, exc)
+        results = self._call_each([(build(unit), unit) for unit in units])  # pipelined, queued in this order
         return {unit: result if isinstance(result, SystemdError) else str(result[0])
                 for unit, result in zip(units, results, strict=True)}
 
@@ -324,7 +319,7 @@ class SystemdClient:
         """Wait until `predicate(state)` holds, re-reading the unit only when systemd signals a change."""
         path = protocol.unit_object_path(unit)
         deadline = time.monotonic() + timeout
-        with self.unit_changes() as changes:
+        with self._unit_changes() as changes:
             while True:
                 state = self.unit_state(unit)
                 if predicate(state):
@@ -352,15 +347,8 @@ class SystemdClient:
             yield
 
     @contextmanager
-    def job_removals(self) -> Iterator[Queue[Message]]:
-        """A queue of JobRemoved signals (decode with protocol.parse_job_removed)."""
-        removed: Queue[Message] = Queue()
-        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
-            yield removed
-
-    @contextmanager
-    def unit_changes(self) -> Iterator[Queue[Message]]:
-        """A queue of PropertiesChanged signals for units, for as long as the context is open."""
+    def _unit_changes(self) -> Iterator[Queue[Message]]:
+        """PropertiesChanged signals for units, raw, for wait_for's own use (others get typed events)."""
         changes: Queue[Message] = Queue()
         with self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=changes):
             yield changes

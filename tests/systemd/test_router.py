@@ -17,7 +17,6 @@ from jeepney import (
     MatchRule,
     Message,
     new_error,
-    new_method_call,
     new_method_return,
     new_signal,
 )
@@ -113,40 +112,6 @@ def test_close_still_ends_the_receiver() -> None:
     assert not router._rcv_thread.is_alive()
 
 
-class EchoConnection(QueuedConnection):
-    """Answers each method call, once every call of a batch was sent (proves nothing waited in between)."""
-
-    def __init__(self, batch: int) -> None:
-        super().__init__()
-        self.batch = batch
-        self.sent: list[tuple[int, Message]] = []
-        self.outgoing_serial = iter(range(1, 1000))
-
-    def send(self, message: Message, serial: int | None = None) -> None:
-        assert serial is not None
-        self.sent.append((serial, message))
-        if len(self.sent) == self.batch:
-            for sent_serial, sent in reversed(self.sent):  # out of order: replies are matched by serial
-                reply = new_method_return(sent, "s", (sent.header.fields[HeaderFields.path],))
-                reply.header.fields[HeaderFields.reply_serial] = sent_serial
-                self.incoming.put(reply)
-
-
-def test_pipelined_calls_are_all_sent_before_any_reply_and_come_back_in_order() -> None:
-    paths = [f"/org/freedesktop/systemd1/unit/u{i}" for i in range(5)]
-    connection = EchoConnection(batch=len(paths))
-    router = _Router(connection)
-    try:
-        calls = [new_method_call(DBusAddress(p, bus_name="org.freedesktop.systemd1",
-                                             interface="org.freedesktop.DBus.Properties"), "GetAll", "s", ("",))
-                 for p in paths]
-        replies = router.send_all_and_get_replies(calls, timeout=10)
-        assert [r.body[0] for r in replies] == paths
-        assert router._replies._futures == {}  # nothing left waiting
-    finally:
-        router.close()
-
-
 class SystemdStandIn(QueuedConnection):
     """Answers StartUnit and ResetFailedUnit like systemd: a job path, or NoSuchUnit for `missing` units."""
 
@@ -173,7 +138,7 @@ def test_enqueue_and_reset_failed_units_answer_per_unit() -> None:
     connection = SystemdStandIn(missing={"b.service"})
     client = SystemdClient.__new__(SystemdClient)  # no bus: the router runs over the stand-in
     client.call_timeout, client.calls = 10.0, 0
-    client._router = _Router(connection)
+    client._connection, client._router = connection, _Router(connection)
     try:
         queued = client.enqueue("start", ["a.service", "b.service", "c.service"])
         assert queued["a.service"] == "/org/freedesktop/systemd1/job/1"
