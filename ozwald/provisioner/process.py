@@ -6,6 +6,7 @@ exit with status 2, which the unit treats as final instead of restarting in a lo
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -86,6 +87,12 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
 
     provisioner.start()
     threading.Thread(target=exit_when_the_bus_is_lost, name="ozwald-bus-watch", daemon=True).start()
+    # What exists now (modules, settings, pydantic schemas) lives as long as the process: frozen, it is
+    # no longer walked by every full garbage collection, whose pauses showed in the GET latency tail.
+    gc.freeze()
+    # A blocking query is woken while the reconciler thread still runs Python (it writes the statuses to
+    # Redis): with 1 ms instead of 5 between GIL hand-overs, the woken request answers sooner.
+    sys.setswitchinterval(0.001)
     log.info("provisioner %s (%s) serving on %s", identity.name, identity.reason, server.url)
     try:
         server.run()
