@@ -10,6 +10,7 @@ be checked this way: scenarios that use them assert on their statuses instead (`
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -43,8 +44,8 @@ def read_env(url: str, timeout: float = 0.5) -> Reality:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body = json.loads(response.read())
             return body if isinstance(body, dict) else None
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
+    except (OSError, ValueError, urllib.error.URLError, http.client.HTTPException):
+        return None  # IncompleteRead: the container stopped while it answered (a swap): nothing answers
 
 
 @dataclass
