@@ -36,7 +36,7 @@ PROBES: list[tuple[str, str | None, list[str]]] = [
 # of a pipelined D-Bus batch, the status revision after a publish.
 _ONLY = os.environ.get("OZTRACE_ONLY", "")
 EXTRA: dict[str, Any] = {
-    "SystemdClient._call_many": lambda args, result: len(args[1]),
+    "SystemdClient._call_each": lambda args, result: len(args[1]),
     "Provisioner._publish": lambda args, result: args[0]._revision,
 }
 _out = sys.stderr

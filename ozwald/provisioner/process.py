@@ -90,9 +90,6 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
     # What exists now (modules, settings, pydantic schemas) lives as long as the process: frozen, it is
     # no longer walked by every full garbage collection, whose pauses showed in the GET latency tail.
     gc.freeze()
-    # A blocking query is woken while the reconciler thread still runs Python (it writes the statuses to
-    # Redis): with 1 ms instead of 5 between GIL hand-overs, the woken request answers sooner.
-    sys.setswitchinterval(0.001)
     log.info("provisioner %s (%s) serving on %s", identity.name, identity.reason, server.url)
     try:
         server.run()
