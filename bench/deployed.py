@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,17 @@ TESTSERVER = "localhost/ozwald-testserver:latest"
 
 
 @contextlib.contextmanager
-def deployed(services: str) -> Iterator[tuple[TestHost, ProvisionerDeployment]]:
-    """Boot a test host, install Ozwald with `services` (YAML list items, indented by two spaces), start it."""
+def deployed(services: str, edit_config: Callable[[str], str] | None = None
+             ) -> Iterator[tuple[TestHost, ProvisionerDeployment]]:
+    """Boot a test host, install Ozwald with `services` (YAML list items, indented by two spaces), start it.
+    `edit_config` may change the settings file's text first (e.g. the provisioner's resync_interval)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ozbench-wheels-") as tmp, TestHost() as host:
         wheelhouse = build_wheelhouse(Path(tmp))
         installer = VenvInstaller(wheelhouse, cache_dir=dev_cache_root() / "venvs")
         deployment = ProvisionerDeployment(host, installer)
-        deployment.install(deployment.default_config(services))
+        config = deployment.default_config(services)
+        deployment.install(edit_config(config) if edit_config else config)
         deployment.start()
         print(f"# test host {host.name} ({host.ip}) booted in {host.timings.get('boot_s', 0):.1f} s; Ozwald "
               f"installed in {deployment.timings['install_s']:.1f} s ("

@@ -262,6 +262,11 @@ class _Routes:
         self.max_waiters = max_waiters
         self._waiters = threading.BoundedSemaphore(max_waiters)
         self._closing = closing
+        # The last statuses served and their JSON. The core hands out the same list object for as long as
+        # nothing changed, so every GET of one revision serves these bytes: serializing 100 statuses
+        # with pydantic costs ~1 ms, the rest of a GET ~0.3 ms. Keyed on identity, not revision: a core
+        # that builds a fresh list each call (no reconcile yet) is simply serialized each time.
+        self._active_json: tuple[list[ActiveService], bytes] | None = None
 
     def health(self, environ: Environ) -> Reply:
         try:
@@ -295,7 +300,15 @@ class _Routes:
                         break
             finally:
                 self._waiters.release()
-        return 200, _ACTIVE_LIST.dump_json(services), {REVISION_HEADER: str(revision)}
+        return 200, self._active_body(services), {REVISION_HEADER: str(revision)}
+
+    def _active_body(self, services: list[ActiveService]) -> bytes:
+        cached = self._active_json  # one read: other threads may replace it meanwhile
+        if cached is not None and cached[0] is services:
+            return cached[1]
+        body = _ACTIVE_LIST.dump_json(services)
+        self._active_json = (services, body)
+        return body
 
     def update(self, environ: Environ) -> Reply:
         force = _force(environ)

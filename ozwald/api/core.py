@@ -37,7 +37,10 @@ class ProvisionerCore(Protocol):
         """GET /srv/services/active/[?after=R&wait=S]: every instance that is active or in transition, with
         the revision of these statuses, a number that grows with every change. When `after` is the current
         revision, block up to `wait` seconds for a change; otherwise answer at once. The API calls this in
-        slices of at most a second, and with `after=None, wait=0` for a plain GET."""
+        slices of at most a second, and with `after=None, wait=0` for a plain GET.
+
+        Return the same list object for as long as the statuses are unchanged (and never mutate it): the
+        API serializes a list once and serves those bytes again while it gets the same object back."""
         ...
 
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:

@@ -13,6 +13,7 @@ settings when the new file does not validate.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -212,6 +213,9 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
     provisioner.start()
     link.start()
     threading.Thread(target=exit_when_the_bus_is_lost, name="ozwald-bus-watch", daemon=True).start()
+    # What exists now (modules, settings, pydantic schemas) lives as long as the process: frozen, it is
+    # no longer walked by every full garbage collection, whose pauses showed in the GET latency tail.
+    gc.freeze()
     log.info("provisioner %s (%s) serving on %s", identity.name, identity.reason, server.url)
     try:
         server.run()

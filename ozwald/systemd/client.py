@@ -113,6 +113,7 @@ def _unit_state(unit: str, props: dict[str, Any]) -> protocol.UnitState:
 class SystemdClient:
     _shared: ClassVar[dict[str, SystemdClient]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    calls: int = 0  # method calls sent, for the benchmarks' per-pass counts (not exact across threads)
 
     def __init__(self, address: str | None = None, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self.address = address or system_bus_address()
@@ -156,6 +157,7 @@ class SystemdClient:
     # Calls -----------------------------------------------------------------------------------------
 
     def _call(self, message: Message, unit: str | None = None) -> tuple[Any, ...]:
+        self.calls += 1
         with self._translated_errors(unit):
             reply = self._router.send_and_get_reply(message, timeout=self.call_timeout)
             body: tuple[Any, ...] = unwrap_msg(reply)
@@ -166,8 +168,21 @@ class SystemdClient:
 
         Raises the error of the first call (in order) that failed, as `_call` would have.
         """
+        bodies: list[tuple[Any, ...]] = []
+        for result in self._call_each(calls):
+            if isinstance(result, SystemdError):
+                raise result
+            bodies.append(result)
+        return bodies
+
+    def _call_each(self, calls: Sequence[tuple[Message, str]]) -> list[tuple[Any, ...] | SystemdError]:
+        """Pipelined like `_call_pipelined`, but per call its reply body or the SystemdError it got (a refusal
+        or no reply in time), so one refused unit does not hide the others' outcomes. A lost bus raises."""
+        if not calls:
+            return []
         if not self._router._rcv_thread.is_alive():
             raise BusUnavailable("system bus connection lost: the D-Bus router has stopped")
+        self.calls += len(calls)
         deadline = time.monotonic() + self.call_timeout
         with contextlib.ExitStack() as waiting:
             futures: list[Future[Message]] = []
@@ -176,11 +191,14 @@ class SystemdClient:
                     serial = next(self._connection.outgoing_serial)
                     futures.append(waiting.enter_context(self._router._replies.catch(serial, Future())))
                     self._router.send(message, serial=serial)
-            bodies: list[tuple[Any, ...]] = []
+            results: list[tuple[Any, ...] | SystemdError] = []
             for future, (_, unit) in zip(futures, calls, strict=True):
-                with self._translated_errors(unit):
-                    bodies.append(unwrap_msg(future.result(timeout=max(0.0, deadline - time.monotonic()))))
-            return bodies
+                try:
+                    with self._translated_errors(unit):
+                        results.append(unwrap_msg(future.result(timeout=max(0.0, deadline - time.monotonic()))))
+                except SystemdError as exc:
+                    results.append(exc)
+            return results
 
     @contextmanager
     def _translated_errors(self, unit: str | None) -> Iterator[None]:
@@ -202,16 +220,24 @@ class SystemdClient:
     def reset_failed(self, unit: str) -> None:
         self._call(protocol.reset_failed_unit(unit), unit)
 
+    def reset_failed_units(self, units: Sequence[str]) -> dict[str, SystemdError]:
+        """ResetFailedUnit for many units, pipelined; the units systemd refused (e.g. not loaded), with why."""
+        results = self._call_each([(protocol.reset_failed_unit(unit), unit) for unit in units])
+        return {unit: result for unit, result in zip(units, results, strict=True) if isinstance(result, SystemdError)}
+
     def list_units(self, pattern: str = "ozwald-*") -> list[protocol.UnitState]:
         """Loaded units matching `pattern`, with their service state (result, restarts, exit status).
 
         1 + N calls, the N pipelined: ListUnitsByPatterns, then one GetAll per unit, all sent at once.
         """
         listed = protocol.parse_list_units(self._call(protocol.list_units_by_patterns([pattern])))
-        names = [row.name for row in listed]
-        bodies = self._call_pipelined([(protocol.get_all_properties(name, protocol.ALL_IFACES), name)
-                                       for name in names])
-        return [_unit_state(name, protocol.unwrap_properties(body)) for name, body in zip(names, bodies, strict=True)]
+        return self.unit_states([row.name for row in listed])
+
+    def unit_states(self, units: Sequence[str]) -> list[protocol.UnitState]:
+        """`unit_state` of many units: one GetAll each, all pipelined (one round trip, however many)."""
+        bodies = self._call_pipelined([(protocol.get_all_properties(unit, protocol.ALL_IFACES), unit)
+                                       for unit in units])
+        return [_unit_state(unit, protocol.unwrap_properties(body)) for unit, body in zip(units, bodies, strict=True)]
 
     def unit_state(self, unit: str) -> protocol.UnitState:
         """systemd loads the unit on demand if needed; an unknown unit has load_state 'not-found'."""
@@ -236,14 +262,9 @@ class SystemdClient:
         For callers that follow progress through unit-state signals instead of blocking on jobs.
         """
         build = {"start": protocol.start_unit, "stop": protocol.stop_unit, "restart": protocol.restart_unit}[operation]
-        queued: dict[str, str | SystemdError] = {}
-        for unit in units:
-            try:
-                (job_path,) = self._call(build(unit), unit)
-                queued[unit] = str(job_path)
-            except SystemdError as exc:
-                queued[unit] = exc
-        return queued
+        results = self._call_each([(build(unit), unit) for unit in units])  # pipelined, queued in this order
+        return {unit: result if isinstance(result, SystemdError) else str(result[0])
+                for unit, result in zip(units, results, strict=True)}
 
     def start_unit(self, unit: str, timeout: float | None = None) -> JobOutcome:
         """Start one unit; raise JobFailed unless its job ends `done`."""

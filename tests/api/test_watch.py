@@ -6,10 +6,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
+from ozwald.api import app as app_module
 from ozwald.api import create_server
+from ozwald.records import ActiveService, ServiceRequest
 from tests.api.conftest import API_KEY, Api, FakeCore, Reply
 
 ACTIVE = "/srv/services/active/"
@@ -117,3 +120,55 @@ def test_closing_the_server_releases_waiting_requests(pool: ThreadPoolExecutor) 
     except OSError:
         return  # the connection closed with the server before the answer went out
     assert reply.status == 200 and revision(reply) == current  # answered with what it had
+
+
+class _CountingAdapter:
+    """Stands in for the API's TypeAdapter of the statuses and counts its serializations."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.dumped = 0
+
+    def dump_json(self, services: Any) -> bytes:
+        self.dumped += 1
+        return bytes(self.real.dump_json(services))
+
+
+class _SameListCore(FakeCore):
+    """A core like the provisioner's: the same list object until the statuses change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[int, list[ActiveService]] | None = None
+
+    def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
+        revision, services = super().watch_active(after, wait)
+        if self._last is None or self._last[0] != revision:
+            self._last = (revision, services)
+        return self._last
+
+
+def test_statuses_are_serialized_once_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = _CountingAdapter(app_module._ACTIVE_LIST)
+    monkeypatch.setattr(app_module, "_ACTIVE_LIST", counting)
+    core = _SameListCore()
+    with create_server(core, API_KEY, host="127.0.0.1", port=0, threads=4) as server:
+        server.start()
+        api = Api(server)
+        first = [api.get(ACTIVE) for _ in range(5)]
+        assert counting.dumped == 1
+        assert {r.body for r in first} == {first[0].body}
+        assert api.post(UPDATE, [QWEN]).status == 202
+        second = [api.get(ACTIVE) for _ in range(3)]
+        assert counting.dumped == 2  # a new revision is serialized once more
+        assert [s["name"] for s in second[0].json()] == ["qwen1.5-vllm"]
+        assert revision(second[0]) > revision(first[0])
+        assert {r.body for r in second} == {second[0].body}
+
+
+def test_a_fresh_list_is_never_served_from_the_cache(api: Api, core: FakeCore) -> None:
+    """FakeCore builds a new list on each call: its answers follow it even without a revision change."""
+    assert api.get(ACTIVE).json() == []
+    with core.lock:
+        core.desired = core.desired.model_copy(update={"instances": core._resolve([ServiceRequest(**QWEN)])})
+    assert [s["name"] for s in api.get(ACTIVE).json()] == ["qwen1.5-vllm"]

@@ -12,11 +12,20 @@ import threading
 from queue import Queue
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, Message, new_signal
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    MatchRule,
+    Message,
+    new_error,
+    new_method_return,
+    new_signal,
+)
 from jeepney.io.common import FilterHandle
 from jeepney.io.threading import ReceiveStopped
 
-from ozwald.systemd.client import _Router
+from ozwald.systemd.client import SystemdClient, _Router
+from ozwald.systemd.errors import UnitNotFound
 
 UNIT_PATH = "/org/freedesktop/systemd1/unit/ozwald_2da_2eservice"
 
@@ -102,3 +111,43 @@ def test_close_still_ends_the_receiver() -> None:
     router = _Router(QueuedConnection())
     router.close()
     assert not router._rcv_thread.is_alive()
+
+
+class SystemdStandIn(QueuedConnection):
+    """Answers StartUnit and ResetFailedUnit like systemd: a job path, or NoSuchUnit for `missing` units."""
+
+    def __init__(self, missing: set[str]) -> None:
+        super().__init__()
+        self.missing = missing
+        self.outgoing_serial = iter(range(1, 1000))
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, message: Message, serial: int | None = None) -> None:
+        unit = message.body[0]
+        self.sent.append((message.header.fields[HeaderFields.member], unit))
+        if unit in self.missing:
+            reply = new_error(message, "org.freedesktop.systemd1.NoSuchUnit", "s", (f"Unit {unit} not loaded.",))
+        elif message.header.fields[HeaderFields.member] == "StartUnit":
+            reply = new_method_return(message, "o", (f"/org/freedesktop/systemd1/job/{len(self.sent)}",))
+        else:
+            reply = new_method_return(message)
+        reply.header.fields[HeaderFields.reply_serial] = serial
+        self.incoming.put(reply)
+
+
+def test_enqueue_and_reset_failed_units_answer_per_unit() -> None:
+    connection = SystemdStandIn(missing={"b.service"})
+    client = SystemdClient.__new__(SystemdClient)  # no bus: the router runs over the stand-in
+    client.call_timeout, client.calls = 10.0, 0
+    client._connection, client._router = connection, _Router(connection)
+    try:
+        queued = client.enqueue("start", ["a.service", "b.service", "c.service"])
+        assert queued["a.service"] == "/org/freedesktop/systemd1/job/1"
+        assert queued["c.service"] == "/org/freedesktop/systemd1/job/3"
+        assert isinstance(queued["b.service"], UnitNotFound)
+        refused = client.reset_failed_units(["a.service", "b.service"])
+        assert list(refused) == ["b.service"]
+        assert [m for m, _ in connection.sent] == ["StartUnit"] * 3 + ["ResetFailedUnit"] * 2
+        assert client.calls == 5
+    finally:
+        client._router.close()
