@@ -133,7 +133,10 @@ def test_variety_swaps_are_truthful(ozwald: ProvisionerDeployment, testhost: Tes
             # nvidia asks for GPUs this host lacks: devices [] keeps it a plain container (the env differs)
             update(ozwald, [{"name": "model", "variety": variety, "profile": "large"}])
             time.sleep(0.4)
-        wait_for(lambda: settled(ozwald, "model", "cpu-only", "large"), what="model cpu-only/large")
+        try:
+            wait_for(lambda: settled(ozwald, "model", "cpu-only", "large"), timeout=90, what="model cpu-only/large")
+        except AssertionError as exc:  # keep what was seen, and the provisioner's own account
+            raise AssertionError(f"{exc}\n{truth.report()}\n{ozwald.journal(lines=80)}") from None
     truth.assert_truthful()
 
 
