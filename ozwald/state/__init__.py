@@ -1,4 +1,4 @@
-"""Ozwald's shared state: the desired set, the status cache and the profiling queue, in Redis.
+"""Ozwald's shared state: the desired set, the status cache, the profiling queue and results, in Redis.
 
 Redis is shared by the API and the reconciler and wakes the reconciler on change; the desired set is
 also kept in a local file, its durable copy, because the provisioner's Redis runs without persistence.
@@ -8,6 +8,7 @@ from ozwald.state.desired import ChangeListener, DesiredListener, DesiredStateSt
 from ozwald.state.errors import IdentityError, QueueFull, StateCorrupt, StateError, StateUnavailable
 from ozwald.state.identity import ENV_VAR, Identity, Machine, select_provisioner
 from ozwald.state.keys import Keyspace
+from ozwald.state.profile_results import ProfileResult, ProfileResults, result_json
 from ozwald.state.profiles import ProfileQueue, ProfileRequest, ProfileRequestBody, validate_profile_request
 from ozwald.state.redis_conn import connect, describe, endpoint_of, redis_errors
 from ozwald.state.status import StatusCache
@@ -24,6 +25,8 @@ __all__ = [
     "ProfileQueue",
     "ProfileRequest",
     "ProfileRequestBody",
+    "ProfileResult",
+    "ProfileResults",
     "QueueFull",
     "StateCorrupt",
     "StateError",
@@ -33,6 +36,7 @@ __all__ = [
     "describe",
     "endpoint_of",
     "redis_errors",
+    "result_json",
     "select_provisioner",
     "validate_profile_request",
 ]
