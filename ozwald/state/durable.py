@@ -81,7 +81,7 @@ class DurableDocument(Generic[D]):
         with redis_errors(self.redis, f"changing {self.what}"), self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(self.key)
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
                     raw = pipe.get(self.key)
                     current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
                     local = self._local_quietly(current)
@@ -123,7 +123,7 @@ class DurableDocument(Generic[D]):
         with redis_errors(self.redis, f"restoring {self.what} from {self.path}"), self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(self.key)
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
                     raw = pipe.get(self.key)
                     current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
                     if current is not None and current.revision >= local.revision:
