@@ -22,7 +22,7 @@ from ozwald.podman import PODMAN_SOCKET_ENV, PodmanInspector, podman_version
 from ozwald.provisioner.core import Provisioner
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.resources import HostResourceMonitor
-from ozwald.state import DesiredStateStore, Identity, ProfileQueue, StatusCache, connect
+from ozwald.state import DesiredStateStore, Identity, ProfileQueue, ProfileResults, StatusCache, connect
 from ozwald.systemd import SystemdClient
 from ozwald.units import UnitStore
 
@@ -59,8 +59,11 @@ def build(settings: Settings, identity: Identity) -> Provisioner:
                           resync_interval=prov.resync_interval)
 
     return Provisioner(settings, DesiredStateStore(redis, identity.name, Path(prov.state_dir)),
-                       StatusCache(redis, identity.name), ProfileQueue(redis, identity.name, settings=settings),
-                       HostResourceMonitor(), systemd, reconciler)
+                       StatusCache(redis, identity.name),
+                       ProfileQueue(redis, identity.name, settings=settings, state_dir=prov.state_dir),
+                       HostResourceMonitor(), systemd, reconciler,
+                       results=ProfileResults(redis, identity.name, state_dir=prov.state_dir),
+                       profiling=prov.profiling, admission=prov.admission)
 
 
 def serve(settings: Settings, identity: Identity, host: str | None = None, port: int | None = None) -> int:
