@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = actions.add_parser(name, parents=[common, ports], help=text)
         sub.set_defaults(func=func)
+    from ozwald.cli_profile import register as register_profile
+
+    register_profile(actions, common, ports)
     return parser
 
 

@@ -257,6 +257,7 @@ class Profiler:
         self.queue.mark(item.item_id, "stopping")
         self._set_current(None)
         self._wait_down(unit, spec.stop_timeout + 15)
+        self._wait_unpublished(name, STATUS_WAIT_S)
         steady = sampler.ram_steady_mib(ready_at) if ready_at is not None else None
         mean_cores, peak_cores = sampler.cpu_cores(ready_at) if ready_at is not None else (None, None)
         result = ProfileResult(
@@ -294,6 +295,12 @@ class Profiler:
         except SystemdError:
             return None
         return state if state.load_state == "loaded" else None
+
+    def _wait_unpublished(self, name: str, timeout: float) -> None:
+        """Until the reconciler no longer shows the instance: a recorded result means the run is over."""
+        deadline = time.monotonic() + timeout
+        while self.status_of(name) is not None and time.monotonic() < deadline:
+            self._pause(0.1)
 
     def _wait_down(self, unit: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
