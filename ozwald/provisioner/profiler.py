@@ -188,7 +188,9 @@ class Profiler:
             self.queue.finish(item.item_id)
             return result
         unit = unit_name(name)
-        self._wait_down(unit, spec.stop_timeout + 15)  # a clean slate: nothing of a previous run may be measured
+        # A clean slate: nothing of a previous run may be measured, and a failed unit left by one (its file
+        # not yet removed) would be held as failed instead of started.
+        self._wait_down(unit, spec.stop_timeout + 15, accept_failed=False)
         snapshot = self.resources.snapshot()
         baseline = {g.id: g.vram_used_mib for g in snapshot.gpus if g.vram_used_mib is not None}
         self.queue.mark(item.item_id, "starting", attempt=True)
@@ -302,11 +304,12 @@ class Profiler:
         while self.status_of(name) is not None and time.monotonic() < deadline:
             self._pause(0.1)
 
-    def _wait_down(self, unit: str, timeout: float) -> bool:
+    def _wait_down(self, unit: str, timeout: float, accept_failed: bool = True) -> bool:
         deadline = time.monotonic() + timeout
+        down = ("inactive", "failed") if accept_failed else ("inactive",)
         while time.monotonic() < deadline:
             state = self._state(unit)
-            if state is None or state.active_state in ("inactive", "failed"):
+            if state is None or state.active_state in down:
                 return True
             self._pause(0.2)
         log.warning("profiling unit %s still %s after %g s", unit, "running", timeout)
