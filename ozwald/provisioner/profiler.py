@@ -29,7 +29,7 @@ from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.quadlet.naming import unit_name
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet, ServiceRequest, UpdateError
 from ozwald.resources import HostResourceMonitor
-from ozwald.resources.procs import FootprintSampler, cgroup_pids, unit_cgroup
+from ozwald.resources.procs import PAYLOAD_METHOD, FootprintSampler, cgroup_pids, unit_cgroup
 from ozwald.state import ProfileQueue, ProfileRequest, ProfileResult, ProfileResults, StateError
 from ozwald.systemd import SystemdClient, SystemdError
 from ozwald.systemd.protocol import UnitState
@@ -198,7 +198,11 @@ class Profiler:
                  spec.spec_hash)
         start_wall_usec = int(time.time() * 1e6)
         self._set_current(instance)
-        sampler = FootprintSampler()
+        # Until Podman made the container's payload cgroup, the unit's cgroup holds `podman run` itself
+        # (tens of MiB): those samples go to a fallback, used only if no payload cgroup ever shows up.
+        payload = FootprintSampler()
+        fallback = FootprintSampler()
+        sampler = payload
         method = ""
         ready_s: float | None = None
         ready_at: float | None = None
@@ -215,12 +219,18 @@ class Profiler:
                     raise Preempted(f"preempted by generation {desired.generation}; runs again once nothing is desired")
                 state = self._state(unit)
                 pids: list[int] = []
+                in_payload = False
                 if state is not None and state.active_state in ("active", "activating", "reloading", "deactivating"):
                     cgroup = unit_cgroup(unit, state.main_pid)
                     if cgroup is not None:
-                        pids, method = cgroup_pids(cgroup)
+                        pids, found = cgroup_pids(cgroup)
+                        in_payload = found == PAYLOAD_METHOD
+                        if in_payload or not method:
+                            method = found
                 now = time.monotonic()
-                sampler.sample(now, pids, self.resources.snapshot() if snapshot.gpus else None, baseline)
+                gpus = self.resources.snapshot() if snapshot.gpus else None
+                (payload if in_payload else fallback).sample(now, pids, gpus, baseline)
+                sampler = payload if payload.ram_peak_kib or payload.vram_peak_mib else fallback
                 if ready_at is None:
                     if state is not None and state.active_state == "active" and state.exec_main_start_usec \
                             and state.exec_main_start_usec >= start_wall_usec - 1_000_000 \
@@ -268,7 +278,8 @@ class Profiler:
             item_id=item.item_id, started_at=started_at, finished_at=datetime.now(UTC), ready_s=ready_s,
             ready_by=("health check" if spec.health is not None else f"minimum uptime ({spec.min_uptime:g} s)"),
             ram_peak_mib=sampler.ram_peak_mib if sampler.ram_peak_kib else None, ram_steady_mib=steady,
-            ram_method=f"procfs VmRSS/VmHWM of {method}" if method else None,
+            ram_method=(f"procfs VmRSS/VmHWM of {PAYLOAD_METHOD if sampler is payload else method}"
+                        if sampler.ram_peak_kib else None),
             cpu_seconds_to_ready=cpu_to_ready, cpu_cores_steady=mean_cores, cpu_cores_peak=peak_cores,
             vram_peak_mib=dict(sampler.vram_peak_mib),
             vram_method=", ".join(sorted(sampler.vram_methods)) or ("no GPU use seen" if snapshot.gpus else "no GPU"),

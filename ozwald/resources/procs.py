@@ -31,6 +31,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
 PAYLOAD_PREFIX = "libpod-payload"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAYLOAD_METHOD = "the container's processes (its libpod-payload cgroup)"
 
 
 def unit_cgroup(unit: str, main_pid: int = 0, *, proc: Path = PROC, root: Path = CGROUP_ROOT) -> Path | None:
@@ -66,7 +67,7 @@ def cgroup_pids(cgroup: Path) -> tuple[list[int], str]:
         if PAYLOAD_PREFIX in Path(directory).name or any(PAYLOAD_PREFIX in part for part in Path(directory).parts):
             payload += pids
     if payload:
-        return payload, "the container's processes (its libpod-payload cgroup)"
+        return payload, PAYLOAD_METHOD
     return every, "every process in the unit's cgroup"
 
 
