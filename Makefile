@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv quadlet system-deps testhost-build lint test test-fast demo clean
+.PHONY: all venv quadlet system-deps testhost-build lint packages dist spdx test test-fast demo clean
 
 all: test
 
@@ -25,23 +25,32 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ]; then tools/install-system-deps.sh; else echo "not root: skipping system packages"; fi
 
 lint: venv
-	$(BIN)/ruff check ozwald tests bench contrib
+	$(BIN)/ruff check ozwald tests bench contrib tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The Debian package and the RPM, each linted (lintian, rpmlint: no errors), into dist/.
+packages: system-deps
+	@if [ "$$(id -u)" = 0 ]; then tools/build-packages.sh all; else echo "not root: skipping the package build"; fi
+
+# The wheel and the sdist, into dist/.
+dist: venv
+	rm -f dist/ozwald-*.whl dist/ozwald-*.tar.gz
+	$(BIN)/python -m build --outdir dist .
 
 # The cached test-host root file system (about 90 s once per machine, then instant).
 testhost-build: venv system-deps
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m tests.testhost build; fi
 
-test: venv quadlet system-deps lint testhost-build
+test: venv quadlet system-deps lint testhost-build packages dist
 	$(BIN)/pytest -q
 
 # Unit tests only: no test host.
-test-fast: venv quadlet system-deps
+test-fast: venv quadlet system-deps dist
 	$(BIN)/pytest -q -m "not testhost"
 
-demo: venv quadlet system-deps testhost-build
+demo: venv quadlet system-deps testhost-build packages
 	$(BIN)/python contrib/demo.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

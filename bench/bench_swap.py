@@ -26,7 +26,7 @@ import argparse
 import statistics
 import time
 
-from bench.deployed import TESTSERVER, Api, deployed, load_average
+from bench.deployed import TESTSERVER, Api, deployed, load_average, monotonic_props
 from ozwald.systemd import SystemdClient
 from tests.testhost.harness import TestHost
 
@@ -48,7 +48,7 @@ SERVICES = "".join(
 )
 
 
-def ozwald_swap(api: Api, name: str, profile: str, timeout: float = 120.0) -> tuple[float, str]:
+def ozwald_swap(api: Api, name: str, profile: str, timeout: float = 120.0) -> tuple[float, str, float, float]:
     """Seconds from the POST to `available` under `profile`; and the last status seen (for failures)."""
     api.json("GET", ACTIVE)
     revision = api.last_headers["x-ozwald-revision"]
@@ -62,22 +62,36 @@ def ozwald_swap(api: Api, name: str, profile: str, timeout: float = 120.0) -> tu
         revision = api.last_headers.get("x-ozwald-revision", revision)
         item = next((i for i in items if i["name"] == name), None) if status == 200 else None
         if item is not None and item["status"] == "failed":
-            return t1 - t0, f"failed: {item['info'].get('reason')}"
+            return t1 - t0, f"failed: {item['info'].get('reason')}", t0, t1
         if item is not None and item["status"] == "available" and item["profile"] == profile \
                 and "pending" not in item["info"]:
-            return t1 - t0, "available"
+            return t1 - t0, "available", t0, t1
         if t1 - t0 > timeout:
             raise TimeoutError(f"{name} not available as {profile} after {timeout} s: {items}")
 
 
-def direct_swap(host: TestHost, client: SystemdClient, name: str, text: str) -> float:
+def direct_swap(host: TestHost, client: SystemdClient, name: str, text: str) -> tuple[float, float, float]:
     unit = f"ozbench-{name}.service"
     t0 = time.monotonic()
     host.write_file(f"{RUNTIME_DIR}/ozbench-{name}.container", text)
     client.reload()
     client.reset_failed(unit)  # what Ozwald does too, or the 6th restart in 5 minutes hits the start limit
     client.restart_unit(unit, timeout=120)
-    return time.monotonic() - t0
+    t1 = time.monotonic()
+    return t1 - t0, t0, t1
+
+
+PHASES = ("ActiveExitTimestamp", "InactiveEnterTimestamp", "InactiveExitTimestamp", "ActiveEnterTimestamp")
+
+
+def phases(host: TestHost, unit: str, t0: float, t1: float) -> dict[str, float]:
+    """Where a swap's time went, from the unit's own timestamps (CLOCK_MONOTONIC is shared with the guest):
+    `pre` until the old container begins to stop, `stop`, `gap` (stopped → new start), `start` (→ active,
+    the health check or min_uptime gate included), `post` (active → the caller knows)."""
+    ts = monotonic_props(host, unit, *PHASES)
+    exit_, down = ts["ActiveExitTimestamp"], ts["InactiveEnterTimestamp"]
+    up, active = ts["InactiveExitTimestamp"], ts["ActiveEnterTimestamp"]
+    return {"pre": exit_ - t0, "stop": down - exit_, "gap": up - down, "start": active - up, "post": t1 - active}
 
 
 def ms(seconds: float) -> str:
@@ -107,16 +121,20 @@ def main() -> None:
                 client.start_unit(f"ozbench-{name}.service", timeout=120)
                 ours: list[float] = []
                 base: list[float] = []
+                split: dict[str, list[dict[str, float]]] = {"ozwald": [], "direct": []}
                 outcomes: list[str] = []
                 for round_no in range(args.rounds):
                     profile = PROFILES[round_no % 2]
                     for path in (("ozwald", "direct") if round_no % 2 == 0 else ("direct", "ozwald")):
                         if path == "ozwald":
-                            seconds, outcome = ozwald_swap(api, name, profile)
+                            seconds, outcome, t0, t1 = ozwald_swap(api, name, profile)
                             ours.append(seconds)
                             outcomes.append(outcome)
+                            split["ozwald"].append(phases(host, f"ozwald-{name}.service", t0, t1))
                         else:
-                            base.append(direct_swap(host, client, name, texts[profile]))
+                            seconds, t0, t1 = direct_swap(host, client, name, texts[profile])
+                            base.append(seconds)
+                            split["direct"].append(phases(host, f"ozbench-{name}.service", t0, t1))
                     print(f"  {variant} swap {round_no + 1} → {profile}: ozwald {ours[-1]:.3f} s ({outcomes[-1]}), "
                           f"direct {base[-1]:.3f} s", flush=True)
                 client.stop_unit(f"ozbench-{name}.service", timeout=120)
@@ -130,6 +148,9 @@ def main() -> None:
                 print(f"  ozwald median {om:.3f} s, direct median {bm:.3f} s, added {ms(added)} (median of paired "
                       f"differences {ms(paired)}), ratio {om / bm:.2f}x; goal <= 50 ms: "
                       f"{'met' if added <= GOAL_ADDED_S else 'MISSED'}; failures {failures}/{len(ours)}")
+                for phase in ("pre", "stop", "gap", "start", "post"):
+                    print(f"  {phase:<5} ozwald {ms(statistics.median(p[phase] for p in split['ozwald'])):>7}, "
+                          f"direct {ms(statistics.median(p[phase] for p in split['direct'])):>7}")
                 print(f"  ozwald {[round(x, 3) for x in ours]}")
                 print(f"  direct {[round(x, 3) for x in base]}")
                 summary.append(f"{variant}: added {ms(added)}, failures {failures}/{len(ours)}")

@@ -22,13 +22,13 @@ PROBES: list[tuple[str, str | None, list[str]]] = [
     ("ozwald.provisioner.core", "Provisioner", ["update", "_publish", "active_services"]),
     ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
-     ["wake", "run_once", "refresh_statuses", "states", "targets", "_container_id", "_queue", "_reset_failed",
-      "_refresh_units", "_publish_statuses"]),
+     ["wake", "_pass", "_read_dirty", "_remove_stopped", "states", "targets", "_container_id", "_enqueue",
+      "_reset_failed", "_publish", "compose"]),
     ("ozwald.systemd.client", "SystemdClient", ["reload", "enqueue", "list_units", "unit_state", "reset_failed",
                                                 "stop"]),
-    ("ozwald.units.store", "UnitStore", ["sync", "existing"]),
+    ("ozwald.units.store", "UnitStore", ["write", "remove", "existing"]),
     ("ozwald.podman.inspector", "PodmanInspector", ["container"]),
-    ("ozwald.provisioner.reconciler", None, ["parse_job_removed"]),
+    ("ozwald.systemd.protocol", None, ["event_from_signal"]),
 ]
 _out = sys.stderr
 _lock = threading.Lock()

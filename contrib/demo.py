@@ -1,13 +1,14 @@
 """Demo of Ozwald's main job, for a newcomer: `make demo`.
 
 As root (the normal case on a fresh machine), it boots a throwaway systemd + Podman host, installs
-Ozwald in it as its systemd service, and plays an orchestrator against the HTTP API:
+Ozwald's Debian package in it (`make demo` builds it first), starts it with systemctl, and plays an
+orchestrator against the HTTP API:
 
-1. shows the Quadlet unit Ozwald renders for a service;
+1. `apt-get install ./ozwald_*.deb`, `systemctl enable --now ozwald.target`, `ozwald status`;
 2. posts a desired set: a stand-in for vLLM (an OpenAI-compatible test server) and one that cannot start;
 3. follows the statuses (starting → available, and failed with the reason), then asks the model;
-4. previews a profile change (the plan endpoint), applies it, and sees the container restarted;
-5. removes everything and tears the host down.
+4. previews a profile change (`ozwald plan`), applies it (`ozwald update_services --wait`);
+5. prints curl calls to try (and waits for Enter when run in a terminal), then purges the package.
 
 Without root it only renders the unit and shows what systemd would run, through Podman's generator.
 """
@@ -85,18 +86,28 @@ def show(items: list[dict[str, Any]]) -> None:
 
 
 def full_demo() -> int:
-    from tests.deploy.guest import ProvisionerDeployment, VenvInstaller, build_wheelhouse, dev_cache_root
+    from tests.deploy.package import SETTINGS, InstalledOzwald, find_deb
     from tests.testhost.harness import TestHost
 
-    say("building (first time only) and booting a throwaway Debian 13 host with systemd 257 and Podman 5.4")
-    with tempfile.TemporaryDirectory() as tmp, TestHost() as host:
+    deb = find_deb()
+    say(f"booting a throwaway Debian 13 host (systemd 257, Podman 5.4) to install {deb.name} in")
+    with TestHost() as host:
         print(f"  host {host.name} at {host.ip}, booted in {host.timings.get('boot_s', 0):.2f} s")
-        say("installing Ozwald into it as ozwald.service (venv from this source tree), with Redis")
-        installer = VenvInstaller(build_wheelhouse(Path(tmp) / "wheels"), cache_dir=dev_cache_root() / "venvs")
-        ozwald = ProvisionerDeployment(host, installer).install()
-        ozwald.write_config(ozwald.default_config(SERVICES))
-        ozwald.start()
-        print(f"  GET {ozwald.url('/health')} -> {ozwald.health()}")
+        ozwald = InstalledOzwald(host, deb)
+        say(f"apt-get install ./{deb.name}  (offline: the host has the dependencies)")
+        ozwald.install()
+        print(f"  installed in {ozwald.timings['apt_install_s']:.1f} s; ozwald.target enabled, nothing started;"
+              " /etc/ozwald/ozwald.env (0600) holds the generated API key")
+        example = host.read_file(SETTINGS)
+        ozwald.write_settings(example.split("\nservices:")[0] + "\nservices:\n" + SERVICES)
+        ozwald.open_api_to_the_test_machine()
+        say("systemctl enable --now ozwald.target  (returns once the API answers: Type=notify)")
+        started = time.monotonic()
+        ozwald.systemctl("enable", "--now", "ozwald.target")
+        print(f"  {time.monotonic() - started:.2f} s; GET {ozwald.url('/health')} -> "
+              f"{ozwald.request('GET', '/health')[1]}")
+        say("ozwald status  (in the host)")
+        print(ozwald.ozwald("status").stdout.rstrip())
 
         settings = parse_settings("services:\n" + SERVICES)
         unit = render_unit(resolve(settings, "qwen1.5-vllm", "cpu-only", "no-gpu"), "qwen1.5-vllm")
@@ -104,7 +115,7 @@ def full_demo() -> int:
         print(unit.text)
 
         desired = [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}, {"name": "embeddings"}]
-        say(f"POST /srv/services/active/update/ {json.dumps(desired)}")
+        say(f"POST /srv/services/active/update/ {json.dumps(desired)}  (from this machine, as an orchestrator)")
         print(" ", ozwald.request("POST", "/srv/services/active/update/", desired)[1])
         seen: dict[str, str] = {}
         deadline = time.monotonic() + 90
@@ -117,8 +128,8 @@ def full_demo() -> int:
             if now.get("qwen1.5-vllm") == "available" and now.get("embeddings") == "failed":
                 break
             time.sleep(0.05)
-        say("GET /srv/services/active/")
-        show(ozwald.request("GET", "/srv/services/active/")[1])
+        say("ozwald list_active_services  (in the host)")
+        print(ozwald.ozwald("list_active_services").stdout.rstrip())
 
         say("asking the served model, from the orchestrator's side")
         request = urllib.request.Request(host.url(8080, "/v1/completions"),
@@ -128,28 +139,27 @@ def full_demo() -> int:
             answer = json.loads(response.read())
         print(f"  model {answer['model']} answered: {answer['choices'][0]['text']!r}")
 
-        change = [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "fast-gpu"}]
-        say(f"POST /srv/services/active/plan/ {json.dumps(change)}  (dry run)")
-        for entry in ozwald.request("POST", "/srv/services/active/plan/", change)[1]:
-            print(f"  {entry['name']:<14} {entry['action']:<8} {entry['reason']}")
-        ozwald.request("POST", "/srv/services/active/update/", change)
-        while True:
-            items = {i["name"]: i for i in ozwald.request("GET", "/srv/services/active/")[1]}
-            qwen = items.get("qwen1.5-vllm")
-            if qwen and qwen["profile"] == "fast-gpu" and qwen["status"] == "available" and len(items) == 1:
-                break
-            time.sleep(0.05)
-        with urllib.request.urlopen(host.url(8080, "/env"), timeout=5) as response:
-            env = json.loads(response.read())
-        print(f"  applied: GPU_MEMORY_UTILIZATION={env.get('GPU_MEMORY_UTILIZATION')}, "
-              f"MAX_MODEL_LEN={env.get('MAX_MODEL_LEN', '(unset)')}; embeddings was stopped (not in the set)")
+        say("ozwald plan qwen1.5-vllm:cpu-only:fast-gpu  (dry run), then update_services --wait")
+        print(ozwald.ozwald("plan", "qwen1.5-vllm:cpu-only:fast-gpu").stdout.rstrip())
+        print(ozwald.ozwald("update_services", "qwen1.5-vllm:cpu-only:fast-gpu", "--wait", timeout=180).stdout.rstrip())
 
-        say("POST /srv/services/active/update/ []  (stop everything)")
-        ozwald.request("POST", "/srv/services/active/update/", [])
-        while ozwald.request("GET", "/srv/services/active/")[1]:
-            time.sleep(0.05)
-        print("  no active services; tearing the host down")
-        ozwald.stop()
+        key = ozwald.key
+        say("try it yourself while the host runs (the key is in the host's /etc/ozwald/ozwald.env)")
+        print(f"  export OZWALD_SYSTEM_KEY={key[:6]}…  # sudo grep OZWALD_SYSTEM_KEY "
+              f"/proc/{host.pid1}/root/etc/ozwald/ozwald.env")
+        print(f"  curl {ozwald.url('/health')}")
+        print(f'  curl -H "Authorization: Bearer $OZWALD_SYSTEM_KEY" {ozwald.url("/srv/services/active/")}')
+        print(f'  curl -H "Authorization: Bearer $OZWALD_SYSTEM_KEY" -H "Content-Type: application/json" '
+              f"-d '[{{\"name\":\"qwen1.5-vllm\",\"variety\":\"cpu-only\",\"profile\":\"no-gpu\"}}]' "
+              f"{ozwald.url('/srv/services/active/update/')}")
+        print(f"  curl {host.url(8080, '/v1/models')}")
+        print(f"  sudo nsenter -t {host.pid1} -a systemctl status ozwald   # STATUS= line, reload, journal")
+        if sys.stdin.isatty():
+            input("\npress Enter to tear the host down ")
+        say("apt-get purge ozwald: stops the provisioner, its Redis and every instance")
+        ozwald.purge()
+        left = ozwald.sh("systemctl", "list-units", "--state=active", "--no-legend", "ozwald*").strip()
+        print(f"  running ozwald units left: {left or 'none'}")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -37,12 +36,9 @@ def parse_item(text: str) -> dict[str, Any]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ozwald.api.auth import key_from_env
-    from ozwald.client import OzwaldClient
+    from ozwald.cli import _client as client_of  # the CLI's own: env file, ports, key
 
-    port = getattr(args, "port", None) or getattr(args, "api_port", None) or 8000
-    base = os.environ.get("OZWALD_BASE") or f"http://127.0.0.1:{port}"
-    return OzwaldClient(base, key_from_env())
+    return client_of(args)
 
 
 def _what(entry: dict[str, Any]) -> str:

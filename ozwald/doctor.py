@@ -95,6 +95,7 @@ def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
     from ozwald.podman import PODMAN_SOCKET_ENV, PodmanInspector, detect_podman_version
     from ozwald.resources import HostResourceMonitor
     from ozwald.state import IdentityError, StateError, connect, select_provisioner
+    from ozwald.state.env import cache_parameters
     from ozwald.systemd import BusUnavailable, SystemdClient, SystemdError
 
     findings: list[Finding] = []
@@ -120,11 +121,11 @@ def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
         findings.append(Finding("systemd", "fail", str(exc), "run on a host booted with systemd, as root"))
     try:
         identity = select_provisioner(settings, provisioner)
-        connect(identity.provisioner.cache.parameters).ping()
+        connect(cache_parameters(identity.provisioner)).ping()
         findings.append(Finding("redis", "ok", f"cache of provisioner {identity.name} reachable"))
     except IdentityError as exc:
         findings.append(Finding("redis", "fail", str(exc), "pass --provisioner NAME or set OZWALD_PROVISIONER"))
     except StateError as exc:
-        findings.append(Finding("redis", "fail", str(exc), "systemctl enable --now redis-server.service"))
+        findings.append(Finding("redis", "fail", str(exc), "systemctl enable --now ozwald.target"))
     findings.extend(check_quadlet_dirs())
     return findings

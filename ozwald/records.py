@@ -7,8 +7,9 @@ ServiceInformation, so existing orchestrators keep working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,6 +112,21 @@ class CoreUnavailable(Exception):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(detail)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def check_unique_names(items: Sequence[_Named]) -> None:
+    """Instance names are unique within a desired set: UpdateError at the first repeat, naming both items."""
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.name in first_index:
+            also = first_index[item.name]
+            raise UpdateError(index, "name", f"duplicate instance name {item.name!r} (also item {also})")
+        first_index[item.name] = index
 
 
 PlanAction = Literal["start", "stop", "restart", "keep"]

@@ -11,3 +11,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends redis-server
 fi
+# Package builds (tools/build-packages.sh): Debian's tools for the .deb, Debian's rpm and rpmlint for the RPM.
+# The distro's python3 modules because dpkg-buildpackage and rpmbuild use /usr/bin/python3.
+PKG_TOOLS="debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-build python3-installer lintian rpm rpmlint fakeroot"
+missing=""
+for pkg in $PKG_TOOLS; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
+fi

@@ -1,13 +1,13 @@
 """Ozwald's HTTP API: a Bottle app served by Waitress, talking to the provisioner through ProvisionerCore.
 
-Start it from code with `serve(core, key)` (foreground) or `create_server(core, key).start()`
+Start it from code with `create_server(core, key)`, then `.run()` (foreground) or `.start()`
 (background thread); the contract is `api/openapi.yaml`.
 """
 
 from ozwald.api.app import MAX_BODY_BYTES, create_app
 from ozwald.api.auth import KEY_ENV, MIN_KEY_LENGTH, ApiKeyError, check_key, key_from_env
 from ozwald.api.core import AdmissionError, CoreUnavailable, ProvisionerCore
-from ozwald.api.server import ApiServer, create_server, serve
+from ozwald.api.server import ApiServer, create_server
 
 __all__ = [
     "KEY_ENV",
@@ -22,5 +22,4 @@ __all__ = [
     "create_app",
     "create_server",
     "key_from_env",
-    "serve",
 ]

@@ -24,7 +24,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from ozwald.api.auth import bearer_matches, check_key
 from ozwald.api.core import ProvisionerCore
-from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, PlanEntry, ServiceRequest, UpdateError
+from ozwald.records import (
+    ActiveService,
+    AdmissionError,
+    CoreUnavailable,
+    PlanEntry,
+    ServiceRequest,
+    UpdateError,
+    check_unique_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +199,7 @@ def parse_service_requests(data: Any) -> list[ServiceRequest]:
             problems.extend(_validation_problems(index, exc))
     if problems:
         raise ApiError(400, {**problems[0], "errors": problems[:MAX_REPORTED_ERRORS]})
-    first_index: dict[str, int] = {}
-    for index, request in enumerate(items):
-        if request.name in first_index:
-            raise UpdateError(index, "name", f"duplicate instance name {request.name!r} "
-                                             f"(also item {first_index[request.name]})")
-        first_index[request.name] = index
+    check_unique_names(items)
     return items
 
 

@@ -1,4 +1,4 @@
-"""Serve the API with Waitress: in the foreground (`serve`) or in a background thread (`ApiServer`).
+"""Serve the API with Waitress (`ApiServer`): in the foreground (`run`) or in a background thread (`start`).
 
 Waitress's own error answers (malformed request, body or headers too large) are turned into JSON
 too, and never echo what the client sent: a malformed header line may well carry a token.
@@ -239,17 +239,3 @@ def create_server(
 ) -> ApiServer:
     """Create and bind the API server without serving yet. Raises ApiKeyError for an unusable key."""
     return ApiServer(core, key, host=host, port=port, threads=threads, **adjustments)
-
-
-def serve(
-    core: ProvisionerCore,
-    key: str,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    threads: int = DEFAULT_THREADS,
-    **adjustments: Any,
-) -> None:
-    """Serve the API in the foreground until interrupted. Raises ApiKeyError for an unusable key."""
-    server = create_server(core, key, host=host, port=port, threads=threads, **adjustments)
-    log.info("Ozwald API listening on %s with %d threads", server.url, threads)
-    server.run()

@@ -257,12 +257,6 @@ def _split_command(value: Any) -> Any:
     return value
 
 
-# Environment variable names that look like they hold a secret: their values are masked wherever
-# Ozwald shows settings, unless the value is written `{value: ..., secret: false}`.
-SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|(^|_)KEY($|_)|APIKEY|CREDENTIAL|PRIVATE|(^|_)AUTH",
-                            re.IGNORECASE)
-
-
 class EnvSource(Strict):
     """An environment value written as a mapping: secret unless `secret: false`.
 
@@ -314,13 +308,6 @@ def _env_entry(value: Any) -> Any:
 
 
 EnvEntry = Annotated[str | EnvSource, BeforeValidator(_env_entry)]
-
-
-def is_secret(key: str, value: str | EnvSource) -> bool:
-    """Whether the value of environment variable `key` must never be shown."""
-    if isinstance(value, EnvSource):
-        return value.secret
-    return SECRET_LOOKING.search(key) is not None
 
 
 class Layer(Strict):

@@ -31,8 +31,8 @@ from ozwald.config.model import (
     ServiceType,
     Settings,
     Volume,
-    is_secret,
 )
+from ozwald.config.secrets import is_secret
 
 DEFAULT_DEVICES: dict[str, tuple[str, ...]] = {
     "nvidia": ("nvidia.com/gpu=all",),

@@ -29,7 +29,7 @@ def check_text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"text is not valid Unicode (lone surrogate?): {value!r}") from None
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from None  # never echo: it may be a secret
     return value
 
 

@@ -16,8 +16,15 @@ from typing import Any
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.config.model import AdmissionSettings, ProfilingSettings
+from ozwald.config.secrets import public_service
 from ozwald.provisioner.admission import Fit, Footprint, assess, place, reservations
-from ozwald.provisioner.ports import PortConflict, host_listeners, port_conflicts, published_ports
+from ozwald.provisioner.ports import (
+    PortConflict,
+    host_listeners,
+    port_conflicts,
+    ports_in_unit_file,
+    published_ports,
+)
 from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
@@ -149,8 +156,9 @@ class Provisioner:
     # ProvisionerCore ---------------------------------------------------------------------------------
 
     def configured_services(self) -> list[dict[str, Any]]:
-        """The settings' services, each variety and profile with its profiling results (`profiling`)."""
-        services = [service.model_dump(mode="json", exclude_none=True) for service in self.settings.services]
+        """The settings' services (secrets masked), each variety and profile with its profiling results
+        (`profiling`)."""
+        services = [public_service(service) for service in self.settings.services]
         results = self._profile_results()
         for service in services:
             for result in (r for r in results if r.service == service["name"]):
@@ -206,11 +214,10 @@ class Provisioner:
             current = self.desired.read().by_name()
         except StateError:
             current = {}
-        running = list(current.values())
-        profiled = self.profiler.current if self.profiler is not None else None
-        if profiled is not None:
-            running.append(profiled)  # its ports are ours: the update stops it before it starts anything
-        ours = [port for ports in published_ports(self.settings, running).values() for port in ports]
+        # Ports of every unit file on the host are ours (containers still stopping, the profiled instance):
+        # the update's pass stops them before it starts anything.
+        ours = [port for ports in published_ports(self.settings, list(current.values())).values() for port in ports]
+        ours += [port for unit in self.reconciler.units.existing().values() for port in ports_in_unit_file(unit.text)]
         clashes = port_conflicts(published_ports(self.settings, instances), host_listeners(), ours)
         kept = []
         for instance in instances:

@@ -70,6 +70,25 @@ def published_ports(settings: Settings, instances: Sequence[DesiredInstance]) ->
     return out
 
 
+def ports_in_unit_file(text: str) -> list[HostPort]:
+    """The host ports a rendered unit publishes (its `PublishPort=[ip:]host:container/proto` lines): what
+    Ozwald's own containers hold until their stop has ended and their file is gone."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith("PublishPort="):
+            continue
+        spec, _, protocol = line.removeprefix("PublishPort=").partition("/")
+        parts = spec.rsplit(":", 2)
+        if len(parts) < 2 or not parts[-2]:
+            continue  # no host side
+        address = parts[0].strip("[]") if len(parts) == 3 else None
+        try:
+            found.append(HostPort.of(int(parts[-2]), protocol or "tcp", address or None))
+        except ValueError:
+            continue
+    return found
+
+
 def port_conflicts(wanted: Mapping[str, Sequence[HostPort]], listening: Collection[HostPort],
                    ours: Collection[HostPort]) -> list[PortConflict]:
     """Clashes inside `wanted`, and with ports the host listens on (`listening`) that are not held by
@@ -80,7 +99,7 @@ def port_conflicts(wanted: Mapping[str, Sequence[HostPort]], listening: Collecti
         for port in wanted[name]:
             for other_port, other in claimed:
                 if other != name and port.clashes(other_port):
-                    conflicts.append(PortConflict(port if port.address else other_port, (other, name)))
+                    conflicts.append(PortConflict(other_port if not other_port.address else port, (other, name)))
             claimed.append((port, name))
             if any(port.clashes(mine) for mine in ours):
                 continue

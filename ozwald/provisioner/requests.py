@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from ozwald.config import EffectiveSpec, ResolveError, Settings, resolve
 from ozwald.config.model import Service
-from ozwald.records import DesiredInstance, ServiceRequest, UpdateError
+from ozwald.records import DesiredInstance, ServiceRequest, UpdateError, check_unique_names
 
 # Which GPU vendor a CDI device name needs; anything else (or no device) runs on any host.
 CDI_VENDORS = {"nvidia.com/": "nvidia", "amd.com/": "amd"}
@@ -86,12 +86,9 @@ def pick_variety(settings: Settings, service: Service, host: HostCapabilities | 
 def validate_requests(settings: Settings, items: Sequence[ServiceRequest],
                       host: HostCapabilities | Collection[str] = ()) -> list[DesiredInstance]:
     """Resolve every item or raise UpdateError for the first bad one (by index and field)."""
-    seen: dict[str, int] = {}
+    check_unique_names(items)
     desired: list[DesiredInstance] = []
     for index, item in enumerate(items):
-        if item.name in seen:
-            raise UpdateError(index, "name", f"duplicate instance name {item.name!r} (also item {seen[item.name]})")
-        seen[item.name] = index
         service_name = item.service or item.name
         service = settings.service(service_name)
         if service is None:

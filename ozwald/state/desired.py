@@ -26,8 +26,8 @@ from pathlib import Path
 import pydantic
 import redis
 
-from ozwald.records import DesiredInstance, DesiredSet, UpdateError
-from ozwald.state._files import atomic_write, locked
+from ozwald.files import atomic_write, locked
+from ozwald.records import DesiredInstance, DesiredSet, check_unique_names
 from ozwald.state.errors import StateCorrupt, StateError, StateUnavailable, describe_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import CONNECT_TIMEOUT, LuaScript, endpoint_of, redis_errors
@@ -140,11 +140,7 @@ class DesiredStateStore:
         generation number; numbers stay unique and increasing.
         """
         items = tuple(instances)
-        seen: set[str] = set()
-        for index, item in enumerate(items):
-            if item.name in seen:
-                raise UpdateError(index, "name", f"duplicate instance name {item.name!r}")
-            seen.add(item.name)
+        check_unique_names(items)
         draft = DesiredSet(instances=items, updated_at=datetime.now(UTC))
         body = draft.model_dump_json(exclude={"generation"})
         if not (body.startswith("{") and len(body) > 2):

@@ -22,7 +22,7 @@ import pydantic
 import redis
 from pydantic import BaseModel
 
-from ozwald.state._files import atomic_write, locked
+from ozwald.files import atomic_write, locked
 from ozwald.state.errors import StateCorrupt, StateError, describe_validation_error
 from ozwald.state.redis_conn import redis_errors
 

@@ -14,8 +14,12 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
+
+try:  # redis-py >= 6.3; Debian 13 ships 6.1, which has no maintenance notifications to turn off
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - depends on the installed redis-py
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 from ozwald.config.model import RedisParameters
 from ozwald.state.errors import StateError, StateUnavailable
@@ -64,9 +68,10 @@ def connect(
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "client_name": client_name,
         "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries),
-        # A Redis Cloud/Enterprise feature; elsewhere it only costs a failing command per new connection.
-        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
+    # A Redis Cloud/Enterprise feature; elsewhere it only costs a failing command per new connection.
+    if MaintNotificationsConfig is not None:
+        kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     if params.unix_socket:
         client = redis.Redis(unix_socket_path=params.unix_socket, **kwargs)
     else:

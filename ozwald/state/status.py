@@ -1,15 +1,16 @@
 """The status cache: what GET /srv/services/active/ answers, without asking systemd on every request.
 
-systemd is the truth; the reconciler writes what it observed here, and the API reads it back. One Redis
-hash per provisioner, one field per instance, so that one instance's update never rewrites the others
-and a reader gets all of them in one round trip. Being a cache, a damaged entry is logged and skipped
-rather than failing the whole answer: the next observation rewrites it.
+systemd is the truth; the provisioner replaces what the reconciler observed here, and a process that has
+not reconciled yet reads it back. One Redis hash per provisioner, one field per instance, replaced in one
+transaction, so a reader gets all of them at once and never a half-replaced set. Being a cache, a
+damaged entry is logged and skipped rather than failing the whole answer: the next observation rewrites
+it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -30,14 +31,6 @@ class StatusCache:
         self.redis = redis
         self.keys = Keyspace(provisioner, prefix)
 
-    def write_many(self, services: Mapping[str, StatusEntry]) -> None:
-        """Store or overwrite the entries of `services` (instance name → status); leave the others."""
-        fields = _encode(services)
-        if not fields:
-            return
-        with redis_errors(self.redis, "writing service status"):
-            self.redis.hset(self.keys.status, mapping=fields)
-
     def replace_all(self, services: Mapping[str, StatusEntry]) -> None:
         """Make the cache exactly `services`, atomically: for a reconciler that has observed everything.
 
@@ -50,19 +43,6 @@ class StatusCache:
             if fields:
                 pipe.hset(self.keys.status, mapping=fields)
             pipe.execute()
-
-    def remove(self, names: Iterable[str]) -> int:
-        """Forget these instances; returns how many were present."""
-        names = list(names)
-        if not names:
-            return 0
-        with redis_errors(self.redis, "removing service status"):
-            return int(self.redis.hdel(self.keys.status, *names))
-
-    def read(self, name: str) -> ActiveService | None:
-        with redis_errors(self.redis, "reading service status"):
-            raw = self.redis.hget(self.keys.status, name)
-        return None if raw is None else _decode(name, str(raw))
 
     def read_all(self) -> list[ActiveService]:
         """Every cached entry, sorted by instance name (a stable order for API answers and diffs)."""

@@ -13,6 +13,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Empty, Queue
@@ -100,6 +102,13 @@ class _EventSink:
             self._deliver(event)
 
 
+def _unit_state(unit: str, props: dict[str, Any]) -> protocol.UnitState:
+    """A unit's state from GetAll over every interface: the Service properties count only for a loaded
+    service, as when they were read from the Service interface alone."""
+    service = unit.endswith(".service") and props.get("LoadState") == "loaded"
+    return protocol.unit_state(unit, props, props if service else {})
+
+
 class SystemdClient:
     _shared: ClassVar[dict[str, SystemdClient]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -146,14 +155,41 @@ class SystemdClient:
     # Calls -----------------------------------------------------------------------------------------
 
     def _call(self, message: Message, unit: str | None = None) -> tuple[Any, ...]:
-        try:
+        with self._translated_errors(unit):
             reply = self._router.send_and_get_reply(message, timeout=self.call_timeout)
             body: tuple[Any, ...] = unwrap_msg(reply)
             return body
+
+    def _call_pipelined(self, calls: Sequence[tuple[Message, str]]) -> list[tuple[Any, ...]]:
+        """Send every call before awaiting any reply: N calls cost one round trip, not N.
+
+        Raises the error of the first call (in order) that failed, as `_call` would have.
+        """
+        if not self._router._rcv_thread.is_alive():
+            raise BusUnavailable("system bus connection lost: the D-Bus router has stopped")
+        deadline = time.monotonic() + self.call_timeout
+        with contextlib.ExitStack() as waiting:
+            futures: list[Future[Message]] = []
+            for message, unit in calls:
+                with self._translated_errors(unit):
+                    serial = next(self._connection.outgoing_serial)
+                    futures.append(waiting.enter_context(self._router._replies.catch(serial, Future())))
+                    self._router.send(message, serial=serial)
+            bodies: list[tuple[Any, ...]] = []
+            for future, (_, unit) in zip(futures, calls, strict=True):
+                with self._translated_errors(unit):
+                    bodies.append(unwrap_msg(future.result(timeout=max(0.0, deadline - time.monotonic()))))
+            return bodies
+
+    @contextmanager
+    def _translated_errors(self, unit: str | None) -> Iterator[None]:
+        """jeepney's and the socket's exceptions as Ozwald's systemd errors."""
+        try:
+            yield
         except DBusErrorResponse as exc:
             text = str(exc.data[0]) if exc.data else exc.name
             raise error_for(unit, exc.name, text) from None
-        except TimeoutError:
+        except (TimeoutError, FutureTimeout):
             raise SystemdError(unit, "ozwald.Timeout", f"no reply from systemd in {self.call_timeout:g} s") from None
         except (OSError, RouterClosed) as exc:
             raise BusUnavailable(f"system bus connection lost: {exc}") from None
@@ -166,19 +202,20 @@ class SystemdClient:
         self._call(protocol.reset_failed_unit(unit), unit)
 
     def list_units(self, pattern: str = "ozwald-*") -> list[protocol.UnitState]:
-        """Loaded units matching `pattern`, with their service state (result, restarts, exit status)."""
+        """Loaded units matching `pattern`, with their service state (result, restarts, exit status).
+
+        1 + N calls, the N pipelined: ListUnitsByPatterns, then one GetAll per unit, all sent at once.
+        """
         listed = protocol.parse_list_units(self._call(protocol.list_units_by_patterns([pattern])))
-        return [self.unit_state(row.name) for row in listed]
+        names = [row.name for row in listed]
+        bodies = self._call_pipelined([(protocol.get_all_properties(name, protocol.ALL_IFACES), name)
+                                       for name in names])
+        return [_unit_state(name, protocol.unwrap_properties(body)) for name, body in zip(names, bodies, strict=True)]
 
     def unit_state(self, unit: str) -> protocol.UnitState:
         """systemd loads the unit on demand if needed; an unknown unit has load_state 'not-found'."""
-        unit_props = protocol.unwrap_properties(self._call(protocol.get_all_properties(unit, protocol.UNIT_IFACE),
-                                                           unit))
-        service_props: dict[str, Any] = {}
-        if unit.endswith(".service") and unit_props.get("LoadState") == "loaded":
-            service_props = protocol.unwrap_properties(
-                self._call(protocol.get_all_properties(unit, protocol.SERVICE_IFACE), unit))
-        return protocol.unit_state(unit, unit_props, service_props)
+        return _unit_state(unit, protocol.unwrap_properties(
+            self._call(protocol.get_all_properties(unit, protocol.ALL_IFACES), unit)))
 
     # Jobs ------------------------------------------------------------------------------------------
 
@@ -261,7 +298,7 @@ class SystemdClient:
         """Wait until `predicate(state)` holds, re-reading the unit only when systemd signals a change."""
         path = protocol.unit_object_path(unit)
         deadline = time.monotonic() + timeout
-        with self.unit_changes() as changes:
+        with self._unit_changes() as changes:
             while True:
                 state = self.unit_state(unit)
                 if predicate(state):
@@ -289,15 +326,8 @@ class SystemdClient:
             yield
 
     @contextmanager
-    def job_removals(self) -> Iterator[Queue[Message]]:
-        """A queue of JobRemoved signals (decode with protocol.parse_job_removed)."""
-        removed: Queue[Message] = Queue()
-        with self._router.filter(protocol.job_removed_rule(with_sender=False), queue=removed):
-            yield removed
-
-    @contextmanager
-    def unit_changes(self) -> Iterator[Queue[Message]]:
-        """A queue of PropertiesChanged signals for units, for as long as the context is open."""
+    def _unit_changes(self) -> Iterator[Queue[Message]]:
+        """PropertiesChanged signals for units, raw, for wait_for's own use (others get typed events)."""
         changes: Queue[Message] = Queue()
         with self._router.filter(protocol.unit_changes_rule(with_sender=False), queue=changes):
             yield changes

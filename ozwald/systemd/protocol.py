@@ -17,6 +17,7 @@ MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_IFACE = "org.freedesktop.systemd1.Service"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+ALL_IFACES = ""  # GetAll with an empty interface name: the properties of every interface of the object
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
 MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)

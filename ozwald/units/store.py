@@ -8,13 +8,11 @@ rewritten only when its bytes change, so an unchanged service causes no reload a
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ozwald.files import atomic_write
 from ozwald.quadlet.naming import FILE_SUFFIX, UNIT_PREFIX, instance_of_filename, unit_filename, unit_label
 from ozwald.quadlet.render import RenderedUnit
 
@@ -84,7 +82,7 @@ class UnitStore:
                 return changed
         except FileNotFoundError:
             pass
-        _atomic_write(target, unit.text)
+        atomic_write(target, unit.text, mode=0o600)  # environments may carry secrets: root only
         return True
 
     def remove(self, instance: str) -> bool:
@@ -112,24 +110,3 @@ class UnitStore:
             if instance not in wanted and self.remove(instance):
                 result.removed.append(instance)
         return result
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)  # environments may carry tokens; only root (the generator) reads these
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ozwald.api import ApiServer, create_server, serve
+from ozwald.api import ApiServer, create_server
 from tests.api.conftest import API_KEY, FakeCore
 
 
@@ -36,7 +36,7 @@ def _refuses_connections(host: str, port: int) -> bool:
 
 
 def test_defaults_bind_loopback_with_eight_threads() -> None:
-    for function in (serve, create_server, ApiServer):
+    for function in (create_server, ApiServer):
         parameters = inspect.signature(function).parameters
         assert parameters["host"].default == "127.0.0.1"
         assert parameters["port"].default == 8000
@@ -75,22 +75,6 @@ def test_close_before_run_releases_the_port() -> None:
     server.close()
     server.run()  # returns at once
     assert _refuses_connections(server.host, server.port)
-
-
-def test_serve_runs_in_the_foreground(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    ran: list[ApiServer] = []
-
-    def fake_run(self: ApiServer) -> None:
-        ran.append(self)
-        self.close()
-
-    monkeypatch.setattr(ApiServer, "run", fake_run)
-    with caplog.at_level(logging.INFO, logger="ozwald.api"):
-        serve(FakeCore(), API_KEY, port=0, threads=3)
-    [server] = ran
-    assert server.threads == 3
-    assert f"listening on {server.url}" in caplog.text
-    assert API_KEY not in caplog.text
 
 
 def test_invalid_thread_count() -> None:

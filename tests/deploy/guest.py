@@ -418,6 +418,11 @@ class ProvisionerDeployment:
         without them any earlier test drop-in is removed.
         """
         self.host.write_file(UNIT_PATH, (UNITS_DIR / UNIT).read_text())
+        # ozwald.service requires Ozwald's own Redis unit; these deployments use the guest's redis-server
+        # instead, so the unit is installed but skipped (no /etc/ozwald/redis-auth.conf: its condition fails,
+        # which satisfies Requires=). The packaged install (tests/deploy/test_package.py) runs it for real.
+        for companion in ("ozwald-redis.service", "ozwald.target"):
+            self.host.write_file(f"/etc/systemd/system/{companion}", (UNITS_DIR / companion).read_text())
         if serve_args is not None:
             command = shlex.join([BIN_LINK, "serve", *serve_args])
             self.write_drop_in(f"[Service]\nExecStart=\nExecStart={command}\n")

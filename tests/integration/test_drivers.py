@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ozwald.config import Settings, resolve
+from ozwald.quadlet import RenderedUnit, render_unit
 from ozwald.systemd import JobFailed
 from tests.integration.driver_kit import (
     PYTHON_HEALTH,
@@ -172,8 +174,5 @@ def test_parallel_start_of_several_units(drivers: Drivers) -> None:
     assert drivers.podman.containers() == []
 
 
-def _render(settings, name):  # type: ignore[no-untyped-def]
-    from ozwald.config import resolve
-    from ozwald.quadlet import render_unit
-
+def _render(settings: Settings, name: str) -> RenderedUnit:
     return render_unit(resolve(settings, name), name)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.guest import ProvisionerDeployment
-from tests.integration.test_provisioner import wait_for
+from tests.integration.api_kit import wait_for
 from tests.testhost.harness import TestHost
 
 RAM_TOLERANCE_MIB = 40.0

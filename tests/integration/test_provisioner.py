@@ -4,13 +4,13 @@ from this tree, with the guest's Redis; the tests call its API from this machine
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.deploy.guest import ProvisionerDeployment
+from tests.integration.api_kit import active, statuses, update, wait_for
 from tests.testhost.harness import TestHost
 
 HEALTH = '{http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s, timeout: 2s}'
@@ -37,16 +37,6 @@ SERVICES = f"""\
 """
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll the API until `check()` is truthy (bounded). The API has no push channel to wait on."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +46,10 @@ def ozwald(testhost: TestHost, ozwald_deployment: ProvisionerDeployment) -> Iter
     yield ozwald_deployment
 
 
-def active(ozwald: ProvisionerDeployment) -> dict[str, dict[str, Any]]:
-    status, body = ozwald.request("GET", "/srv/services/active/")
-    assert status == 200, body
-    return {item["name"]: item for item in body}
 
 
-def statuses(ozwald: ProvisionerDeployment) -> dict[str, str]:
-    return {name: item["status"] for name, item in active(ozwald).items()}
 
 
-def update(ozwald: ProvisionerDeployment, items: list[dict[str, Any]]) -> dict[str, Any]:
-    status, body = ozwald.request("POST", "/srv/services/active/update/", items)
-    assert status == 202, body
-    return body  # type: ignore[no-any-return]
 
 
 def containers(host: TestHost) -> list[str]:

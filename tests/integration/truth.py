@@ -29,8 +29,10 @@ def expected_env(settings: Settings, service: str, variety: str | None, profile:
     definition = settings.service(service)
     assert definition is not None, service
     keys: set[str] = set()
-    for v in list(definition.varieties) or [None]:
-        for p in [None, *definition.profiles]:
+    varieties: list[str | None] = [*definition.varieties] or [None]
+    profiles: list[str | None] = [None, *definition.profiles]
+    for v in varieties:
+        for p in profiles:
             keys |= set(resolve(settings, service, v, p).env)
     env = resolve(settings, service, variety, profile).env
     return {key: env.get(key) for key in keys}

@@ -7,7 +7,7 @@ from ozwald.provisioner.admission import assess, place, reservations
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.records import DesiredInstance, ServiceRequest, UpdateError
 from ozwald.resources import HostSnapshot
-from ozwald.resources.models import GpuInfo
+from ozwald.resources.models import GpuInfo, Vendor
 
 GIB = 1024**3
 SETTINGS = parse_settings("""\
@@ -32,7 +32,7 @@ services:
 """)
 
 
-def gpu(vendor: str, index: int, total_gib: int, uuid: str | None = None) -> GpuInfo:
+def gpu(vendor: Vendor, index: int, total_gib: int, uuid: str | None = None) -> GpuInfo:
     return GpuInfo(vendor=vendor, index=index, uuid=uuid or f"GPU-{vendor}-{index}", name=f"{vendor} {index}",
                    vram_total_mib=total_gib * 1024, vram_free_mib=total_gib * 1024, vram_used_mib=0)
 

@@ -15,7 +15,7 @@ from ozwald.quadlet.naming import (
     unquote_word,
 )
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 
 
 def test_names_of_an_instance() -> None:

@@ -18,8 +18,10 @@ if _FAKES not in sys.path:
 import ozwald_fake_amdsmi  # noqa: E402
 import ozwald_fake_pynvml  # noqa: E402
 
+Describer = Callable[[str], str | None]  # a PCI bus id -> a description, or None
 
-class _Installer:
+
+class Installer:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         self._monkeypatch = monkeypatch
         self._name = name
@@ -35,17 +37,17 @@ class _Installer:
 
 
 @pytest.fixture
-def install_pynvml(monkeypatch: pytest.MonkeyPatch) -> _Installer:
-    return _Installer(monkeypatch, "pynvml")
+def install_pynvml(monkeypatch: pytest.MonkeyPatch) -> Installer:
+    return Installer(monkeypatch, "pynvml")
 
 
 @pytest.fixture
-def install_amdsmi(monkeypatch: pytest.MonkeyPatch) -> _Installer:
-    return _Installer(monkeypatch, "amdsmi")
+def install_amdsmi(monkeypatch: pytest.MonkeyPatch) -> Installer:
+    return Installer(monkeypatch, "amdsmi")
 
 
 @pytest.fixture
-def no_pci_sysfs() -> Callable[[str], str | None]:
+def no_pci_sysfs() -> Describer:
     """A PCI describer that knows nothing, so tests do not depend on the machine's /sys."""
     return lambda bus_id: None
 

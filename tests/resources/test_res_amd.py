@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import ozwald_fake_amdsmi as fake
 import pytest
 
 from ozwald.resources import AmdBackend, GpuProcess
+from tests.resources.conftest import Describer, Installer
 
 MiB = 1024 * 1024
 
 
-def backend(no_pci_sysfs, **options) -> AmdBackend:
+def backend(no_pci_sysfs: Describer, **options: Any) -> AmdBackend:
     return AmdBackend(describe_pci=no_pci_sysfs, **options)
 
 
-def test_not_installed(install_amdsmi, no_pci_sysfs):
+def test_not_installed(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     install_amdsmi.missing()
     status = backend(no_pci_sysfs).read().status
     assert status.available is False
-    assert "amdsmi is not installed" in status.reason
+    assert "amdsmi is not installed" in (status.reason or "")
 
 
-def test_keyerror_at_import_without_rocm(tmp_path, monkeypatch, isolated_import, no_pci_sysfs, capsys):
+def test_keyerror_at_import_without_rocm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         isolated_import: Callable[[str], None], no_pci_sysfs: Describer,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     for relative, text in fake.KEYERROR_PACKAGE.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,28 +42,28 @@ def test_keyerror_at_import_without_rocm(tmp_path, monkeypatch, isolated_import,
     reading = backend(no_pci_sysfs).read()  # the production loader, a real import
     assert reading.gpus == ()
     assert reading.status.available is False
-    assert "libamd_smi.so could not be loaded" in reading.status.reason
-    assert "KeyError" in reading.status.reason
+    assert "libamd_smi.so could not be loaded" in (reading.status.reason or "")
+    assert "KeyError" in (reading.status.reason or "")
 
 
-def test_oserror_at_import_is_handled_like_keyerror(no_pci_sysfs):
-    def loader():
+def test_oserror_at_import_is_handled_like_keyerror(no_pci_sysfs: Describer) -> None:
+    def loader() -> Any:
         raise OSError("libamd_smi.so: cannot open shared object file")
 
     status = AmdBackend(loader, describe_pci=no_pci_sysfs).read().status
     assert status.available is False
-    assert "libamd_smi.so could not be loaded" in status.reason
+    assert "libamd_smi.so could not be loaded" in (status.reason or "")
 
 
-def test_init_failure_without_driver(install_amdsmi, no_pci_sysfs):
+def test_init_failure_without_driver(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     install_amdsmi(fake.FakeAmdSmi([fake.FakeAmdGpu()], init_error=fake.AMDSMI_STATUS_INIT_ERROR))
     status = backend(no_pci_sysfs).read().status
     assert status.available is False
-    assert "amdsmi_init failed" in status.reason
-    assert "AMDSMI_STATUS_INIT_ERROR" in status.reason
+    assert "amdsmi_init failed" in (status.reason or "")
+    assert "AMDSMI_STATUS_INIT_ERROR" in (status.reason or "")
 
 
-def test_zero_gpus(install_amdsmi, no_pci_sysfs):
+def test_zero_gpus(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     smi = fake.FakeAmdSmi([])
     install_amdsmi(smi)
     status = backend(no_pci_sysfs).read().status
@@ -66,7 +72,7 @@ def test_zero_gpus(install_amdsmi, no_pci_sysfs):
     assert smi.initialised is False, "a failed open must shut the library down again"
 
 
-def test_one_gpu_fields(install_amdsmi, no_pci_sysfs):
+def test_one_gpu_fields(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     gpu = fake.FakeAmdGpu(vram_total_mb=196592, vram_used_mb=4096, gfx_activity=55, processes=[(321, 2048 * MiB)])
     install_amdsmi(fake.FakeAmdSmi([gpu]))
     reading = backend(no_pci_sysfs).read()
@@ -85,14 +91,14 @@ def test_one_gpu_fields(install_amdsmi, no_pci_sysfs):
     assert info.errors == ()
 
 
-def test_na_activity_is_unknown_not_zero(install_amdsmi, no_pci_sysfs):
+def test_na_activity_is_unknown_not_zero(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     install_amdsmi(fake.FakeAmdSmi([fake.FakeAmdGpu(gfx_activity="N/A")]))
     (info,) = backend(no_pci_sysfs).read().gpus
     assert info.utilization_percent is None
     assert info.usable
 
 
-def test_indices_follow_pci_order_like_the_cdi_spec(install_amdsmi, no_pci_sysfs):
+def test_indices_follow_pci_order_like_the_cdi_spec(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     # amdsmi enumerates c1 before 03 here; the ROCm toolkit numbers by sorted PCI address.
     gpus = [
         fake.FakeAmdGpu(uuid="second", bdf="0000:c1:00.0"),
@@ -103,7 +109,8 @@ def test_indices_follow_pci_order_like_the_cdi_spec(install_amdsmi, no_pci_sysfs
     assert [(g.id, g.uuid) for g in infos] == [("amd:0", "first"), ("amd:1", "second")]
 
 
-def test_error_in_the_middle_degrades_only_that_gpu(install_amdsmi, no_pci_sysfs, caplog):
+def test_error_in_the_middle_degrades_only_that_gpu(install_amdsmi: Installer, no_pci_sysfs: Describer,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     bad = fake.FakeAmdGpu(
         uuid="bad",
         bdf="0000:43:00.0",
@@ -124,7 +131,7 @@ def test_error_in_the_middle_degrades_only_that_gpu(install_amdsmi, no_pci_sysfs
     assert "AMDSMI_STATUS_DRM_ERROR" in caplog.text
 
 
-def test_vram_falls_back_to_byte_counters(install_amdsmi, no_pci_sysfs):
+def test_vram_falls_back_to_byte_counters(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     gpu = fake.FakeAmdGpu(
         vram_total_mb=16384, vram_used_mb=1000, failures={"amdsmi_get_gpu_vram_usage": fake.AMDSMI_STATUS_NOT_SUPPORTED}
     )
@@ -134,14 +141,14 @@ def test_vram_falls_back_to_byte_counters(install_amdsmi, no_pci_sysfs):
     assert info.errors == (), "the fallback answered, so nothing is missing"
 
 
-def test_legacy_process_handles(install_amdsmi, no_pci_sysfs):
+def test_legacy_process_handles(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     gpu = fake.FakeAmdGpu(processes=[(11, 100 * MiB), (12, 0)])
     install_amdsmi(fake.FakeAmdSmi([gpu], legacy_process_handles=True))
     (info,) = backend(no_pci_sysfs).read().gpus
     assert info.processes == (GpuProcess(11, 100), GpuProcess(12, 0))
 
 
-def test_initialises_once(install_amdsmi, no_pci_sysfs):
+def test_initialises_once(install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     smi = fake.FakeAmdSmi([fake.FakeAmdGpu(), fake.FakeAmdGpu(uuid="2", bdf="0000:c2:00.0")])
     install_amdsmi(smi)
     amd = backend(no_pci_sysfs)

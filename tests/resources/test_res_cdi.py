@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
 from ozwald.resources import GpuInfo, gpus_for_cdi_device, gpus_for_cdi_devices, parse_cdi_device_name
@@ -14,7 +16,7 @@ GPUS = (
 )
 
 
-def ids(gpus):
+def ids(gpus: Iterable[GpuInfo]) -> list[str]:
     return [gpu.id for gpu in gpus]
 
 
@@ -38,36 +40,36 @@ def ids(gpus):
         ("vendor.com/device=all", []),
     ],
 )
-def test_mapping(name, expected):
+def test_mapping(name: str, expected: list[str]) -> None:
     assert ids(gpus_for_cdi_device(name, GPUS)) == expected
 
 
-def test_vendor_prefix_keeps_index_zero_apart():
+def test_vendor_prefix_keeps_index_zero_apart() -> None:
     assert ids(gpus_for_cdi_device("nvidia.com/gpu=0", GPUS)) == ["nvidia:0"]
     assert ids(gpus_for_cdi_device("amd.com/gpu=0", GPUS)) == ["amd:0"]
 
 
-def test_every_gpu_is_selected_by_its_own_cdi_names():
+def test_every_gpu_is_selected_by_its_own_cdi_names() -> None:
     for gpu in GPUS:
         for name in gpu.cdi_names:
             assert ids(gpus_for_cdi_device(name, GPUS)) == [gpu.id], name
 
 
 @pytest.mark.parametrize("name", ["", "nvidia.com/gpu", "nvidia.com/gpu=", "gpu=0", "=0", "nvidia.com/=0"])
-def test_malformed_names_raise(name):
+def test_malformed_names_raise(name: str) -> None:
     with pytest.raises(ValueError, match="CDI"):
         gpus_for_cdi_device(name, GPUS)
 
 
-def test_parse():
+def test_parse() -> None:
     parsed = parse_cdi_device_name(" nvidia.com/gpu=GPU-1 ")
     assert (parsed.kind, parsed.device, str(parsed)) == ("nvidia.com/gpu", "GPU-1", "nvidia.com/gpu=GPU-1")
 
 
-def test_union_of_several_names_counts_each_gpu_once_in_snapshot_order():
+def test_union_of_several_names_counts_each_gpu_once_in_snapshot_order() -> None:
     names = ["amd.com/gpu=1", "nvidia.com/gpu=GPU-aaaa-0000", "nvidia.com/gpu=0", "amd.com/gpu=all"]
     assert ids(gpus_for_cdi_devices(names, GPUS)) == ["nvidia:0", "amd:0", "amd:1"]
 
 
-def test_accepts_a_generator_of_gpus():
+def test_accepts_a_generator_of_gpus() -> None:
     assert ids(gpus_for_cdi_devices(["nvidia.com/gpu=1"], (g for g in GPUS))) == ["nvidia:1"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from ozwald.resources import CpuLoadSampler
 
 
-def wait_for(condition, timeout=5.0):
+def wait_for(condition: Callable[[], object], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -17,11 +20,11 @@ def wait_for(condition, timeout=5.0):
     return False
 
 
-def test_reading_never_waits_for_a_slow_sample():
+def test_reading_never_waits_for_a_slow_sample() -> None:
     release = threading.Event()
-    calls = []
+    calls: list[int] = []
 
-    def slow_sample():
+    def slow_sample() -> float:
         calls.append(1)
         if len(calls) > 1:  # the priming call returns at once; the first real sample hangs
             release.wait(10)
@@ -41,7 +44,7 @@ def test_reading_never_waits_for_a_slow_sample():
     assert not sampler.running
 
 
-def test_publishes_samples_and_skips_the_priming_call():
+def test_publishes_samples_and_skips_the_priming_call() -> None:
     values = iter([99.0, 10.0, 20.0, 30.0] + [30.0] * 1000)
     sampler = CpuLoadSampler(interval=0.01, sample=lambda: next(values))
     with sampler:
@@ -50,17 +53,18 @@ def test_publishes_samples_and_skips_the_priming_call():
     assert not sampler.running
 
 
-def test_values_are_clamped():
+def test_values_are_clamped() -> None:
     sampler = CpuLoadSampler(interval=0.01, sample=lambda: 250.0)
     with sampler:
         assert wait_for(lambda: sampler.load_percent is not None)
         assert sampler.load_percent == 100.0
 
 
-def test_a_failing_sample_keeps_the_thread_alive(caplog):
-    outcomes = iter([0.0, 40.0, RuntimeError("boom")] + [60.0] * 1000)
+def test_a_failing_sample_keeps_the_thread_alive(caplog: pytest.LogCaptureFixture) -> None:
+    values: list[float | Exception] = [0.0, 40.0, RuntimeError("boom"), *[60.0] * 1000]
+    outcomes: Iterator[float | Exception] = iter(values)
 
-    def sample():
+    def sample() -> float:
         value = next(outcomes)
         if isinstance(value, Exception):
             raise value
@@ -73,7 +77,7 @@ def test_a_failing_sample_keeps_the_thread_alive(caplog):
     assert "CPU load sample failed" in caplog.text
 
 
-def test_stop_is_prompt_even_with_a_long_interval():
+def test_stop_is_prompt_even_with_a_long_interval() -> None:
     sampler = CpuLoadSampler(interval=3600.0, sample=lambda: 1.0)
     sampler.start()
     assert sampler.running
@@ -84,7 +88,7 @@ def test_stop_is_prompt_even_with_a_long_interval():
     sampler.stop()  # idempotent
 
 
-def test_start_is_idempotent_and_thread_is_daemon():
+def test_start_is_idempotent_and_thread_is_daemon() -> None:
     sampler = CpuLoadSampler(interval=3600.0, sample=lambda: 1.0)
     sampler.start()
     first = sampler._thread
@@ -96,8 +100,9 @@ def test_start_is_idempotent_and_thread_is_daemon():
         sampler.stop()
 
 
-def test_real_psutil_sampler_produces_a_value():
+def test_real_psutil_sampler_produces_a_value() -> None:
     with CpuLoadSampler(interval=0.05) as sampler:
         assert sampler.load_percent is None or 0.0 <= sampler.load_percent <= 100.0
         assert wait_for(lambda: sampler.load_percent is not None)
-        assert 0.0 <= sampler.load_percent <= 100.0
+        load = sampler.load_percent
+        assert load is not None and 0.0 <= load <= 100.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
 import ozwald_fake_amdsmi as fake_amd
 import ozwald_fake_pynvml as fake_nv
@@ -21,6 +22,7 @@ from ozwald.resources import (
     VendorReading,
     VendorStatus,
 )
+from tests.resources.conftest import Describer, Installer
 
 
 class FixedSampler(CpuLoadSampler):
@@ -42,7 +44,7 @@ class FixedSampler(CpuLoadSampler):
         self.stopped = True
 
 
-def monitor(no_pci_sysfs, *, load=25.0, backends=None) -> HostResourceMonitor:
+def monitor(no_pci_sysfs: Describer, *, load: float | None = 25.0, backends: Any = None) -> HostResourceMonitor:
     return HostResourceMonitor(
         backends=backends
         if backends is not None
@@ -54,7 +56,7 @@ def monitor(no_pci_sysfs, *, load=25.0, backends=None) -> HostResourceMonitor:
     )
 
 
-def test_cpu_only_host(install_pynvml, install_amdsmi, no_pci_sysfs):
+def test_cpu_only_host(install_pynvml: Installer, install_amdsmi: Installer, no_pci_sysfs: Describer) -> None:
     install_pynvml.missing()
     install_amdsmi.missing()
     snap = monitor(no_pci_sysfs).snapshot()
@@ -68,7 +70,8 @@ def test_cpu_only_host(install_pynvml, install_amdsmi, no_pci_sysfs):
     assert snap.taken_at == 1234.5
 
 
-def test_unknown_load_assumes_idle_instead_of_blocking(install_pynvml, install_amdsmi, no_pci_sysfs):
+def test_unknown_load_assumes_idle_instead_of_blocking(install_pynvml: Installer, install_amdsmi: Installer,
+                                                       no_pci_sysfs: Describer) -> None:
     install_pynvml.missing()
     install_amdsmi.missing()
     snap = monitor(no_pci_sysfs, load=None).snapshot()
@@ -76,7 +79,8 @@ def test_unknown_load_assumes_idle_instead_of_blocking(install_pynvml, install_a
     assert snap.cpu_cores_available == 16.0
 
 
-def test_mixed_host_ids_never_collide(install_pynvml, install_amdsmi, no_pci_sysfs):
+def test_mixed_host_ids_never_collide(install_pynvml: Installer, install_amdsmi: Installer,
+                                      no_pci_sysfs: Describer) -> None:
     install_pynvml(fake_nv.FakeNvml([fake_nv.FakeNvidiaGpu(uuid="GPU-n0"), fake_nv.FakeNvidiaGpu(uuid="GPU-n1")]))
     install_amdsmi(fake_amd.FakeAmdSmi([fake_amd.FakeAmdGpu(uuid="a0")]))
     snap = monitor(no_pci_sysfs).snapshot()
@@ -84,18 +88,21 @@ def test_mixed_host_ids_never_collide(install_pynvml, install_amdsmi, no_pci_sys
     assert [g.index for g in snap.gpus] == [0, 1, 0], "both vendors count from 0..."
     assert len({g.id for g in snap.gpus}) == 3, "...but the ids stay unique"
     assert len({g.cdi_name for g in snap.gpus}) == 3
-    assert snap.gpu("amd:0").uuid == "a0"
-    assert snap.gpu("nvidia:1").uuid == "GPU-n1"
-    assert snap.vendor("nvidia").available and snap.vendor("amd").available
+    amd0, nvidia1 = snap.gpu("amd:0"), snap.gpu("nvidia:1")
+    assert amd0 is not None and amd0.uuid == "a0"
+    assert nvidia1 is not None and nvidia1.uuid == "GPU-n1"
+    nvidia, amd = snap.vendor("nvidia"), snap.vendor("amd")
+    assert nvidia is not None and nvidia.available and amd is not None and amd.available
 
 
-def test_snapshot_rejects_duplicate_ids():
+def test_snapshot_rejects_duplicate_ids() -> None:
     gpu = GpuInfo("nvidia", 0)
     with pytest.raises(ValueError, match="unique"):
         HostSnapshot(0.0, 1, None, 1.0, 1, 1, gpus=(gpu, dataclasses.replace(gpu)))
 
 
-def test_one_vendor_crashing_does_not_hide_the_other(install_pynvml, no_pci_sysfs, caplog):
+def test_one_vendor_crashing_does_not_hide_the_other(install_pynvml: Installer, no_pci_sysfs: Describer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     install_pynvml(fake_nv.FakeNvml([fake_nv.FakeNvidiaGpu()]))
 
     class BrokenAmd:
@@ -118,33 +125,35 @@ def test_one_vendor_crashing_does_not_hide_the_other(install_pynvml, no_pci_sysf
     assert [s.available for s in statuses] == [True, False]
     assert [g.id for g in snap.gpus] == ["nvidia:0"]
     amd = snap.vendor("amd")
-    assert amd is not None and not amd.available and "bug in read" in amd.reason
+    assert amd is not None and not amd.available and "bug in read" in (amd.reason or "")
     assert "bug in read" in caplog.text
 
 
-def test_start_opens_backends_eagerly_and_stop_closes(install_pynvml, install_amdsmi, no_pci_sysfs):
+def test_start_opens_backends_eagerly_and_stop_closes(install_pynvml: Installer, install_amdsmi: Installer,
+                                                      no_pci_sysfs: Describer) -> None:
     nvml = fake_nv.FakeNvml([fake_nv.FakeNvidiaGpu()])
     install_pynvml(nvml)
     install_amdsmi.missing()
     mon = monitor(no_pci_sysfs)
     with mon:
-        assert mon.cpu_sampler.started
+        assert isinstance(mon.cpu_sampler, FixedSampler) and mon.cpu_sampler.started
         assert nvml.calls["Init"] == 1, "opened at start, not on the first request"
         mon.snapshot()
         assert nvml.calls["Init"] == 1
-    assert mon.cpu_sampler.stopped
+    assert isinstance(mon.cpu_sampler, FixedSampler) and mon.cpu_sampler.stopped
     assert nvml.refcount == 0
 
 
-def test_snapshot_never_calls_blocking_cpu_percent(monkeypatch, install_pynvml, install_amdsmi):
+def test_snapshot_never_calls_blocking_cpu_percent(monkeypatch: pytest.MonkeyPatch, install_pynvml: Installer,
+                                                   install_amdsmi: Installer) -> None:
     install_pynvml.missing()
     install_amdsmi.missing()
-    calls = []
+    calls: list[float | None] = []
     real = psutil.cpu_percent
 
-    def spy(interval=None, percpu=False):
+    def spy(interval: float | None = None, percpu: bool = False) -> Any:
         calls.append(interval)
-        return real(interval=None, percpu=percpu)
+        return real(interval=None, percpu=percpu)  # type: ignore[call-overload]  # passes the flag through
 
     monkeypatch.setattr(psutil, "cpu_percent", spy)
     mon = HostResourceMonitor(cpu_sampler=CpuLoadSampler(interval=0.02))
@@ -158,12 +167,12 @@ def test_snapshot_never_calls_blocking_cpu_percent(monkeypatch, install_pynvml, 
     assert all(interval is None for interval in calls), calls
 
 
-def test_one_backend_per_vendor():
+def test_one_backend_per_vendor() -> None:
     with pytest.raises(ValueError, match="one backend per vendor"):
         HostResourceMonitor(backends=(NvidiaBackend(), NvidiaBackend()), cpu_sampler=FixedSampler(0.0))
 
 
-def test_real_host_snapshot_smoke():
+def test_real_host_snapshot_smoke() -> None:
     """Against this machine's real psutil, with whatever vendor packages are (not) installed."""
     with HostResourceMonitor() as mon:
         snap = mon.snapshot()

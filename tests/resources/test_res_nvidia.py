@@ -3,51 +3,53 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import ozwald_fake_pynvml as fake
 import pytest
 
 from ozwald.resources import GpuProcess, NvidiaBackend
+from tests.resources.conftest import Describer, Installer
 
 GiB = fake.GiB
 MiB = fake.MiB
 
 
-def backend(no_pci_sysfs, **options) -> NvidiaBackend:
+def backend(no_pci_sysfs: Describer, **options: Any) -> NvidiaBackend:
     return NvidiaBackend(describe_pci=no_pci_sysfs, **options)
 
 
-def test_not_installed_is_unavailable_with_reason(install_pynvml, no_pci_sysfs):
+def test_not_installed_is_unavailable_with_reason(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     install_pynvml.missing()
     reading = backend(no_pci_sysfs).read()
     assert reading.gpus == ()
     assert reading.status.available is False
-    assert "nvidia-ml-py is not installed" in reading.status.reason
+    assert "nvidia-ml-py is not installed" in (reading.status.reason or "")
 
 
-def test_library_present_but_no_driver_library(install_pynvml, no_pci_sysfs):
+def test_library_present_but_no_driver_library(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     nvml = fake.FakeNvml([fake.FakeNvidiaGpu()], init_error=fake.NVML_ERROR_LIBRARY_NOT_FOUND)
     install_pynvml(nvml)
     status = backend(no_pci_sysfs).read().status
     assert status.available is False
-    assert "libnvidia-ml.so.1 not found" in status.reason
+    assert "libnvidia-ml.so.1 not found" in (status.reason or "")
 
 
-def test_driver_not_loaded(install_pynvml, no_pci_sysfs):
+def test_driver_not_loaded(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu()], init_error=fake.NVML_ERROR_DRIVER_NOT_LOADED))
     status = backend(no_pci_sysfs).read().status
     assert status.available is False
-    assert "kernel driver is not loaded" in status.reason
+    assert "kernel driver is not loaded" in (status.reason or "")
 
 
-def test_other_init_error_keeps_nvml_message(install_pynvml, no_pci_sysfs):
+def test_other_init_error_keeps_nvml_message(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu()], init_error=fake.NVML_ERROR_UNKNOWN))
     status = backend(no_pci_sysfs).read().status
     assert status.available is False
-    assert "NVMLError_Unknown" in status.reason and "Unknown Error" in status.reason
+    assert "NVMLError_Unknown" in (status.reason or "") and "Unknown Error" in (status.reason or "")
 
 
-def test_zero_gpus_is_unavailable_but_reports_driver(install_pynvml, no_pci_sysfs):
+def test_zero_gpus_is_unavailable_but_reports_driver(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     nvml = fake.FakeNvml([])
     install_pynvml(nvml)
     status = backend(no_pci_sysfs).read().status
@@ -57,7 +59,7 @@ def test_zero_gpus_is_unavailable_but_reports_driver(install_pynvml, no_pci_sysf
     assert nvml.refcount == 0, "a failed open must balance nvmlInit with nvmlShutdown"
 
 
-def test_one_gpu_fields(install_pynvml, no_pci_sysfs):
+def test_one_gpu_fields(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     gpu = fake.FakeNvidiaGpu(
         total_bytes=80 * GiB,
         used_bytes=10 * GiB + 512 * MiB,
@@ -87,17 +89,17 @@ def test_one_gpu_fields(install_pynvml, no_pci_sysfs):
     assert info.usable
 
 
-def test_legacy_bytes_strings_are_decoded(install_pynvml, no_pci_sysfs):
+def test_legacy_bytes_strings_are_decoded(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu()], legacy_bytes=True))
     reading = backend(no_pci_sysfs).read()
     (info,) = reading.gpus
     assert info.name == "NVIDIA H100 80GB HBM3"
-    assert info.uuid.startswith("GPU-")
+    assert info.uuid is not None and info.uuid.startswith("GPU-")
     assert info.pci_bus_id == "0000:01:00.0"
     assert reading.status.driver_version == "550.54.15"
 
 
-def test_two_gpus_have_distinct_ids_and_cdi_names(install_pynvml, no_pci_sysfs):
+def test_two_gpus_have_distinct_ids_and_cdi_names(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     gpus = [
         fake.FakeNvidiaGpu(uuid="GPU-aaaa", bus_id="00000000:01:00.0"),
         fake.FakeNvidiaGpu(uuid="GPU-bbbb", bus_id="00000000:41:00.0", name="NVIDIA L40S", total_bytes=48 * GiB),
@@ -110,7 +112,8 @@ def test_two_gpus_have_distinct_ids_and_cdi_names(install_pynvml, no_pci_sysfs):
     assert infos[1].vram_total_mib == 48 * 1024
 
 
-def test_error_in_the_middle_degrades_only_that_gpu(install_pynvml, no_pci_sysfs, caplog):
+def test_error_in_the_middle_degrades_only_that_gpu(install_pynvml: Installer, no_pci_sysfs: Describer,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     lost = fake.FakeNvidiaGpu(uuid="GPU-lost", failures={"DeviceGetMemoryInfo": fake.NVML_ERROR_GPU_IS_LOST})
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu(uuid="GPU-ok"), lost, fake.FakeNvidiaGpu(uuid="GPU-ok2")]))
     with caplog.at_level(logging.WARNING, logger="ozwald.resources"):
@@ -126,7 +129,7 @@ def test_error_in_the_middle_degrades_only_that_gpu(install_pynvml, no_pci_sysfs
     assert "GPU is lost" in caplog.text
 
 
-def test_unsupported_process_query_is_recorded_not_fatal(install_pynvml, no_pci_sysfs):
+def test_unsupported_process_query_is_recorded_not_fatal(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     gpu = fake.FakeNvidiaGpu(failures={"DeviceGetComputeRunningProcesses": fake.NVML_ERROR_NOT_SUPPORTED})
     install_pynvml(fake.FakeNvml([gpu]))
     (info,) = backend(no_pci_sysfs).read().gpus
@@ -134,7 +137,7 @@ def test_unsupported_process_query_is_recorded_not_fatal(install_pynvml, no_pci_
     assert info.errors == ("processes.compute: NVMLError_NotSupported: Not Supported",)
 
 
-def test_handle_failure_reports_the_gpu_degraded(install_pynvml, no_pci_sysfs):
+def test_handle_failure_reports_the_gpu_degraded(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     bad = fake.FakeNvidiaGpu(failures={"DeviceGetHandleByIndex": fake.NVML_ERROR_NO_PERMISSION})
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu(), bad]))
     reading = backend(no_pci_sysfs).read()
@@ -144,7 +147,9 @@ def test_handle_failure_reports_the_gpu_degraded(install_pynvml, no_pci_sysfs):
     assert reading.gpus[1].errors == ("handle: NVMLError_NoPermission: Insufficient Permissions",)
 
 
-def test_unexpected_exception_is_logged_with_traceback_and_degrades(install_pynvml, no_pci_sysfs, caplog):
+def test_unexpected_exception_is_logged_with_traceback_and_degrades(install_pynvml: Installer,
+                                                                    no_pci_sysfs: Describer,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     gpu = fake.FakeNvidiaGpu(crashes={"DeviceGetUtilizationRates": TypeError("binding bug")})
     install_pynvml(fake.FakeNvml([gpu]))
     with caplog.at_level(logging.ERROR, logger="ozwald.resources"):
@@ -156,7 +161,8 @@ def test_unexpected_exception_is_logged_with_traceback_and_degrades(install_pynv
     assert records and records[0].exc_info is not None
 
 
-def test_repeated_failures_log_once(install_pynvml, no_pci_sysfs, caplog):
+def test_repeated_failures_log_once(install_pynvml: Installer, no_pci_sysfs: Describer,
+                                    caplog: pytest.LogCaptureFixture) -> None:
     lost = fake.FakeNvidiaGpu(failures={"DeviceGetMemoryInfo": fake.NVML_ERROR_GPU_IS_LOST})
     install_pynvml(fake.FakeNvml([lost]))
     nvidia = backend(no_pci_sysfs)
@@ -166,7 +172,7 @@ def test_repeated_failures_log_once(install_pynvml, no_pci_sysfs, caplog):
     assert sum("GPU is lost" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_initialises_once_and_keeps_handles(install_pynvml, no_pci_sysfs):
+def test_initialises_once_and_keeps_handles(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     nvml = fake.FakeNvml([fake.FakeNvidiaGpu(), fake.FakeNvidiaGpu(uuid="GPU-2")])
     install_pynvml(nvml)
     nvidia = backend(no_pci_sysfs)
@@ -178,7 +184,7 @@ def test_initialises_once_and_keeps_handles(install_pynvml, no_pci_sysfs):
     assert nvml.calls["DeviceGetMemoryInfo"] == 8, "live numbers are read every snapshot"
 
 
-def test_close_shuts_nvml_down(install_pynvml, no_pci_sysfs):
+def test_close_shuts_nvml_down(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     nvml = fake.FakeNvml([fake.FakeNvidiaGpu()])
     install_pynvml(nvml)
     nvidia = backend(no_pci_sysfs)
@@ -189,7 +195,7 @@ def test_close_shuts_nvml_down(install_pynvml, no_pci_sysfs):
     assert not nvidia.is_open
 
 
-def test_init_failure_retried_after_backoff(install_pynvml, no_pci_sysfs):
+def test_init_failure_retried_after_backoff(install_pynvml: Installer, no_pci_sysfs: Describer) -> None:
     now = [1000.0]
     nvml = fake.FakeNvml([fake.FakeNvidiaGpu()], init_error=fake.NVML_ERROR_DRIVER_NOT_LOADED)
     install_pynvml(nvml)
@@ -205,10 +211,10 @@ def test_init_failure_retried_after_backoff(install_pynvml, no_pci_sysfs):
     assert len(reading.gpus) == 1
 
 
-def test_missing_package_is_not_retried(monkeypatch, no_pci_sysfs):
-    calls = []
+def test_missing_package_is_not_retried(monkeypatch: pytest.MonkeyPatch, no_pci_sysfs: Describer) -> None:
+    calls: list[int] = []
 
-    def loader():
+    def loader() -> Any:
         calls.append(1)
         raise ModuleNotFoundError("No module named 'pynvml'", name="pynvml")
 
@@ -221,11 +227,11 @@ def test_missing_package_is_not_retried(monkeypatch, no_pci_sysfs):
 
 
 @pytest.mark.parametrize("legacy", [False, True])
-def test_pci_description_comes_from_describer(install_pynvml, legacy):
+def test_pci_description_comes_from_describer(install_pynvml: Installer, legacy: bool) -> None:
     install_pynvml(fake.FakeNvml([fake.FakeNvidiaGpu()], legacy_bytes=legacy))
-    seen = []
+    seen: list[str] = []
 
-    def describer(bus_id):
+    def describer(bus_id: str) -> str:
         seen.append(bus_id)
         return "NVIDIA Corporation GH100 [H100 SXM5 80GB]"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ozwald.resources import describe_pci_device, normalize_bus_id
@@ -29,13 +31,13 @@ PCI_IDS = """\
         ("garbage", "garbage"),
     ],
 )
-def test_normalize_bus_id(raw, normalised):
+def test_normalize_bus_id(raw: str, normalised: str) -> None:
     assert normalize_bus_id(raw) == normalised
 
 
 @pytest.fixture
-def sysfs(tmp_path):
-    def add(bus_id, vendor, device):
+def sysfs(tmp_path: Path) -> tuple[Path, Path]:
+    def add(bus_id: str, vendor: str, device: str) -> None:
         directory = tmp_path / "devices" / bus_id
         directory.mkdir(parents=True)
         (directory / "vendor").write_text(f"0x{vendor}\n")
@@ -49,7 +51,7 @@ def sysfs(tmp_path):
     return tmp_path / "devices", ids
 
 
-def test_describes_from_pci_ids(sysfs):
+def test_describes_from_pci_ids(sysfs: tuple[Path, Path]) -> None:
     root, ids = sysfs
     assert (
         describe_pci_device("00000000:01:00.0", sysfs_root=root, ids_paths=[ids])
@@ -61,17 +63,17 @@ def test_describes_from_pci_ids(sysfs):
     )
 
 
-def test_unknown_device_keeps_vendor(sysfs):
+def test_unknown_device_keeps_vendor(sysfs: tuple[Path, Path]) -> None:
     root, ids = sysfs
     assert describe_pci_device("0000:02:00.0", sysfs_root=root, ids_paths=[ids]) == "NVIDIA Corporation device 9999"
 
 
-def test_without_pci_ids_uses_builtin_vendor_names(sysfs, tmp_path):
+def test_without_pci_ids_uses_builtin_vendor_names(sysfs: tuple[Path, Path], tmp_path: Path) -> None:
     root, _ = sysfs
     missing = tmp_path / "nope.ids"
     assert describe_pci_device("0000:01:00.0", sysfs_root=root, ids_paths=[missing]) == "NVIDIA Corporation device 2330"
 
 
-def test_unknown_address_is_none(sysfs):
+def test_unknown_address_is_none(sysfs: tuple[Path, Path]) -> None:
     root, ids = sysfs
     assert describe_pci_device("0000:77:00.0", sysfs_root=root, ids_paths=[ids]) is None

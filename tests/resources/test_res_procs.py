@@ -11,6 +11,7 @@ import ozwald_fake_pynvml as fake
 
 from ozwald.resources import HostResourceMonitor, NvidiaBackend
 from ozwald.resources.procs import FootprintSampler, cgroup_pids, read_process, unit_cgroup, vram_by_gpu
+from tests.resources.conftest import Describer, Installer
 
 ALLOCATE = """
 import sys, time
@@ -63,13 +64,14 @@ def test_the_payload_cgroup_is_preferred_and_the_cgroup_found_from_the_main_pid(
     assert unit_cgroup("ozwald-gone.service", 0, proc=proc, root=root) is None
 
 
-def _monitor(install_pynvml, no_pci_sysfs, gpus: list[fake.FakeNvidiaGpu]) -> HostResourceMonitor:
+def _monitor(install_pynvml: Installer, no_pci_sysfs: Describer, gpus: list[fake.FakeNvidiaGpu]) -> HostResourceMonitor:
     install_pynvml(fake.FakeNvml(gpus))
     return HostResourceMonitor(backends=[NvidiaBackend(describe_pci=no_pci_sysfs)], cpu_count=4,
                                memory=lambda: (64 * fake.GiB, 32 * fake.GiB))
 
 
-def test_vram_per_process_is_attributed_to_the_gpu_the_run_uses(install_pynvml, no_pci_sysfs) -> None:
+def test_vram_per_process_is_attributed_to_the_gpu_the_run_uses(install_pynvml: Installer,
+                                                                 no_pci_sysfs: Describer) -> None:
     gpus = [fake.FakeNvidiaGpu(uuid="GPU-a", bus_id="00000000:01:00.0", used_bytes=9 * fake.GiB,
                                compute_processes=[(4242, 8 * fake.GiB)]),  # somebody else's process
             fake.FakeNvidiaGpu(uuid="GPU-b", bus_id="00000000:02:00.0", used_bytes=3 * fake.GiB,
@@ -79,7 +81,8 @@ def test_vram_per_process_is_attributed_to_the_gpu_the_run_uses(install_pynvml, 
         "nvidia:1": (2048.0, "NVML per-process")}
 
 
-def test_vram_device_delta_where_the_driver_does_not_say_per_process(install_pynvml, no_pci_sysfs) -> None:
+def test_vram_device_delta_where_the_driver_does_not_say_per_process(install_pynvml: Installer,
+                                                                    no_pci_sysfs: Describer) -> None:
     gpus = [fake.FakeNvidiaGpu(uuid="GPU-a", bus_id="00000000:01:00.0", used_bytes=1 * fake.GiB),
             fake.FakeNvidiaGpu(uuid="GPU-b", bus_id="00000000:02:00.0", used_bytes=6 * fake.GiB,
                                compute_processes=[(777, None)])]

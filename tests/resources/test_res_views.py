@@ -72,7 +72,7 @@ def snapshot() -> HostSnapshot:
     )
 
 
-def test_host_resources_contract_fields():
+def test_host_resources_contract_fields() -> None:
     body = host_resources_view(snapshot())
     assert body.keys() >= CONTRACT_HOST_KEYS
     assert body["total_cpu_cores"] == 32
@@ -105,7 +105,7 @@ def test_host_resources_contract_fields():
     json.dumps(body)
 
 
-def test_available_resources_contract_fields():
+def test_available_resources_contract_fields() -> None:
     body = available_resources_view(snapshot())
     json.dumps(body)
     for entry in body:
@@ -133,7 +133,7 @@ def test_available_resources_contract_fields():
     assert by_name["vram:amd:0"]["value"] == 196608
 
 
-def test_reservations_are_subtracted_and_clamped():
+def test_reservations_are_subtracted_and_clamped() -> None:
     reservations = {
         "cpu": 4,
         "memory": 50,
@@ -158,17 +158,17 @@ def test_reservations_are_subtracted_and_clamped():
     assert available["vram:amd:0"] == 0
 
 
-def test_no_reservations_equals_empty_reservations():
+def test_no_reservations_equals_empty_reservations() -> None:
     assert host_resources_view(snapshot()) == host_resources_view(snapshot(), {})
     assert available_resources_view(snapshot()) == available_resources_view(snapshot(), {})
 
 
-def test_negative_reservations_are_rejected():
+def test_negative_reservations_are_rejected() -> None:
     with pytest.raises(ValueError, match="negative"):
         available_resources_view(snapshot(), {"cpu": -1})
 
 
-def test_cpu_only_host_shape():
+def test_cpu_only_host_shape() -> None:
     snap = HostSnapshot(0.0, 4, None, 4.0, 8 * GiB, 6 * GiB, vendors=(VendorStatus("nvidia", False, "not installed"),))
     body = host_resources_view(snap)
     assert body["total_gpus"] == 0 and body["gpus"] == [] and body["available_gpus"] == []

@@ -11,7 +11,7 @@ import redis
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance, DesiredSet, UpdateError
 from ozwald.state import DesiredStateStore, StateCorrupt, StateError, StateUnavailable, connect
-from tests.state.conftest import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 
 def inst(name: str, variety: str | None = "cpu-only", profile: str | None = None) -> DesiredInstance:

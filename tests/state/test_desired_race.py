@@ -16,7 +16,7 @@ import redis
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance, DesiredSet
 from ozwald.state import DesiredStateStore, connect
-from tests.state.conftest import RedisServer
+from tests.support.redis_server import RedisServer
 
 PER_WRITER = 200
 

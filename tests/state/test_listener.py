@@ -10,7 +10,7 @@ import redis
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance
 from ozwald.state import DesiredStateStore, StateUnavailable, connect
-from tests.state.conftest import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 
 def inst(name: str) -> DesiredInstance:

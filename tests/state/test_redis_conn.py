@@ -6,7 +6,7 @@ from pydantic import SecretStr
 from ozwald.config.model import RedisParameters
 from ozwald.state import StateUnavailable, connect, describe, endpoint_of
 from ozwald.state.redis_conn import redis_errors
-from tests.state.conftest import PASSWORD, RedisServer, free_port
+from tests.support.redis_server import PASSWORD, RedisServer, free_port
 
 
 def _all_text(exc: BaseException) -> str:

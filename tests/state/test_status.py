@@ -14,41 +14,25 @@ def test_round_trip(redis_client: redis.Redis) -> None:
     cache = StatusCache(redis_client, "local")
     assert cache.read_all() == []
     b, a = svc("b", "starting", unit="ozwald-b.service"), svc("a", pid=42, ports=[8000])
-    cache.write_many({"b": b, "a": a})
+    cache.replace_all({"b": b, "a": a})
     assert cache.read_all() == [a, b]  # sorted by name
-    assert cache.read("a") == a and cache.read("missing") is None
     assert redis_client.hlen("ozwald:local:status") == 2
-
-
-def test_write_many_overwrites_only_the_given_entries(redis_client: redis.Redis) -> None:
-    cache = StatusCache(redis_client, "local")
-    cache.write_many({"a": svc("a", "starting"), "b": svc("b")})
-    cache.write_many({"a": svc("a", "failed", reason="exit 1")})
-    assert [(s.name, s.status) for s in cache.read_all()] == [("a", "failed"), ("b", "available")]
-    cache.write_many({})
 
 
 def test_accepts_plain_dicts_and_validates_them(redis_client: redis.Redis) -> None:
     cache = StatusCache(redis_client, "local")
-    cache.write_many({"a": {"name": "a", "service": "s", "status": "stopping"}})
-    assert cache.read("a") == ActiveService(name="a", service="s", status="stopping")
+    cache.replace_all({"a": {"name": "a", "service": "s", "status": "stopping"}})
+    assert cache.read_all() == [ActiveService(name="a", service="s", status="stopping")]
     with pytest.raises(ValueError, match="status"):
-        cache.write_many({"b": {"name": "b", "service": "s", "status": "exploded"}})
+        cache.replace_all({"b": {"name": "b", "service": "s", "status": "exploded"}})
     with pytest.raises(ValueError, match="describes instance 'a'"):
-        cache.write_many({"b": svc("a")})
-
-
-def test_remove(redis_client: redis.Redis) -> None:
-    cache = StatusCache(redis_client, "local")
-    cache.write_many({"a": svc("a"), "b": svc("b")})
-    assert cache.remove(["a", "zzz"]) == 1
-    assert cache.remove([]) == 0
-    assert [s.name for s in cache.read_all()] == ["b"]
+        cache.replace_all({"b": svc("a")})
+    assert [s.name for s in cache.read_all()] == ["a"]  # a refused replacement changes nothing
 
 
 def test_replace_all_drops_vanished_instances(redis_client: redis.Redis) -> None:
     cache = StatusCache(redis_client, "local")
-    cache.write_many({"a": svc("a"), "b": svc("b")})
+    cache.replace_all({"a": svc("a"), "b": svc("b")})
     cache.replace_all({"c": svc("c")})
     assert [s.name for s in cache.read_all()] == ["c"]
     cache.replace_all({})
@@ -57,11 +41,11 @@ def test_replace_all_drops_vanished_instances(redis_client: redis.Redis) -> None
 
 def test_damaged_entry_is_skipped(redis_client: redis.Redis) -> None:
     cache = StatusCache(redis_client, "local")
-    cache.write_many({"a": svc("a")})
+    cache.replace_all({"a": svc("a")})
     redis_client.hset("ozwald:local:status", "broken", "{not json")
     assert [s.name for s in cache.read_all()] == ["a"]
 
 
 def test_provisioners_do_not_share_status(redis_client: redis.Redis) -> None:
-    StatusCache(redis_client, "one").write_many({"a": svc("a")})
+    StatusCache(redis_client, "one").replace_all({"a": svc("a")})
     assert StatusCache(redis_client, "two").read_all() == []

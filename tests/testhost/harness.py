@@ -61,7 +61,8 @@ FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
 # What the guest needs: systemd and D-Bus to be a host at all; Podman and its runtime pieces for
 # Quadlet containers with bridge networking and published ports; busybox-static and python3 as
-# raw material for the test images; redis-server because Ozwald keeps its state in Redis.
+# raw material for the test images; redis-server because Ozwald keeps its state in Redis; the python3-*
+# packages Ozwald's .deb depends on.
 PACKAGES: tuple[str, ...] = (
     "systemd",
     "systemd-sysv",
@@ -87,6 +88,16 @@ PACKAGES: tuple[str, ...] = (
     "redis-server",
     "python3",
     "python3-venv",
+    # The runtime dependencies of Ozwald's Debian package (packaging/debian/control), pre-seeded so that
+    # `apt-get install ./ozwald_*.deb` in a guest runs offline (tests/deploy/test_package.py).
+    "python3-yaml",
+    "python3-pydantic",
+    "python3-bottle",
+    "python3-waitress",
+    "python3-redis",
+    "python3-psutil",
+    "python3-jeepney",
+    "python3-podman",
 )
 
 # dpkg configuration seeded into the target before debootstrap and removed afterwards. Skipping

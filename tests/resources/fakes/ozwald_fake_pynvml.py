@@ -18,6 +18,7 @@ import string
 import sys
 import types
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -55,6 +56,7 @@ _MESSAGES = {
 
 
 class NVMLError(Exception):
+    value: int
     _valClassMapping: ClassVar[dict[int, type[NVMLError]]] = {}
 
     def __new__(cls, value: int) -> NVMLError:
@@ -83,8 +85,8 @@ def _generate_subclasses() -> dict[str, type[NVMLError]]:
         class_name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
         err_val = getattr(this_module, err_name)
 
-        def gen_new(val: int):  # the real binding's closure, so subclasses need no argument
-            def new(typ, *args):
+        def gen_new(val: int) -> Callable[..., NVMLError]:  # the real binding's closure: no argument needed
+            def new(typ: type[NVMLError], *args: object) -> NVMLError:
                 return NVMLError.__new__(typ, val)
 
             return new

@@ -1,8 +1,9 @@
-"""Crash-safe file writes and an inter-process lock.
+"""Crash-safe file writes and an inter-process lock, for every file Ozwald writes (state, unit files).
 
-A reader of the desired-state file must see either the old or the new content, never a torn one, even
-after a power loss: hence temp file + fsync + rename + fsync of the directory. The lock is `flock` on a
-separate file, because the data file itself is replaced by rename and a lock on it would be lost.
+A reader (of the desired-state file, or systemd's generator reading a unit) must see either the old or
+the new content, never a torn one, even after a power loss: hence temp file + fsync + rename + fsync of
+the directory. The lock is `flock` on a separate file, because the data file itself is replaced by
+rename and a lock on it would be lost.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace `path` with `text`, created with `mode` (set before the rename, so never wider)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -1,0 +1,184 @@
+"""The CLI's API actions in-process against the real API server in front of a fake core."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ozwald import cli
+from ozwald.api import ApiServer, create_server
+from ozwald.records import ActiveService
+from tests.api.conftest import API_KEY, FakeCore
+
+
+class SettlingCore(FakeCore):
+    """Statuses follow the desired set: `broken` fails with a reason, everything else is available."""
+
+    def active_services(self) -> list[ActiveService]:
+        with self.lock:
+            desired = self.desired
+        out = []
+        for i in desired.instances:
+            failed = i.name == "broken"
+            info: dict[str, Any] = {"unit": f"ozwald-{i.name}.service", "generation": desired.generation}
+            if failed:
+                info["reason"] = "image localhost/nope:latest not found"
+            out.append(ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile,
+                                     status="failed" if failed else "available", info=info))
+        return out
+
+
+@pytest.fixture
+def core() -> SettlingCore:
+    core = SettlingCore(strict_services=False)
+    return core
+
+
+@pytest.fixture
+def served(core: SettlingCore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ApiServer]:
+    server = create_server(core, API_KEY, host="127.0.0.1", port=0)
+    server.start()
+    monkeypatch.setenv("OZWALD_BASE", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("OZWALD_SYSTEM_KEY", API_KEY)
+    monkeypatch.setenv("OZWALD_ENV_FILE", str(tmp_path / "absent.env"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_update_services_wait_reports_available(served: ApiServer, core: SettlingCore,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["update_services", "qwen1.5-vllm:cpu-only:no-gpu", "embed", "--wait", "--timeout", "10"])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_OK
+    assert "qwen1.5-vllm: available (qwen1.5-vllm/cpu-only/no-gpu)" in out
+    assert "embed: available (embed/-/-)" in out
+    items, force = core.update_calls[-1]
+    assert [(i.name, i.variety, i.profile) for i in items] == [("qwen1.5-vllm", "cpu-only", "no-gpu"),
+                                                               ("embed", None, None)]
+    assert force is False
+
+
+def test_update_services_wait_fails_naming_the_reason(served: ApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["update_services", "ok", "broken", "--wait", "--timeout", "10"])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_FAILED
+    assert "error: broken failed: image localhost/nope:latest not found" in captured.err
+
+
+def test_update_services_from_file(served: ApiServer, core: SettlingCore, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    wanted = tmp_path / "wanted.yml"
+    wanted.write_text("- name: a\n  service: qwen1.5-vllm\n  variety: cpu-only\n")
+    assert cli.main(["update_services", "--file", str(wanted), "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["status"] == "accepted"
+    items, _ = core.update_calls[-1]
+    assert (items[0].name, items[0].service, items[0].variety) == ("a", "qwen1.5-vllm", "cpu-only")
+
+
+def test_bad_file_names_file_and_line(served: ApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wanted = tmp_path / "wanted.yml"
+    wanted.write_text("- name: a\n- [unclosed\n")
+    assert cli.main(["plan", "--file", str(wanted)]) == cli.EXIT_USAGE
+    assert f"error: {wanted}:3: not YAML/JSON" in capsys.readouterr().err
+
+
+def test_unknown_service_is_an_operator_error(served: ApiServer, core: SettlingCore,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    core.strict_services = True
+    assert cli.main(["update_services", "nope"]) == cli.EXIT_USAGE
+    assert "the API answered 400" in capsys.readouterr().err
+
+
+def test_plan_table_and_json(served: ApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "qwen1.5-vllm:cpu-only"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["INSTANCE", "ACTION", "SERVICE", "VARIETY", "PROFILE", "WHY"]
+    assert cli.main(["plan", "qwen1.5-vllm:cpu-only", "--json"]) == cli.EXIT_OK
+    entries = json.loads(capsys.readouterr().out)
+    assert entries[0]["name"] == "qwen1.5-vllm"
+
+
+def test_lists_as_tables_and_json(served: ApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["update_services", "x:cpu-only"])
+    capsys.readouterr()
+    assert cli.main(["list_active_services"]) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["INSTANCE", "STATUS"] and lines[1].split()[:2] == ["x", "available"]
+    assert cli.main(["list_active_services", "--json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "available"
+    assert cli.main(["list_configured_services"]) == cli.EXIT_OK
+    assert "qwen1.5-vllm" in capsys.readouterr().out
+    assert cli.main(["show_host_resources", "--use-api", "--json"]) == cli.EXIT_OK
+    assert "total_cpu_cores" in json.loads(capsys.readouterr().out)
+
+
+def test_unreachable_api_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OZWALD_SYSTEM_KEY", API_KEY)
+    monkeypatch.delenv("OZWALD_BASE", raising=False)
+    monkeypatch.setenv("OZWALD_ENV_FILE", str(tmp_path / "absent.env"))
+    assert cli.main(["list_active_services", "--port", "1"]) == cli.EXIT_UNREACHABLE
+    assert "127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_key_from_the_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = tmp_path / "ozwald.env"
+    env.write_text("# generated\nOZWALD_SYSTEM_KEY=from-the-file-0123456789\nOTHER=x\n")
+    monkeypatch.delenv("OZWALD_SYSTEM_KEY", raising=False)
+    monkeypatch.setenv("OZWALD_ENV_FILE", str(env))
+    cli._load_env_file()
+    import os
+
+    assert os.environ["OZWALD_SYSTEM_KEY"] == "from-the-file-0123456789"
+    assert "OTHER" not in os.environ
+
+
+def test_parse_item() -> None:
+    assert cli.parse_item("a") == {"name": "a"}
+    assert cli.parse_item("a::p") == {"name": "a", "profile": "p"}
+    assert cli.parse_item("a:v:p") == {"name": "a", "variety": "v", "profile": "p"}
+    with pytest.raises(cli.UsageError):
+        cli.parse_item("a:b:c:d")
+
+
+def test_drop_ins_written_once_and_read_back(tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args(["start_provisioner", "--api-port", "8001", "--redis-port", "6380"])
+    written = cli.write_drop_ins(args, tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "ozwald-redis.service.d/50-cli.conf", "ozwald.service.d/50-cli.conf"]
+    assert "Environment=OZWALD_REDIS_PORT=6380\n" in (tmp_path / "ozwald-redis.service.d/50-cli.conf").read_text()
+    assert cli.write_drop_ins(args, tmp_path) == []  # unchanged: no daemon-reload needed
+    assert cli.drop_in_port(cli.PROVISIONER_UNIT, "OZWALD_API_PORT", tmp_path) == 8001
+
+
+def test_contract_options_parse_for_every_contract_action() -> None:
+    parser = cli.build_parser()
+    for action in ("start_provisioner", "stop_provisioner", "list_configured_services", "list_active_services",
+                   "show_host_resources", "status"):
+        args = parser.parse_args([action, "--api-port", "8001", "--redis-port", "6380", "--port", "8002",
+                                  "--no-restart", "--use-api"])
+        assert (args.api_port, args.redis_port, args.port, args.no_restart, args.use_api) == (8001, 6380, 8002,
+                                                                                             True, True)
+        assert cli.api_port(args) == 8002
+
+
+def test_man_page_and_completion_cover_every_action_and_option() -> None:
+    from ozwald.cli_docs import bash_completion, manpage
+
+    page, completion = manpage(), bash_completion()
+    for action in ("start_provisioner", "update_services", "plan", "logs", "status", "check_config"):
+        assert f".SS {action}" in page and f"{action}) opts=" in completion
+    assert "\\-\\-no\\-restart" in page and "--no-restart" in completion and "--wait" in completion
+    assert ".SH EXIT STATUS" in page
+
+
+def test_check_config_quiet_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
+    contract = Path(__file__).resolve().parents[2] / "contrib" / "examples" / "contract.yml"
+    assert cli.main(["check_config", "--quiet", "--config", str(contract)]) == cli.EXIT_OK
+    assert capsys.readouterr().out == ""
