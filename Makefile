@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # One entry point for developers and CI. Every target installs what it needs.
 PYTHON ?= python3
 VENV := .venv
@@ -28,6 +29,11 @@ lint: venv
 	$(BIN)/ruff check ozwald tests bench contrib tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python tools/spdx-headers.py --check
+
+# Write the SPDX licence header of every source file (the check runs in lint).
+spdx: venv
+	$(BIN)/python tools/spdx-headers.py --apply
 
 # The Debian package and the RPM, each linted (lintian, rpmlint: no errors), into dist/.
 packages: system-deps

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """GET /srv/services/active/ under load, against the floor of the same stack, side by side.
 
 Ozwald runs as ozwald.service in a booted test host (the integration tests' deployment) with 10

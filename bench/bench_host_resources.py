@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """GET /srv/host/resources (goal: under 10 ms per call), beside GET /srv/services/active/ (served from memory).
 
 Ozwald runs in a test host with the stand-in NVML of tests/resources/fakes installed as `pynvml` (two GPUs,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Reload → healthy through Ozwald's drivers, against `systemctl daemon-reload && systemctl start`.
 
 Both paths start the same rendered units (the test server with a 1 s health check and Notify=healthy)

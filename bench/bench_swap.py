@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Model swap: a profile change → the new container `available`, against doing the same by hand over D-Bus.
 
 Ozwald runs as ozwald.service in a booted test host. One instance swaps between two profiles (`small` ↔

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Added latency of the API: POST /srv/services/active/update/ → the instance `available`, against starting
 the same unit directly over D-Bus.
 

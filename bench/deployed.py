@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What the API benchmarks share: a booted test host with Ozwald deployed as ozwald.service, a keep-alive
 HTTP client for its API, and readings from the guest's /proc.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The floor of Ozwald's HTTP stack, for bench_api_load: Bottle + Waitress (8 threads) answering
 GET /srv/services/active/ with a JSON document read from Redis, after a constant-time bearer check.
 

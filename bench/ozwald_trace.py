@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """`ozwald` with timing probes: a diagnostic entry point for the benchmarks (`--trace`), never for production.
 
 Run in the guest as ozwald.service's ExecStart (through a drop-in) in place of /usr/bin/ozwald:

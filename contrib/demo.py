@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Demo of Ozwald's main job, for a newcomer: `make demo`.
 
 As root (the normal case on a fresh machine), it boots a throwaway systemd + Podman host, installs

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The `ozwald` command line.
 
 Exit codes (also in `ozwald --help` and the man page):

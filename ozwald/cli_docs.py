@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The man page and the bash completion of `ozwald`, generated from the CLI's parser.
 
     python3 -m ozwald.cli_docs --man build/ozwald.1 --bash build/ozwald.bash

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Output of the `ozwald` command line: aligned tables for people, JSON for scripts."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """`ozwald profile`: queue profiling runs, list the queue, show results, and follow a run (`--wait`).
 
     ozwald profile NAME[:VARIETY[:PROFILE]] ...   queue these (the service is NAME)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small typed client for Ozwald's HTTP API, on the standard library only.
 
     client = OzwaldClient("http://127.0.0.1:8000", key=os.environ["OZWALD_SYSTEM_KEY"])

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Turn what systemd, Podman and the journal say into one reason an operator can act on.
 
 systemd is the source of truth for *whether* an instance failed; this module only explains *why*,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """`ozwald doctor`: preflight checks, each saying what is wrong and the command that fixes it.
 
 Every check degrades to a finding, never a crash: doctor is what an operator runs when things are broken.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Crash-safe file writes and an inter-process lock, for every file Ozwald writes (state, unit files).
 
 A reader (of the desired-state file, or systemd's generator reading a unit) must see either the old or

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The records the provisioner, its store, its API and its clients share, and the errors the API maps.
 
 A leaf module (it imports only `ozwald.config.values`), so the state store, the provisioner, the API and

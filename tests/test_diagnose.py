@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Failure explanations: one reason from systemd's state, Podman's answer and the last log lines."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The published artefacts (issue 10, section 5): `make dist` builds the wheel and the sdist; a fresh venv
 with only the wheel installed (its dependencies from the index, nothing from this tree) can import
 `ozwald.client` and talk to a running provisioner API."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # Build Ozwald's Debian package and RPM from this tree, then lint both (lintian, rpmlint). Output in dist/.
 #   tools/build-packages.sh [deb|rpm|all]    (default all)
 # Needs (tools/install-system-deps.sh installs them): debhelper, dh-python, pybuild-plugin-pyproject,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # Build a wheelhouse that installs Ozwald, offline, into a venv of the TEST HOST's Python.
 #
 # Why: the integration tests run Ozwald inside the systemd-nspawn test host (Debian 13, CPython 3.13),

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # Fetch Podman's Quadlet generator from Debian 13's podman .deb without installing any trixie package.
 # Why: the tests check every rendered unit with the real generator (`quadlet -dryrun`), and Debian 12's
 # podman ships none. The binary needs only libc. It is cached per machine, so later runs are offline.

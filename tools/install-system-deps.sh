@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # Install the Debian packages Ozwald's tests need on the machine that runs them. Idempotent and quiet:
 # apt-get update runs only when a package is missing.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: AGPL-3.0-or-later
 # Install what the test-host harness (tests/testhost) needs on the machine that runs the tests.
 #
 # Idempotent: installs only missing packages, and runs `apt-get update` only if something is

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Check (--check) or write (--apply) the SPDX licence header of every source file.
 
 The engine (provisioner, reconciler, CLI, units, packaging) is AGPL-3.0-or-later. The client SDK and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's HTTP API: a Bottle app served by Waitress, talking to the provisioner through ProvisionerCore.
 
 Start it from code with `create_server(core, key)`, then `.run()` (foreground) or `.start()`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The Bottle application: routes, bearer auth, body limits and JSON errors.
 
 Every response is `application/json`; every error is `{"detail": ...}` (except the health check,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The API key: checked once at start-up, compared in constant time on every request.
 
 The key is never logged, never echoed, and never part of an exception message.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What the HTTP layer needs from the provisioner core, and the errors the core may raise to it.
 
 The API never touches Redis, systemd or the settings itself: every endpoint calls one method of a

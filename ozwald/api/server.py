@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Serve the API with Waitress (`ApiServer`): in the foreground (`run`) or in a background thread (`start`).
 
 Waitress's own error answers (malformed request, body or headers too large) are turned into JSON

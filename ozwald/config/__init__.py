@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's settings: the YAML model, its loader with precise errors, and spec resolution."""
 
 from ozwald.config.errors import ConfigError, ConfigIssue, ResolveError

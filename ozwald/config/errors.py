@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Configuration errors that point an operator at the exact file, line and setting."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What Ozwald knows about each settings key, declared next to the key itself.
 
 A key of `Layer` (the keys allowed on a service, a variety and a profile) is declared once, as

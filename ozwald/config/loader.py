@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Load and validate a settings file, reporting every problem with its file, line and path."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The settings file, as typed, immutable models.
 
 The shape follows the external contract (hosts, provisioners, services with varieties and profiles)

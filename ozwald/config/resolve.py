@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Resolve (service, variety, profile) into one effective, immutable container spec.
 
 Precedence is base < variety < profile for every key. Maps (environment, labels, resources) merge key

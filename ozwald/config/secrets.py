@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Which environment values are secret, and the settings as Ozwald shows them: secrets masked.
 
 A value is secret when written as a mapping (`{value: ...}`, `{file: ...}`, `{credential: ...}`) unless it

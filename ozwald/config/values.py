@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Validated value types shared by the settings model.
 
 Names become systemd unit names, container names and labels, so their charset is the first line of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Read YAML while remembering where every setting came from.
 
 PyYAML forgets positions once it builds Python objects, and silently keeps the last of two duplicate

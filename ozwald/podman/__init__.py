@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Podman, read through its API socket: images, container state, health and logs; and its version."""
 
 from ozwald.podman.inspector import ContainerState, PodmanInspector, PodmanUnavailable

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Read-only access to Podman through its API socket, with podman-py.
 
 Ozwald never starts containers through this API (systemd does, through Quadlet units); it asks Podman

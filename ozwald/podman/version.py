@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Which Podman is installed, so rendered units never carry a key it would reject."""
 
 from __future__ import annotations

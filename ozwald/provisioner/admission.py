@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Admission and GPU placement: will the desired set fit this host, and on which GPUs?
 
 Capacity is the host's total: VRAM per GPU, RAM (less the provisioner's `admission.reserve_memory_gb`),

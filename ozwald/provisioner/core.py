@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The provisioner core behind the HTTP API: settings, desired state, statuses, resources, reconciler.
 
 Reads are served from memory (statuses the reconciler last published, a resource snapshot), so the

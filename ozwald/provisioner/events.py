@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What the reconciler's one thread is told: the only way other threads reach its state.
 
 The D-Bus receiver puts systemd's typed events (`UnitChanged`, `JobRemoved`), the desired-state

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The systemd notification protocol (sd_notify), written with the standard library.
 
 A datagram of `KEY=value` lines to the socket named by `$NOTIFY_SOCKET` (a path, or `@name` for the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Desired set vs what is on this host: which instances to start, stop, restart or leave alone.
 
 A pure function of its inputs, so the reconciler and the plan endpoint (dry run) say the same thing.

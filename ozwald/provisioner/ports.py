@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Host ports: two instances, or an instance and another program, can never publish the same one.
 
 A container whose host port is taken never starts (Podman cannot bind it), so such a desired set is refused
@@ -11,6 +12,7 @@ import ipaddress
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ozwald.config import Settings
@@ -110,23 +112,42 @@ def port_conflicts(wanted: Mapping[str, Sequence[HostPort]], listening: Collecti
     return conflicts
 
 
-def host_listeners() -> set[HostPort]:
-    """TCP ports in LISTEN and bound UDP ports on this host; empty if they cannot be read."""
-    try:
-        import psutil
+PROC_NET = Path("/proc/net")
+_TCP_LISTEN = "0A"
 
-        connections = psutil.net_connections(kind="inet")
-    except Exception as exc:  # degrade: the clash inside the desired set is still checked
-        log.warning("cannot list the host's listening ports: %s", exc)
-        return set()
+
+def _address(hex_address: str) -> str:
+    """An address of /proc/net/{tcp,udp}[6]: 32-bit words in the kernel's (little-endian) byte order."""
+    words = [bytes.fromhex(hex_address[i:i + 8])[::-1] for i in range(0, len(hex_address), 8)]
+    return str(ipaddress.ip_address(b"".join(words)))
+
+
+def host_listeners(proc_net: Path = PROC_NET) -> set[HostPort]:
+    """TCP ports in LISTEN and bound, unconnected UDP ports on this host; empty if they cannot be read.
+
+    Read from /proc/net directly: psutil's net_connections also maps every socket to its process by
+    scanning every process's file descriptors (17 ms with 100 processes, on the update path), and the
+    owner is not needed here.
+    """
     found: set[HostPort] = set()
-    for conn in connections:
-        if not conn.laddr:
+    for name, protocol in (("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")):
+        try:
+            lines = (proc_net / name).read_text(encoding="ascii").splitlines()[1:]
+        except OSError as exc:  # degrade: the clash inside the desired set is still checked
+            log.warning("cannot list the host's listening ports from %s: %s", proc_net / name, exc)
             continue
-        tcp = conn.type == 1  # socket.SOCK_STREAM
-        if tcp and conn.status != "LISTEN":
-            continue
-        if not tcp and conn.raddr:
-            continue
-        found.add(HostPort.of(conn.laddr.port, "tcp" if tcp else "udp", conn.laddr.ip))
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            local, remote, state = fields[1], fields[2], fields[3]
+            if protocol == "tcp" and state != _TCP_LISTEN:
+                continue
+            if protocol == "udp" and int(remote.partition(":")[2], 16) != 0:
+                continue  # a connected UDP socket: a client, not a listener
+            address, _, port = local.partition(":")
+            try:
+                found.add(HostPort.of(int(port, 16), protocol, _address(address)))
+            except ValueError:
+                continue
     return found

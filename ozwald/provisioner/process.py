@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """`ozwald serve`: the provisioner process (API + reconciler), as its systemd unit runs it.
 
 Operator errors (settings that do not validate, an unknown provisioner, a missing or short API key)

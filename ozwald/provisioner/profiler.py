@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The profiling queue, run for real: one instance at a time, alone, while nothing else is desired.
 
 For each queued item (service, variety, profile) the profiler starts the instance as a normal Ozwald

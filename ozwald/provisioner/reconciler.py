@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The one worker that makes systemd match the desired set, and says truthfully where each instance is.
 
 One thread owns every piece of reconcile state. Other threads only put typed events on its queue
@@ -318,7 +319,8 @@ class Reconciler:
         return targets, rendered
 
     def states(self) -> dict[str, UnitState]:
-        return {state.name: state for state in self.systemd.list_units(UNIT_PATTERN)}
+        return {state.name: state for state in self.systemd.list_units(UNIT_PATTERN)
+                if instance_of_unit(state.name) is not None}
 
     @staticmethod
     def stale(files: dict[str, StoredUnit], states: dict[str, UnitState]) -> set[str]:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Validate an orchestrator's desired set against the settings, all or nothing.
 
 Every problem is reported with the item's index and field; nothing is stored unless all items pass.
@@ -10,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from ozwald.config import EffectiveSpec, ResolveError, Settings, resolve
 from ozwald.config.model import Service
+from ozwald.quadlet.naming import RESERVED_INSTANCES, unit_name
 from ozwald.records import DesiredInstance, ServiceRequest, UpdateError, check_unique_names
 
 # Which GPU vendor a CDI device name needs; anything else (or no device) runs on any host.
@@ -89,6 +91,9 @@ def validate_requests(settings: Settings, items: Sequence[ServiceRequest],
     check_unique_names(items)
     desired: list[DesiredInstance] = []
     for index, item in enumerate(items):
+        if item.name in RESERVED_INSTANCES:
+            raise UpdateError(index, "name", f"instance name {item.name!r} is reserved: {unit_name(item.name)} "
+                                             "is Ozwald's own unit; name the instance differently")
         service_name = item.service or item.name
         service = settings.service(service_name)
         if service is None:

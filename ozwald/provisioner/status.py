@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """An instance's published status, computed from what is desired and what systemd and the unit files say.
 
 One pure function of its inputs (`describe`), so every rule can be tested table by table, and the rules

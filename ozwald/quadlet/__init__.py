@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Rendering of effective specs into Quadlet `.container` units, gated by Podman version; unit naming."""
 
 from ozwald.quadlet.naming import (

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Escaping for Quadlet `.container` files: the boundary that stops a value from becoming a directive.
 
 Two things read what Ozwald writes: Quadlet's unit-file parser, then systemd, which re-parses the

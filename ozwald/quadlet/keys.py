@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Every Quadlet key Ozwald emits, with the first Podman version that accepts it.
 
 A key the installed Podman does not know makes its generator drop the whole unit ("Unit … not found"),
@@ -26,6 +27,7 @@ KEYS: tuple[KeySupport, ...] = (
     KeySupport("Container", "Image", (4, 4)),
     KeySupport("Container", "ContainerName", (4, 4)),
     KeySupport("Container", "Environment", (4, 4)),
+    KeySupport("Container", "EnvironmentFile", (4, 4)),  # a relative path is next to the unit file
     KeySupport("Container", "Label", (4, 4)),
     KeySupport("Container", "AddDevice", (4, 4)),
     KeySupport("Container", "PublishPort", (4, 4)),

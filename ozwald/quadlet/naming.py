@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """How Ozwald names what it creates for an instance, and how it reads those names and labels back.
 
 An instance `x` is the Quadlet file `ozwald-x.container`, the systemd unit `ozwald-x.service` and the
@@ -10,9 +11,13 @@ from __future__ import annotations
 UNIT_PREFIX = "ozwald-"
 LABEL_PREFIX = "ozwald."
 FILE_SUFFIX = ".container"
+ENV_SUFFIX = ".env"  # Quadlet reads only unit extensions, so it leaves these files alone
 UNIT_SUFFIX = ".service"
 UNIT_PATTERN = f"{UNIT_PREFIX}*{UNIT_SUFFIX}"  # every Ozwald unit, for ListUnitsByPatterns
 _LABEL_LINE = "Label="
+# Ozwald's own units that share the prefix (units/): never an instance, so no instance may take the name.
+OWN_UNITS = frozenset({"ozwald-redis.service"})
+RESERVED_INSTANCES = frozenset(unit.removeprefix(UNIT_PREFIX).removesuffix(UNIT_SUFFIX) for unit in OWN_UNITS)
 _C_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
                 "v": "\v"}
 
@@ -32,9 +37,15 @@ def unit_filename(instance: str) -> str:
     return f"{container_name(instance)}{FILE_SUFFIX}"
 
 
+def env_filename(instance: str) -> str:
+    """The file, next to the unit file, that holds an instance's secret environment (mode 0600)."""
+    return f"{container_name(instance)}{ENV_SUFFIX}"
+
+
 def instance_of_unit(unit: str) -> str | None:
-    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit."""
-    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX):
+    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit (Ozwald's own included)."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX) \
+            and unit not in OWN_UNITS:
         return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
     return None
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Render an effective spec into a Quadlet `.container` unit.
 
 The output is a pure function of (spec, instance, target Podman version): the same input always gives
@@ -15,7 +16,7 @@ from ozwald.config.resolve import EffectiveSpec
 from ozwald.config.values import check_name
 from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_token
 from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
-from ozwald.quadlet.naming import container_name, unit_filename, unit_name
+from ozwald.quadlet.naming import container_name, env_filename, unit_filename, unit_name
 
 # unit_filename and unit_name live in ozwald.quadlet.naming; re-exported for existing importers.
 __all__ = ["RenderError", "RenderedUnit", "render_unit", "unit_filename", "unit_name"]
@@ -32,12 +33,15 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True)
 class RenderedUnit:
+    """A unit file, and the secret environment file it names (None without secrets); neither repr shows."""
+
     instance: str
     filename: str
     unit_name: str
-    text: str
+    text: str = field(repr=False)
     spec_hash: str
     warnings: tuple[str, ...] = ()
+    env_file: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -94,7 +98,21 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)
     return RenderedUnit(instance=instance, filename=unit_filename(instance), unit_name=unit_name(instance),
-                        text=text, spec_hash=spec.spec_hash, warnings=tuple(out.warnings))
+                        text=text, spec_hash=spec.spec_hash, warnings=tuple(out.warnings),
+                        env_file=_secret_env_file(spec))
+
+
+def _secret_env_file(spec: EffectiveSpec) -> str | None:
+    """Secret values go to a 0600 file Podman reads (`--env-file`), never into the unit: Quadlet copies
+    `Environment=` into the generated service's command line, which any local user can read."""
+    lines = []
+    for key, value in spec.environment:
+        if key in spec.secret_keys:
+            if "\n" in value or "\r" in value:
+                raise RenderError(f"the secret value of {key} spans several lines; an environment file "
+                                  "holds one line per variable")
+            lines.append(f"{key}={value}\n")
+    return "".join(lines) or None
 
 
 def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
@@ -113,7 +131,10 @@ def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
     for key, value in labels:
         out.container_key("Label", quote_word(f"{key}={value}"))
     for key, value in spec.environment:
-        out.container_key("Environment", quote_word(f"{key}={value}"))
+        if key not in spec.secret_keys:
+            out.container_key("Environment", quote_word(f"{key}={value}"))
+    if spec.secret_keys:
+        out.container_key("EnvironmentFile", raw_token(env_filename(instance)))
     for device in spec.devices:
         # Never the optional '-' prefix: on a CDI name it silently drops the GPU.
         out.container_key("AddDevice", raw_token(device))

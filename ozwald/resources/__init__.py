@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Host resources: CPU, RAM and NVIDIA/AMD GPUs, detected without ever taking the provisioner down.
 
 Create one `HostResourceMonitor` at start-up (it owns the vendor library sessions and the CPU

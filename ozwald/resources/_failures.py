@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Reporting of detection failures without flooding the journal.
 
 Snapshots run on every API request, so a GPU that fell off the bus would otherwise log the same

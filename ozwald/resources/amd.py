@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """AMD GPUs through AMD SMI (the `amdsmi` Python package shipped with ROCm and on PyPI).
 
 Failure modes handled, as the binding really produces them:

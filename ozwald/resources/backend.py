@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What every GPU vendor detector shares: open once, keep the handles, degrade instead of raising.
 
 Initialising a vendor library is the slow part (NVML can take hundreds of milliseconds without

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Which detected GPUs a CDI device name hands to a container.
 
 Per-GPU VRAM accounting has to know that `--device nvidia.com/gpu=all` takes every NVIDIA card

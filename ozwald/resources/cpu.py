@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """CPU load measured off the request path.
 
 `psutil.cpu_percent(interval=1)` sleeps for the interval, which would put a one-second stall into

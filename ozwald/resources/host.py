@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The host snapshot: one cheap call the HTTP layer and admission can make on every request.
 
 The expensive, long-lived parts (vendor library sessions with their device handles, the CPU

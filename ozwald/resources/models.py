@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Immutable records of what the host has, shared by the detectors, the HTTP views and admission.
 
 Everything here is frozen so a snapshot can be handed to several request threads, cached, or

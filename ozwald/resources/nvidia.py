@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """NVIDIA GPUs through NVML (the `pynvml` module of nvidia-ml-py).
 
 Failure modes handled, as the binding really produces them:

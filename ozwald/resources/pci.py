@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Human-readable PCI device descriptions for `pci_device_description`.
 
 The vendor libraries give a marketing name ("NVIDIA H100 80GB HBM3"); orchestrators written against

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What one systemd unit's container uses, read from /proc: RAM, CPU, and its share of each GPU's VRAM.
 
 The memory controller is not always there (a cgroup2 tree without controllers, as in containers and in

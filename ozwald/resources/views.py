@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The JSON shapes of `/srv/host/resources` and `/srv/resources/available/` (see contract.md).
 
 Field names are the predecessor's, kept exactly so existing orchestrators keep working; new fields

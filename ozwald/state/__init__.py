@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's shared state: the desired set, the status cache, the profiling queue and results, in Redis.
 
 Redis is shared by the API and the reconciler and wakes the reconciler on change; the desired set is

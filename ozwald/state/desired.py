@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The desired set: what the orchestrator asked this provisioner to run.
 
 Redis holds the live copy, so that the API process and the reconciler (possibly separate processes)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A small JSON document kept in Redis and in a local file, with the desired set's durability rules.
 
 The profiling queue and the profiling results must survive a provisioner restart and a Redis restart

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Redis parameters as the provisioner uses them: the settings, plus the password from the environment.
 
 The packages generate the password of Ozwald's own Redis (ozwald-redis.service) at install time and put it

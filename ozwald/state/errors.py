@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Errors of the state layer.
 
 They are typed so that the API can map them to answers (503 for an unreachable Redis, 500 for a

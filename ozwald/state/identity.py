@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Which configured provisioner this process is.
 
 One settings file describes every provisioner (one per GPU host) so that orchestrators and operators

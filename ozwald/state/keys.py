@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The Redis key layout, in one place.
 
 Every key carries the provisioner name so that several provisioners can share one Redis (one per

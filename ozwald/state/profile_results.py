@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Profiling results: what a (service, variety, profile) measured, under the spec hash it ran.
 
 A result is keyed by (service, variety, profile, spec hash): when the settings change, the spec hash of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The profiling queue behind /srv/services/profile.
 
 Profiling (measuring a service's real VRAM, RAM and start time) must run while the host is otherwise

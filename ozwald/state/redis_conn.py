@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Connecting to the provisioner's Redis, and turning its failures into typed errors.
 
 Timeouts are short and retries few on purpose: an API request that needs Redis should answer 503

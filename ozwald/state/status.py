@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The status cache: what GET /srv/services/active/ answers, without asking systemd on every request.
 
 systemd is the truth; the provisioner replaces what the reconciler observed here, and a process that has

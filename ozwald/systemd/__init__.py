@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """systemd over D-Bus: a no-I/O protocol core (`protocol`) and a thread-safe blocking client."""
 
 from ozwald.systemd.client import JobOutcome, SystemdClient, system_bus_address

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A blocking, thread-safe systemd client over D-Bus (jeepney's threading router).
 
 One connection per process: `SystemdClient.shared()` hands every caller the same one. Jobs are awaited

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Typed errors for systemd operations, each carrying the unit and systemd's own words."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The last lines a unit logged, from the journal.
 
 Quadlet containers run with `--rm`, so once one fails Podman has nothing left to show: the journal,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """systemd's D-Bus API as messages and records, with no I/O (the jeepney way).
 
 Everything here builds jeepney messages or turns reply bodies into typed records, so it can be

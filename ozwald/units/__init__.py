@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Where Ozwald's Quadlet files live, written atomically."""
 
 from ozwald.units.store import StoredUnit, SyncResult, UnitStore

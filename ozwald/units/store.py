@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's Quadlet files on disk.
 
 Ozwald owns the `ozwald-*.container` files in two Quadlet directories: the runtime one (gone at reboot)
@@ -8,12 +9,20 @@ rewritten only when its bytes change, so an unchanged service causes no reload a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ozwald.files import atomic_write
-from ozwald.quadlet.naming import FILE_SUFFIX, UNIT_PREFIX, instance_of_filename, unit_filename, unit_label
+from ozwald.quadlet.naming import (
+    FILE_SUFFIX,
+    UNIT_PREFIX,
+    env_filename,
+    instance_of_filename,
+    unit_filename,
+    unit_label,
+)
 from ozwald.quadlet.render import RenderedUnit
 
 RUNTIME_DIR = Path("/run/containers/systemd")
@@ -73,6 +82,7 @@ class UnitStore:
         """Write one unit if its bytes changed; remove a copy left in the other directory. True if changed."""
         target = self._dir(persistent) / unit.filename
         other = self._dir(not persistent) / unit.filename
+        self._write_env_file(unit, persistent)  # before the unit, so the generator never sees it missing
         changed = False
         if other.exists():
             other.unlink()
@@ -85,9 +95,27 @@ class UnitStore:
         atomic_write(target, unit.text, mode=0o600)  # environments may carry secrets: root only
         return True
 
+    def _write_env_file(self, unit: RenderedUnit, persistent: bool) -> None:
+        """The secret environment file next to the unit (0600), or none; the other directory keeps none."""
+        target = self._dir(persistent) / env_filename(unit.instance)
+        with contextlib.suppress(FileNotFoundError):
+            (self._dir(not persistent) / env_filename(unit.instance)).unlink()
+        if unit.env_file is None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            return
+        try:
+            if target.read_text(encoding="utf-8") == unit.env_file:
+                return
+        except FileNotFoundError:
+            pass
+        atomic_write(target, unit.env_file, mode=0o600)
+
     def remove(self, instance: str) -> bool:
         removed = False
         for persistent in (False, True):
+            with contextlib.suppress(FileNotFoundError):
+                (self._dir(persistent) / env_filename(instance)).unlink()
             path = self._dir(persistent) / unit_filename(instance)
             try:
                 path.unlink()

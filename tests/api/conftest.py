@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Fixtures for the HTTP API tests: the real Waitress server on an ephemeral loopback port, in a thread,
 in front of `FakeCore`, an in-memory test double of the provisioner core (not of HTTP)."""
 

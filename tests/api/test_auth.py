@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Bearer auth: who gets in, what a refusal looks like, and that the key never leaks."""
 
 from __future__ import annotations

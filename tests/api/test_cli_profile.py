@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """`ozwald profile` against the real HTTP server (in front of the in-memory core double)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """ozwald.client.OzwaldClient against the live test server."""
 
 from __future__ import annotations

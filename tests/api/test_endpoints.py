@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Every endpoint's shape, the slash twins, body validation and the error mapping, over real HTTP."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """api/openapi.yaml against the served app: the same routes, and responses that conform (schemathesis)."""
 
 from __future__ import annotations

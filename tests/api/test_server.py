@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The Waitress server: defaults, lifecycle in a thread, concurrency, and JSON even when Bottle gives up."""
 
 from __future__ import annotations

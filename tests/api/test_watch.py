@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Blocking queries on GET /srv/services/active/: `after` + `wait` instead of polling, over real HTTP."""
 
 from __future__ import annotations

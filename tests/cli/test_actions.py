@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The CLI's API actions in-process against the real API server in front of a fake core."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Each settings key is declared once (on `Layer`); merge, hash, checks and the README derive from it."""
 
 from __future__ import annotations

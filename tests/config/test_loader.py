@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 from pathlib import Path
 
 import pytest
@@ -123,30 +124,20 @@ def test_bad_variety_and_profile_names() -> None:
     assert found[0].startswith("ozwald.yml:14: services[0].varieties.bad variety: invalid name")
 
 
-def test_non_scalar_env_value() -> None:
-    found = issues_of(BASE + """\
+@pytest.mark.parametrize("value,message", [
+    ("[1, 2]", "environment values must be scalars (string, number or boolean), not list"),
+    ("{a: 1}", "a mapping environment value is {value|file|credential: ..., secret: true/false}: a: unknown key"),
+])
+def test_env_value_that_is_neither_a_scalar_nor_a_secret_source(value: str, message: str) -> None:
+    found = issues_of(BASE + f"""\
   - name: s
     image: x
     profiles:
       p:
         environment:
-          X: [1, 2]
+          X: {value}
 """)
-    assert found == ["ozwald.yml:16: services[0].profiles.p.environment.X: environment values must be scalars "
-                     "(string, number or boolean), not list"]
-
-
-def test_env_mapping_that_is_not_a_secret_source_names_the_key() -> None:
-    found = issues_of(BASE + """\
-  - name: s
-    image: x
-    profiles:
-      p:
-        environment:
-          X: {a: 1}
-""")
-    assert found == ["ozwald.yml:16: services[0].profiles.p.environment.X: a mapping environment value is "
-                     "{value|file|credential: ..., secret: true/false}: a: unknown key"]
+    assert found == [f"ozwald.yml:16: services[0].profiles.p.environment.X: {message}"]
 
 
 def test_null_env_value_is_rejected_with_a_hint() -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """pytest fixtures that deploy Ozwald into test hosts as ``ozwald.service``.
 
 Register with ``pytest_plugins = ["tests.testhost.fixtures", "tests.deploy.fixtures"]`` (the test-host

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Deploy Ozwald into a test host the way an operator would: a venv, a systemd service, a local Redis.
 
 The integration tests of the provisioner run ``ozwald serve`` INSIDE a booted test host

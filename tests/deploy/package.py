@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald installed in a test host as users install it: the Debian package from `make packages`.
 
 Used by tests/deploy/test_package.py and by `make demo` (contrib/demo.py). Everything goes through what an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Run INSIDE a test host, as ozwald.service's ExecStart, to prove its sandbox allows what Ozwald does.
 
 Until ``ozwald serve`` exists this stands in for it: with the unit's own hardening, environment file

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The deployment itself: Ozwald from this source tree, installed in a test host as ozwald.service.
 
 Until ``ozwald serve`` exists, these prove the parts around it: the venv runs ``ozwald`` with the
@@ -125,7 +126,9 @@ def test_systemd_accepts_the_unit(ozwald_deployment: ProvisionerDeployment) -> N
     assert props["LoadState"] == "loaded"
     assert props["Type"] == "notify"
     assert "\nWatchdogSec=20s\n" in host.read_file(UNIT_PATH)  # the property reads infinity until it runs
-    assert "argv[]=/usr/bin/ozwald check_config --quiet" in props["ExecReload"]
+    assert "argv[]=/bin/kill -HUP $MAINPID" in props["ExecReload"]  # show() keeps the last of the two lines
+    assert "\nExecReload=/usr/bin/ozwald check_config --quiet\nExecReload=/bin/kill -HUP $MAINPID\n" in host.read_file(
+        UNIT_PATH)
     assert "ozwald-redis.service" in props["Requires"].split()
     assert props["Restart"] == "always"
     assert props["RestartUSec"] == "1s"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The Debian package installed for real in a freshly booted Debian 13 test host (issue 10, section 3).
 
 The steps share one host and run in order, as an operator would do them:
@@ -78,7 +79,8 @@ def test_enable_now_returns_once_the_api_answers(ozwald: InstalledOzwald) -> Non
     assert (status, body["status"]) == (200, "healthy"), body
     assert ozwald.show("ozwald.service", "Type")["Type"] == "notify"
     status_text = ozwald.show("ozwald.service", "StatusText")["StatusText"]
-    assert re.match(r"\d+ instances?: \d+ available, \d+ starting, \d+ failed", status_text), status_text
+    assert re.fullmatch(r"0 instances: 0 available, 0 starting, 0 failed", status_text), status_text
+    assert ozwald.active() == {}, "Ozwald's own ozwald-redis.service is no instance"
     # Ozwald's own Redis: the unix socket and no TCP port at all, password required.
     redis = ozwald.host.exec(["redis-cli", "-s", "/run/ozwald-redis/redis.sock", "ping"])
     assert "NOAUTH" in redis.stdout + redis.stderr

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What the end-to-end tests do with a deployed provisioner's API, from this machine."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's drivers pointed at a booted test host, as the provisioner would hold them on a real host."""
 
 from __future__ import annotations

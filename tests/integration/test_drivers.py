@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Ozwald's systemd and Podman drivers against real systemd, D-Bus, Podman and Quadlet in a test host."""
 
 from __future__ import annotations

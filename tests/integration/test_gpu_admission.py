@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """GPU detection, admission and placement end to end, in the test host.
 
 No GPU exists here, so the one stand-in is at the vendor-library seam: the guest's venv gets a `pynvml`

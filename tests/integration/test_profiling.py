@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The profiling queue, run for real in the test host: the provisioner starts each queued service alone as
 its normal unit, measures it, holds it, stops it, and records the result; the test server's switches
 (`START_DELAY_S`, `ALLOC_MIB`) make the truth known, so the measurements are checked against it.

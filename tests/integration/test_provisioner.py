@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The provisioner end to end: Ozwald runs in the test host as its systemd service, from a venv built
 from this tree, with the guest's Redis; the tests call its API from this machine over the guest's IP."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The reconciler against real systemd and Podman: start, change, remove, fail, adopt."""
 
 from __future__ import annotations

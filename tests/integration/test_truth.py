@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Truthful statuses under change, with the truth monitor watching: Ozwald runs in the test host as its
 systemd service; the API and the containers are reached from this machine over the guest's address."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Batched unit reads against the real systemd of a test host.
 
 `SystemdClient.list_units` reads each unit with one GetAll over every interface (an empty interface

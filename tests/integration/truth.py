@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The truth monitor: while a scenario runs, compare every `available` the API says with what really runs.
 
 Each sample reads reality (the environment the container answering on the instance's port really has),

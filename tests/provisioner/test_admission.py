@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Admission, placement and variety choice, on host snapshots built from the real records."""
 
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The provisioner core (what the API calls) on a real Redis, without systemd: see provisioner_kit."""
 
 from __future__ import annotations

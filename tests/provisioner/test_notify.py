@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """sd_notify over a real datagram socket, and the provisioner's READY/WATCHDOG/STATUS/reload logic."""
 
 from __future__ import annotations
@@ -127,3 +128,15 @@ def test_reload_refuses_settings_without_this_provisioner(tmp_path: Path, caplog
     link = ServiceManagerLink(prov, identity("elsewhere"), str(good), Recorder())
     assert link.reload() is False and prov.replaced == []
     assert "old settings kept" in caplog.text
+
+
+def test_ozwalds_own_redis_unit_is_no_instance() -> None:
+    from ozwald.config import parse_settings
+    from ozwald.provisioner.requests import validate_requests
+    from ozwald.records import ServiceRequest, UpdateError
+
+    settings = parse_settings("services:\n  - name: redis\n    image: localhost/redis:latest\n")
+    with pytest.raises(UpdateError) as caught:
+        validate_requests(settings, [ServiceRequest(name="redis")])
+    assert caught.value.field == "name" and "reserved" in caught.value.message
+    assert validate_requests(settings, [ServiceRequest(name="cache", service="redis")])[0].name == "cache"

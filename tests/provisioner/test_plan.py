@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The plan and the hold on failed instances, without a host: desired vs unit files and unit states."""
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Host-port clashes: inside the desired set, and with what already listens on the host."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from ozwald.config import Settings
 from ozwald.provisioner.ports import HostPort, host_listeners, port_conflicts, ports_in_unit_file, published_ports
@@ -64,3 +66,16 @@ def test_the_ports_a_rendered_unit_holds_are_read_back() -> None:
     assert ports_in_unit_file(unit.text) == [HostPort(8100, "tcp", "127.0.0.1"), HostPort(9000, "udp")]
     inner = render_unit(effective_spec(SETTINGS, DesiredInstance(name="inner", service="inner")), "inner")
     assert ports_in_unit_file(inner.text) == []
+
+
+def test_host_listeners_reads_every_family_and_skips_clients(tmp_path: Path) -> None:
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    (tmp_path / "tcp").write_text(header
+                                  + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 0 0 1\n"
+                                  + "   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 0 0 2\n")
+    (tmp_path / "tcp6").write_text(header + "   0: 00000000000000000000000000000000:0050 "
+                                   "00000000000000000000000000000000:0000 0A 0 0 0 0 0 3\n")
+    (tmp_path / "udp").write_text(header + "   0: 00000000:14E9 00000000:0000 07 0 0 0 0 0 4\n"
+                                  + "   1: 0100007F:9C40 0100007F:0035 01 0 0 0 0 0 5\n")
+    assert host_listeners(tmp_path) == {HostPort(8080, "tcp", "127.0.0.1"), HostPort(80, "tcp"),
+                                        HostPort(5353, "udp")}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Variety choice and request validation: pure functions of the settings and the host's capabilities."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Secret environment values never leave the provisioner: real Provisioner, real Redis, real Waitress."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from ozwald.api import ApiServer, create_server
 from ozwald.config import ConfigError, parse_settings, resolve
 from ozwald.config.secrets import MASK
 from ozwald.provisioner.core import Provisioner
-from ozwald.quadlet import render_unit
+from ozwald.quadlet import RenderError, render_unit
+from ozwald.units import UnitStore
 from tests.api.conftest import API_KEY, Api
 from tests.support.provisioner_kit import StubReconciler, make_provisioner
 
@@ -127,7 +129,35 @@ def test_the_container_gets_the_values(stack: tuple[Api, Provisioner, StubReconc
     assert spec.env["UPSTREAM"] == FROM_CREDENTIAL and spec.env["HF_TOKEN"] == PLAIN_TOKEN
     assert spec.secret_keys == {"HF_TOKEN", "API_KEY", "DB_PASSWORD", "UPSTREAM"}
     assert_no_secret(repr(spec))
-    assert PROFILE_SECRET in render_unit(spec, "llm").text  # the unit file (0600) is how it reaches the container
+    unit = render_unit(spec, "llm")
+    assert_no_secret(unit.text)  # Quadlet would copy it into the service's command line, readable by anyone
+    assert "EnvironmentFile=ozwald-llm.env" in unit.text and "MODEL_NAME=qwen" in unit.text
+    assert unit.env_file is not None and f"API_KEY={PROFILE_SECRET}\n" in unit.env_file
+    assert "MODEL_NAME" not in unit.env_file and "CACHE_KEY_PREFIX" not in unit.env_file
+    assert_no_secret(repr(unit))
+
+
+def test_the_secret_file_is_written_private_next_to_the_unit_and_removed_with_it(tmp_path: Path) -> None:
+    store = UnitStore(tmp_path / "run", tmp_path / "etc")
+    settings = parse_settings(f"services:\n  - name: s\n    image: x\n    environment: {{HF_TOKEN: {PLAIN_TOKEN}}}\n")
+    store.write(render_unit(resolve(settings, "s"), "s"), persistent=False)
+    env = tmp_path / "run" / "ozwald-s.env"
+    assert env.read_text() == f"HF_TOKEN={PLAIN_TOKEN}\n" and env.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "run" / "ozwald-s.container").stat().st_mode & 0o777 == 0o600
+    store.write(render_unit(resolve(settings, "s"), "s"), persistent=True)
+    assert not env.exists() and (tmp_path / "etc" / "ozwald-s.env").exists()
+    assert list(store.existing()) == ["s"]
+    store.remove("s")
+    assert list((tmp_path / "etc").iterdir()) == []
+
+
+def test_a_multi_line_secret_cannot_be_rendered(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("line one\nline two\n")
+    settings = parse_settings(f"services:\n  - name: s\n    image: x\n"
+                              f"    environment: {{K: {{file: {tmp_path}/key}}}}\n")
+    with pytest.raises(RenderError, match="secret value of K spans several lines") as raised:
+        render_unit(resolve(settings, "s"), "s")
+    assert "line one" not in str(raised.value)
 
 
 def test_a_missing_credential_directory_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

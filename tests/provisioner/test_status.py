@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The status rules, table by table: what an orchestrator routes traffic on must be what runs."""
 
 from __future__ import annotations

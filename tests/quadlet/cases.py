@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The rendering cases kept as golden files, each also checked by the real Quadlet generator."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Property: any value Ozwald accepts reaches podman unchanged through the real Quadlet generator."""
 
 import json

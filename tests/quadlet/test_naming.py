@@ -1,36 +1,27 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ozwald.config import parse_settings, resolve
-from ozwald.quadlet import render_unit
+from ozwald.quadlet import naming, render_unit
 from ozwald.quadlet.escape import quote_word
-from ozwald.quadlet.naming import (
-    container_name,
-    instance_of_filename,
-    instance_of_unit,
-    unit_filename,
-    unit_label,
-    unit_labels,
-    unit_name,
-    unquote_word,
-)
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 
 
 def test_names_of_an_instance() -> None:
-    assert (container_name("a.b"), unit_name("a.b"), unit_filename("a.b")) == (
+    assert (naming.container_name("a.b"), naming.unit_name("a.b"), naming.unit_filename("a.b")) == (
         "ozwald-a.b", "ozwald-a.b.service", "ozwald-a.b.container")
-    assert instance_of_unit("ozwald-a.b.service") == "a.b"
-    assert instance_of_filename("ozwald-a.b.container") == "a.b"
+    assert naming.instance_of_unit("ozwald-a.b.service") == "a.b"
+    assert naming.instance_of_filename("ozwald-a.b.container") == "a.b"
     for other in ("ozwald-.service", "redis.service", "ozwald-x.socket", "ozwald-x.service.d"):
-        assert instance_of_unit(other) is None
-    assert instance_of_filename("ozwald-x.container.tmp") is None
+        assert naming.instance_of_unit(other) is None
+    assert naming.instance_of_filename("ozwald-x.container.tmp") is None
 
 
 @given(TEXT)
 def test_unquote_inverts_quote_word(text: str) -> None:
-    assert unquote_word(quote_word(text)) == text
+    assert naming.unquote_word(quote_word(text)) == text
 
 
 def test_labels_read_back_from_a_rendered_unit() -> None:
@@ -38,8 +29,8 @@ def test_labels_read_back_from_a_rendered_unit() -> None:
                               "    profiles: {fast: {}}\n")
     spec = resolve(settings, "s", None, "fast")
     unit = render_unit(spec, "inst")
-    labels = unit_labels(unit.text)
+    labels = naming.unit_labels(unit.text)
     assert labels["service"] == "s" and labels["profile"] == "fast" and labels["instance"] == "inst"
     assert labels["spec-hash"] == spec.spec_hash
-    assert unit_label(unit.text, "variety") is None  # empty means unset
+    assert naming.unit_label(unit.text, "variety") is None  # empty means unset
     assert "team" not in labels  # only ozwald.* labels

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Fixtures that put stand-in vendor bindings where `import pynvml` / `import amdsmi` find them."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """AMD detection through a stand-in amdsmi, including the KeyError amdsmi 7.0.2 raises at import."""
 
 from __future__ import annotations

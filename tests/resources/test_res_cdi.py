@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Mapping CDI device names to the detected GPUs they hand to a container."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The CPU sampler keeps measurement off the request path."""
 
 from __future__ import annotations

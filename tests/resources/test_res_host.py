@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Whole-host snapshots: CPU-only hosts, mixed NVIDIA + AMD hosts, and isolation between vendors."""
 
 from __future__ import annotations

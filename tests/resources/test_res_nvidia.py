@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """NVIDIA detection through a stand-in pynvml: every way NVML fails must degrade, not raise."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """PCI addresses and lspci-style descriptions from sysfs + pci.ids."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Measuring a unit's processes from /proc, and attributing VRAM to the right GPU (stand-in NVML)."""
 
 from __future__ import annotations

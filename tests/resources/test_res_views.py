@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The `/srv/host/resources` and `/srv/resources/available/` shapes promised in contract.md."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Two processes race 200 replaces each: the generation sequence must come out whole.
 
 Processes, not threads, because the real writers are separate processes (API workers, the CLI) that

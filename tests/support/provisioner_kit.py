@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A real `Provisioner` (core.py) on a real Redis, with its host-facing parts stood in.
 
 The reconciler stand-in previews with the real renderer and the real `plan()` over a real UnitStore in a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Run Podman's real Quadlet generator in dry-run mode on rendered units."""
 
 from __future__ import annotations

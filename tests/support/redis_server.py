@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Real redis-server instances for the tests that need Redis (state, provisioner core).
 
 Like rq, these tests run against a real Redis: Lua scripts, pub/sub timing, reconnection after a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """How systemd reads an `ExecStart=` line, for checking what Quadlet generated.
 
 This models systemd's documented rules (word splitting with quotes and C escapes, then `%` specifiers,

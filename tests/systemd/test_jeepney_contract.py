@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """What Ozwald relies on in jeepney beyond its public API; fails loudly when an upgrade changes it.
 
 `ozwald.systemd.client._Router` overrides `DBusRouter._receiver` and `_dispatch` and reads `_replies`,
@@ -17,17 +18,18 @@ from typing import Any
 
 from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_call, new_method_return
 from jeepney.io.common import FilterHandle, MessageFilters, ReplyMatcher
-from jeepney.io.threading import DBusRouter, ReceiveStopped
+from jeepney.io.threading import DBusRouter
 
 from ozwald.systemd import protocol
 from ozwald.systemd.client import SystemdClient, _Router
+from tests.systemd.test_router import QueuedConnection
 
 
-class FakeConnection:
-    """Records what is sent; the test decides when replies come in."""
+class FakeConnection(QueuedConnection):
+    """Also records what is sent; the test decides when replies come in."""
 
     def __init__(self) -> None:
-        self.incoming: Queue[Message | None] = Queue()
+        super().__init__()
         self.outgoing_serial = itertools.count(start=1)
         self.sent: list[tuple[Message, int]] = []
         self.on_send: Any = None
@@ -37,18 +39,6 @@ class FakeConnection:
         self.sent.append((message, serial))
         if self.on_send is not None:
             self.on_send()
-
-    def receive(self) -> Message:
-        message = self.incoming.get()
-        if message is None:
-            raise ReceiveStopped
-        return message
-
-    def interrupt(self) -> None:
-        self.incoming.put(None)
-
-    def reset_interrupt(self) -> None:
-        pass
 
 
 def reply_to(message: Message, serial: int, props: dict[str, Any]) -> Message:

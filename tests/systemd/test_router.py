@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """The D-Bus router under the shared client: no message, and no other thread's filter, may end its receiver.
 
 jeepney's own dispatch iterated the filter dict while other threads changed it; in a benchmark that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Throwaway systemd + Podman + Quadlet hosts (systemd-nspawn) for Ozwald's integration tests.
 
 See :mod:`tests.testhost.harness` for the machinery, :mod:`tests.testhost.fixtures` for the

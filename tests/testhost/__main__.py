@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Command line for developers: build the cached test-host tree, or boot a host to poke at.
 
 Run from the repository root, as root::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """pytest fixtures for tests that need a real systemd + Podman host.
 
 Registered by ``tests/conftest.py`` with ``pytest_plugins = ["tests.testhost.fixtures"]``.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Boot throwaway systemd + Podman + Quadlet hosts with systemd-nspawn, for Ozwald's tests.
 
 Ozwald drives systemd over D-Bus and Podman through Quadlet units. Mocking either would test our

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """Tests of the test-host harness and of the stand-in model server it bakes into an image.
 
 The server tests run server.py directly on loopback and need nothing special. The host tests

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A small OpenAI-compatible stand-in for an AI model server, for Ozwald's tests.
 
 It uses only the Python standard library so that it runs from a minimal python3 tree inside a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A stand-in for AMD's `amdsmi` Python package, faithful at the API boundary Ozwald uses.
 
 Mirrors amdsmi 6.x/7.x (checked against py-interface/amdsmi_interface.py and amdsmi_exception.py):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
 """A stand-in for nvidia-ml-py's `pynvml`, faithful at the API boundary Ozwald uses.
 
 Mirrors the real binding (checked against nvidia-ml-py 13.x and the 11.x series):
