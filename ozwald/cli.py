@@ -603,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("instance", help="the instance name (as in list_active_services)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, metavar="N", help="how many lines (default 100)")
+    from ozwald.cli_profile import register as register_profile
+
+    register_profile(actions, common, ports)
     return parser
 
 

@@ -164,11 +164,16 @@ class OzwaldClient:
         return cast(list[AvailableResource], self._request("GET", "/srv/resources/available/"))
 
     def profile_requests(self) -> list[dict[str, Any]]:
-        """GET /srv/services/profile: the pending profiling requests."""
+        """GET /srv/services/profile: the pending and running profiling items, with position, state, progress."""
         return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile"))
 
+    def profile_results(self) -> list[dict[str, Any]]:
+        """GET /srv/services/profile/results: profiling results, newest first, each with `stale`."""
+        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile/results"))
+
     def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
-        """POST /srv/services/profile: queue a profiling request."""
+        """POST /srv/services/profile: queue a profiling request: `{service, variety?, profile?}`,
+        `{"services": [{name, variety?, profile?}, ...]}` or `{"all": True}`."""
         body = request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else dict(request)
         return cast(dict[str, Any], self._request("POST", "/srv/services/profile", body=body))
 

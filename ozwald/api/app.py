@@ -333,6 +333,9 @@ class _Routes:
     def profile_list(self, environ: Environ) -> Reply:
         return 200, dumps(self.core.profile_requests())
 
+    def profile_results(self, environ: Environ) -> Reply:
+        return 200, dumps(self.core.profile_results())
+
     def profile_enqueue(self, environ: Environ) -> Reply:
         body = read_json(environ, "a JSON profiling request")
         return 202, dumps(self.core.enqueue_profile(body))
@@ -350,6 +353,7 @@ def route_table(routes: _Routes) -> list[tuple[str, str, Handler, bool]]:
         ("GET", "/srv/host/resources", routes.host, True),
         ("GET", "/srv/services/profile", routes.profile_list, True),
         ("POST", "/srv/services/profile", routes.profile_enqueue, True),
+        ("GET", "/srv/services/profile/results", routes.profile_results, True),
     ]
 
 

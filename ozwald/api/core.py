@@ -69,11 +69,17 @@ class ProvisionerCore(Protocol):
         ...
 
     def profile_requests(self) -> list[dict[str, Any]]:
-        """GET /srv/services/profile: the pending profiling requests, oldest first."""
+        """GET /srv/services/profile: the pending and running profiling requests, oldest first, with
+        position, state and progress."""
+        ...
+
+    def profile_results(self) -> list[dict[str, Any]]:
+        """GET /srv/services/profile/results: every profiling result, newest first, each with `stale`."""
         ...
 
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
-        """POST /srv/services/profile: queue a profiling request; `body` is the parsed JSON as sent.
+        """POST /srv/services/profile: queue a profiling request; `body` is the parsed JSON as sent:
+        `{service, variety?, profile?}`, `{"services": [{name, variety?, profile?}, ...]}` or `{"all": true}`.
 
         Raises UpdateError when the body is not a valid request, AdmissionError when the system is
         not unloaded. Returns what to answer, e.g. `{"status": "accepted", "request_id": "..."}`.

@@ -69,6 +69,21 @@ class ApiSettings(Strict):
     threads: int = Field(default=8, ge=1, le=256)
 
 
+class ProfilingSettings(Strict):
+    """The profiling queue: how long a profiled instance is held once ready, and the margin admission adds
+    to a measured footprint (0.1: +10 %) to cover run-to-run variation."""
+
+    hold: Duration = 10.0
+    margin: float = Field(default=0.1, ge=0, le=10)
+    sample_interval: Duration = Field(default=0.25, gt=0)
+
+
+class AdmissionSettings(Strict):
+    """Capacity admission counts on: the host's RAM less `reserve_memory_gb` (the OS, Redis, page cache)."""
+
+    reserve_memory_gb: float = Field(default=0.0, ge=0)
+
+
 class Provisioner(Strict):
     name: Name
     host: Name
@@ -76,6 +91,8 @@ class Provisioner(Strict):
     api: ApiSettings = ApiSettings()
     state_dir: str = "/var/lib/ozwald"
     resync_interval: Duration = 60.0
+    profiling: ProfilingSettings = ProfilingSettings()
+    admission: AdmissionSettings = AdmissionSettings()
 
 
 class Port(Strict):

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Admission and GPU placement: will the desired set fit this host, and on which GPUs?
 
-Capacity is the host's total: VRAM per GPU, RAM, CPU cores, GPUs. Demand is what each instance of the
-desired set declares in `resources`. `vram_gb` is needed on every GPU the instance's devices give it
+Capacity is the host's total: VRAM per GPU, RAM (less the provisioner's `admission.reserve_memory_gb`),
+CPU cores, GPUs. Demand is what each instance of the desired set declares in `resources`; where it declares
+no `memory_gb` or `vram_gb`, its measured footprint (the profiling queue's fresh result, plus the margin)
+stands in. Declared values win; a result measured under another spec hash (the settings changed) is stale
+and never used. `vram_gb` is needed on every GPU the instance's devices give it
 (`nvidia.com/gpu=all` → every NVIDIA GPU, `=0` or a UUID → that one). Declared needs are compared with
 totals, not with what is free right now, because free memory already counts Ozwald's own running
 services; memory used by processes Ozwald does not manage is not subtracted (see `doctor`).
@@ -15,7 +18,7 @@ pinned to the single GPU with the most VRAM left after the other instances, by U
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,27 @@ from ozwald.resources.cdi import gpus_for_cdi_devices
 from ozwald.resources.models import GpuInfo
 
 GIB_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A measured footprint (profiling), margin included, for an instance that declares no `resources`."""
+
+    memory_gb: float | None
+    vram_gb: float | None  # on each GPU its devices give it: the largest per-GPU peak measured
+    source: str  # e.g. "measured 2026-12-02T16:40:00Z (spec 1a2b…), peak 312 MiB + 10 % margin"
+
+
+# instance → (a usable footprint or None, a note when a result exists but is not used, e.g. stale)
+FootprintLookup = Callable[[DesiredInstance], tuple[Footprint | None, str | None]]
+
+
+def _needs(spec_needs: float | None, measured: float | None) -> tuple[float | None, str]:
+    if spec_needs is not None:
+        return spec_needs, "declared"
+    if measured is not None:
+        return measured, "measured"
+    return None, "none"
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,8 @@ class Fit:
     memory_gb: dict[str, float] = field(default_factory=dict)
     cpus: dict[str, float] = field(default_factory=dict)
     conflicts: list[Conflict] = field(default_factory=list)
+    # instance → which footprint admission used per resource ("declared", or the measured result and when)
+    footprints: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def for_instance(self, name: str, snapshot: HostSnapshot) -> dict[str, Any]:
         """What the plan shows per instance: each GPU it gets, with that GPU's total and declared sum."""
@@ -74,11 +100,21 @@ class Fit:
         return out
 
 
-def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot
-          ) -> list[DesiredInstance]:
-    """Pin single-GPU instances to the GPU with the most VRAM left; others are returned unchanged."""
+def _vram_gb(spec_vram: float | None, instance: DesiredInstance, lookup: FootprintLookup | None) -> float:
+    if spec_vram is not None or lookup is None:
+        return spec_vram or 0.0
+    measured, _ = lookup(instance)
+    return (measured.vram_gb or 0.0) if measured is not None else 0.0
+
+
+def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot,
+          lookup: FootprintLookup | None = None) -> list[DesiredInstance]:
+    """Pin single-GPU instances to the GPU with the most VRAM left; others are returned unchanged.
+
+    VRAM is the declared `vram_gb`, else the measured footprint (through `lookup`)."""
     left: dict[str, float] = {g.id: float(g.vram_total_mib or 0) for g in snapshot.gpus}
     specs = {i.name: effective_spec(settings, i) for i in instances}
+    vram = {i.name: _vram_gb(specs[i.name].resources.vram_gb, i, lookup) for i in instances}
     to_place: list[DesiredInstance] = []
     for instance in instances:
         spec = specs[instance.name]
@@ -88,40 +124,56 @@ def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: Ho
             to_place.append(instance)
             continue
         for gpu in taken:
-            left[gpu.id] -= (spec.resources.vram_gb or 0) * GIB_MIB
+            left[gpu.id] -= vram[instance.name] * GIB_MIB
     placed: dict[str, DesiredInstance] = {}
     for instance in to_place:
         spec = specs[instance.name]
         candidates = gpus_for_cdi_devices(spec.devices, snapshot.gpus)
         best: GpuInfo = max(candidates, key=lambda g: (left[g.id], -g.index))
-        left[best.id] -= (spec.resources.vram_gb or 0) * GIB_MIB
+        left[best.id] -= vram[instance.name] * GIB_MIB
         kind = best.cdi_name.split("=", 1)[0]
         placed[instance.name] = instance.model_copy(update={"devices": (f"{kind}={best.uuid}",)})
     return [placed.get(i.name, i) for i in instances]
 
 
-def assess(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot) -> Fit:
+def assess(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot,
+           lookup: FootprintLookup | None = None, reserve_memory_gb: float = 0.0) -> Fit:
+    """Declared needs against the host's capacity; where an instance declares no `memory_gb`/`vram_gb`,
+    its measured footprint (profiling, through `lookup`) stands in, and `fit.footprints` says which was used.
+    RAM capacity is the host's total less `reserve_memory_gb`."""
     fit = Fit()
-    ram_total = round(snapshot.ram_total_bytes / 1024**3, 2)
+    ram_total = round(max(0.0, snapshot.ram_total_bytes / 1024**3 - reserve_memory_gb), 2)
     vram_users: dict[str, list[str]] = defaultdict(list)
     for instance in instances:
         spec = effective_spec(settings, instance)
         if spec.type != "container":
             continue
         needs = spec.resources
+        measured, note = (None, None)
+        if lookup is not None and (needs.memory_gb is None or needs.vram_gb is None):
+            measured, note = lookup(instance)
+        memory_gb, memory_from = _needs(needs.memory_gb, measured.memory_gb if measured else None)
+        vram_gb, vram_from = _needs(needs.vram_gb, measured.vram_gb if measured else None)
+        sources = {"memory": memory_from, "vram": vram_from}
+        if "measured" in sources.values() and measured is not None:
+            sources["measured"] = measured.source
+        if note:
+            sources["not_used"] = note
+        if "measured" in sources.values() or note:
+            fit.footprints[instance.name] = sources
         taken = gpus_for_cdi_devices(spec.devices, snapshot.gpus) if spec.devices else ()
         fit.gpus[instance.name] = tuple(g.id for g in taken)
-        if needs.memory_gb:
-            fit.memory_gb[instance.name] = needs.memory_gb
+        if memory_gb:
+            fit.memory_gb[instance.name] = memory_gb
         if needs.cpus:
             fit.cpus[instance.name] = needs.cpus
         if needs.gpus and needs.gpus > len(taken):
             fit.conflicts.append(Conflict("gpus", needs.gpus, len(taken), "GPUs", (instance.name,)))
-        if needs.vram_gb:
+        if vram_gb:
             if not taken:
-                fit.conflicts.append(Conflict("vram", needs.vram_gb, 0, "GB", (instance.name,)))
+                fit.conflicts.append(Conflict("vram", vram_gb, 0, "GB", (instance.name,)))
             for gpu in taken:
-                fit.vram_mib.setdefault(gpu.id, {})[instance.name] = int(needs.vram_gb * GIB_MIB)
+                fit.vram_mib.setdefault(gpu.id, {})[instance.name] = int(vram_gb * GIB_MIB)
                 vram_users[gpu.id].append(instance.name)
     for gpu_id, users in fit.vram_mib.items():
         found = snapshot.gpu(gpu_id)

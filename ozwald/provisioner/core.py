@@ -12,11 +12,13 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC
 from typing import Any
 
-from ozwald.config import Settings
+from ozwald.config import ResolveError, Settings, resolve
+from ozwald.config.model import AdmissionSettings, ProfilingSettings
 from ozwald.config.secrets import public_service
-from ozwald.provisioner.admission import Fit, assess, place, reservations
+from ozwald.provisioner.admission import Fit, Footprint, assess, place, reservations
 from ozwald.provisioner.ports import (
     PortConflict,
     host_listeners,
@@ -24,8 +26,9 @@ from ozwald.provisioner.ports import (
     ports_in_unit_file,
     published_ports,
 )
+from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.provisioner.requests import HostCapabilities, validate_requests
+from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
 from ozwald.records import (
     ActiveService,
     AdmissionError,
@@ -41,9 +44,14 @@ from ozwald.resources.cdi import cdi_device_names
 from ozwald.state import (
     DesiredStateStore,
     ProfileQueue,
+    ProfileRequestBody,
+    ProfileResult,
+    ProfileResults,
     StateError,
     StateUnavailable,
     StatusCache,
+    result_json,
+    validate_profile_request,
 )
 from ozwald.systemd import SystemdClient
 
@@ -54,8 +62,13 @@ class Provisioner:
     """Implements `ozwald.api.core.ProvisionerCore`; thread-safe."""
 
     def __init__(self, settings: Settings, desired: DesiredStateStore, statuses: StatusCache, profiles: ProfileQueue,
-                 resources: HostResourceMonitor, systemd: SystemdClient, reconciler_factory: Any) -> None:
+                 resources: HostResourceMonitor, systemd: SystemdClient, reconciler_factory: Any, *,
+                 results: ProfileResults | None = None, profiling: ProfilingSettings | None = None,
+                 admission: AdmissionSettings | None = None) -> None:
         self.settings = settings
+        self.results = results
+        self.profiling = profiling or ProfilingSettings()
+        self.admission = admission or AdmissionSettings()
         self.desired = desired
         self.statuses = statuses
         self.profiles = profiles
@@ -68,21 +81,36 @@ class Provisioner:
         # the provisioner is always lower than any of the new process's, so no client waits on a stale one.
         self._revision = time.time_ns() // 1_000_000
         self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
-        self._remove_listener = self.desired.add_listener(lambda d: self.reconciler.wake(d.generation))
+        # The profiling queue runs only with a results store to record into.
+        self.profiler: Profiler | None = None
+        if results is not None:
+            self.profiler = Profiler(settings, profiles, results, self._read_desired, systemd, resources,
+                                     self._host_capabilities, self._status_of, self.profiling)
+            self.profiler.attach(self.reconciler)
+        self._remove_listener = self.desired.add_listener(self._desired_changed)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
     # Life cycle --------------------------------------------------------------------------------------
 
+    def _desired_changed(self, desired: DesiredSet) -> None:
+        self.reconciler.wake(desired.generation)
+        if self.profiler is not None:
+            self.profiler.wake()
+
     def start(self) -> None:
         self.resources.start()
         self.reconciler.start()
+        if self.profiler is not None:
+            self.profiler.start()
         self._watcher = threading.Thread(target=self._watch_other_writers, name="ozwald-desired-watch", daemon=True)
         self._watcher.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._remove_listener()
+        if self.profiler is not None:
+            self.profiler.stop()
         self.reconciler.stop()
         self.resources.stop()
 
@@ -90,6 +118,8 @@ class Provisioner:
         """Settings re-read from the file (`systemctl reload ozwald`); the caller has validated them."""
         self.settings = settings
         self.profiles.settings = settings
+        if self.profiler is not None:
+            self.profiler.settings = settings
         self.reconciler.replace_settings(settings)
 
     def _watch_other_writers(self) -> None:
@@ -100,6 +130,8 @@ class Provisioner:
                 generation = listener.wait(1.0)
                 if generation is not None:
                     self.reconciler.wake(generation)
+                    if self.profiler is not None:
+                        self.profiler.wake()
 
     def _read_desired(self) -> DesiredSet:
         try:
@@ -115,6 +147,8 @@ class Provisioner:
                 self._published = services
                 self._revision += 1
                 self._changed.notify_all()
+        if self.profiler is not None:
+            self.profiler.wake()
         try:
             self.statuses.replace_all({s.name: s for s in services})
         except StateError as exc:
@@ -123,7 +157,27 @@ class Provisioner:
     # ProvisionerCore ---------------------------------------------------------------------------------
 
     def configured_services(self) -> list[dict[str, Any]]:
-        return [public_service(service) for service in self.settings.services]
+        """The settings' services (secrets masked), each variety and profile with its profiling results
+        (`profiling`)."""
+        services = [public_service(service) for service in self.settings.services]
+        results = self._profile_results()
+        for service in services:
+            for result in (r for r in results if r.service == service["name"]):
+                shown = self._result_json(result)
+                if result.variety is not None and result.variety in service.get("varieties", {}):
+                    service["varieties"][result.variety].setdefault("profiling", {}).setdefault(
+                        result.profile or "-", shown)
+                if result.profile is not None and result.profile in service.get("profiles", {}):
+                    service["profiles"][result.profile].setdefault("profiling", {}).setdefault(
+                        result.variety or "-", shown)
+                if result.variety is None and result.profile is None:
+                    service.setdefault("profiling", shown)
+        return services
+
+    def _status_of(self, name: str) -> ActiveService | None:
+        with self._lock:
+            published = self._published
+        return next((s for s in published or () if s.name == name), None)
 
     def active_services(self) -> list[ActiveService]:
         with self._lock:
@@ -144,6 +198,9 @@ class Provisioner:
             return revision, self.active_services()
         return revision, published
 
+    def _host_capabilities(self) -> HostCapabilities:
+        return self._capabilities(self.resources.snapshot())
+
     def _capabilities(self, snapshot: HostSnapshot) -> HostCapabilities:
         names, _ = cdi_device_names()
         return HostCapabilities(gpu_vendors=frozenset(g.vendor for g in snapshot.gpus), cdi_names=frozenset(names),
@@ -158,6 +215,8 @@ class Provisioner:
             current = self.desired.read().by_name()
         except StateError:
             current = {}
+        # Ports of every unit file on the host are ours (containers still stopping, the profiled instance):
+        # the update's pass stops them before it starts anything.
         ours = [port for ports in published_ports(self.settings, list(current.values())).values() for port in ports]
         ours += [port for unit in self.reconciler.units.existing().values() for port in ports_in_unit_file(unit.text)]
         clashes = port_conflicts(published_ports(self.settings, instances), host_listeners(), ours)
@@ -167,8 +226,62 @@ class Provisioner:
             same = old is not None and (old.service, old.variety, old.profile) == (
                 instance.service, instance.variety, instance.profile)
             kept.append(instance.model_copy(update={"devices": old.devices}) if same and old else instance)
-        placed = place(self.settings, kept, snapshot)
-        return placed, assess(self.settings, placed, snapshot), snapshot, clashes
+        lookup = self._footprint_lookup()
+        placed = place(self.settings, kept, snapshot, lookup)
+        return placed, self._assess(placed, snapshot, lookup), snapshot, clashes
+
+    def _assess(self, instances: list[DesiredInstance], snapshot: HostSnapshot, lookup: Any = None) -> Fit:
+        return assess(self.settings, instances, snapshot, lookup if lookup is not None else self._footprint_lookup(),
+                      self.admission.reserve_memory_gb)
+
+    def _footprint_lookup(self) -> Any:
+        """Measured footprints (fresh profiling results plus the margin) for instances that declare none."""
+        results = self._profile_results()
+        margin = self.profiling.margin
+
+        def lookup(instance: DesiredInstance) -> tuple[Footprint | None, str | None]:
+            try:
+                spec_hash = resolve(self.settings, instance.service, instance.variety, instance.profile).spec_hash
+            except ResolveError:
+                return None, None
+            key = (instance.service, instance.variety, instance.profile)
+            measured = [r for r in results if r.config_key == key and r.outcome == "measured"]
+            fresh = next((r for r in measured if r.spec_hash == spec_hash), None)
+            if fresh is None:
+                if measured:
+                    old = measured[0]
+                    return None, (f"profiling result of {_when(old)} is stale (spec {old.spec_hash}, now {spec_hash}): "
+                                  "not used")
+                return None, None
+            vram = max(fresh.vram_peak_mib.values(), default=0.0)
+            parts = [f"RAM peak {fresh.ram_peak_mib:g} MiB" if fresh.ram_peak_mib is not None else "RAM not measured"]
+            if vram:
+                parts.append(f"VRAM peak {vram:g} MiB per GPU")
+            source = (f"measured {_when(fresh)} (spec {fresh.spec_hash}): {', '.join(parts)}, "
+                      f"+{margin * 100:g} % margin")
+            memory = round((fresh.ram_peak_mib or 0) * (1 + margin) / 1024, 3) or None
+            return Footprint(memory_gb=memory, vram_gb=round(vram * (1 + margin) / 1024, 3) or None,
+                             source=source), None
+
+        return lookup
+
+    def _profile_results(self) -> list[ProfileResult]:
+        if self.results is None:
+            return []
+        try:
+            return self.results.all()
+        except StateError:
+            try:
+                return self.results.read_local()
+            except StateError:
+                return []
+
+    def _result_json(self, result: ProfileResult) -> dict[str, Any]:
+        try:
+            current = resolve(self.settings, result.service, result.variety, result.profile).spec_hash
+        except ResolveError:
+            current = None
+        return result_json(result, current)
 
     def update(self, items: list[ServiceRequest], force: bool = False) -> DesiredSet:
         instances, fit, _, clashes = self._admit(items)
@@ -213,6 +326,8 @@ class Provisioner:
                 details["devices"] = list(instance.devices)
             if instance.variety_auto:
                 details["variety"] = f"{instance.variety}: picked for this host"
+            if entry.name in fit.footprints:
+                details["footprint"] = fit.footprints[entry.name]
             conflicts = [c.describe() for c in fit.conflicts if entry.name in c.instances]
             if conflicts:
                 details["does_not_fit"] = conflicts
@@ -231,7 +346,7 @@ class Provisioner:
             desired = [i for i in self.desired.read().instances if i.name in starting]
         except StateError:
             return {}
-        return reservations(assess(self.settings, desired, snapshot))
+        return reservations(self._assess(desired, snapshot))
 
     def host_resources(self) -> dict[str, Any]:
         snapshot = self.resources.snapshot()
@@ -247,14 +362,84 @@ class Provisioner:
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
 
+    def profile_results(self) -> list[dict[str, Any]]:
+        if self.results is None:
+            return []
+        try:
+            results = self.results.all()
+        except StateUnavailable as exc:
+            raise CoreUnavailable("cache unavailable") from exc
+        return [self._result_json(r) for r in results]
+
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise UpdateError(None, "body", "a profiling request is a JSON object")
+        items = self._profile_items(body)
         try:
-            request_id = self.profiles.enqueue(body)
+            request_id = self.profiles.enqueue_many(items)
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
-        return {"status": "accepted", "request_id": request_id}
+        if self.profiler is not None:
+            self.profiler.wake()
+        return {"status": "accepted", "request_id": request_id,
+                "items": [item.model_dump(mode="json") for item in items]}
+
+    def _profile_items(self, body: dict[str, Any]) -> list[ProfileRequestBody]:
+        """The contract's `{service, variety?, profile?}`, `{"services": [...]}` or `{"all": true}`, as items
+        with the variety chosen for this host where none was given; UpdateError names a bad item."""
+        caps = self._host_capabilities()
+        if "all" in body:
+            extra = sorted(set(body) - {"all"})
+            if extra:
+                raise UpdateError(None, extra[0], "unknown field next to `all`")
+            if body["all"] is not True:
+                raise UpdateError(None, "all", "`all` must be true")
+            items = []
+            for service in self.settings.services:
+                if service.type != "container":
+                    continue
+                varieties: list[str | None] = [v for v in service.varieties
+                                               if caps.can_run(self.settings, service, v)[0]] or [None]
+                if service.varieties and varieties == [None]:
+                    continue  # no variety of it runs here
+                profiles: list[str | None] = [*service.profiles] or [None]
+                for variety in varieties:
+                    for profile in profiles:
+                        items.append(ProfileRequestBody(service=service.name, variety=variety, profile=profile))
+            if not items:
+                raise UpdateError(None, "all", "no container service of the settings can run on this host")
+            return items
+        if "services" in body:
+            extra = sorted(set(body) - {"services"})
+            if extra:
+                raise UpdateError(None, extra[0], "unknown field next to `services`")
+            listed = body["services"]
+            if not isinstance(listed, list) or not listed:
+                raise UpdateError(None, "services", "a non-empty list of {name, variety, profile}")
+            return [self._profile_item(item, index, caps) for index, item in enumerate(listed)]
+        return [self._profile_item(body, None, caps)]
+
+    def _profile_item(self, item: Any, index: int | None, caps: HostCapabilities) -> ProfileRequestBody:
+        if isinstance(item, dict) and "name" in item:
+            item = dict(item)
+            name = item.pop("name")
+            item.setdefault("service", name)
+        try:
+            body = validate_profile_request(item, self.settings)
+        except UpdateError as exc:
+            raise UpdateError(index, exc.field, exc.message) from None
+        service = self.settings.service(body.service)
+        assert service is not None  # validated above
+        variety = body.variety
+        if variety is None and service.varieties:
+            variety, why = pick_variety(self.settings, service, caps)
+            if variety is None:
+                raise UpdateError(index, "variety", f"no variety of {service.name!r} can run on this host: {why}")
+        elif variety is not None:
+            ok, why = caps.can_run(self.settings, service, variety)
+            if not ok:
+                raise UpdateError(index, "variety", f"variety {variety!r} of {service.name!r} cannot run here: {why}")
+        return body.model_copy(update={"variety": variety})
 
     def health(self) -> dict[str, str]:
         components: dict[str, str] = {}
@@ -270,3 +455,7 @@ class Provisioner:
             components["systemd"] = "unreachable"
         components["reconciler"] = "ok" if self.reconciler.alive else "stopped"
         return components
+
+
+def _when(result: ProfileResult) -> str:
+    return result.finished_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

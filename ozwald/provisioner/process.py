@@ -37,6 +37,7 @@ from ozwald.state import (
     Identity,
     IdentityError,
     ProfileQueue,
+    ProfileResults,
     StatusCache,
     connect,
     select_provisioner,
@@ -78,8 +79,11 @@ def build(settings: Settings, identity: Identity) -> Provisioner:
                           resync_interval=prov.resync_interval)
 
     return Provisioner(settings, DesiredStateStore(redis, identity.name, Path(prov.state_dir)),
-                       StatusCache(redis, identity.name), ProfileQueue(redis, identity.name, settings=settings),
-                       HostResourceMonitor(), systemd, reconciler)
+                       StatusCache(redis, identity.name),
+                       ProfileQueue(redis, identity.name, settings=settings, state_dir=prov.state_dir),
+                       HostResourceMonitor(), systemd, reconciler,
+                       results=ProfileResults(redis, identity.name, state_dir=prov.state_dir),
+                       profiling=prov.profiling, admission=prov.admission)
 
 
 def status_line(services: list[Any]) -> str:

@@ -48,3 +48,11 @@ class Keyspace:
     @property
     def profiles(self) -> str:
         return self.key("profiles")
+
+    @property
+    def profile_queue(self) -> str:
+        return self.key("profile-queue")
+
+    @property
+    def profile_results(self) -> str:
+        return self.key("profile-results")

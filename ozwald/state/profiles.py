@@ -2,12 +2,13 @@
 """The profiling queue behind /srv/services/profile.
 
 Profiling (measuring a service's real VRAM, RAM and start time) must run while the host is otherwise
-idle, so requests wait in a Redis list until the provisioner gets to them. The list is FIFO, bounded
+idle, so requests wait in a queue (Redis plus a local file) until the provisioner gets to them. It is FIFO, bounded
 (a runaway client must not fill Redis), and checked against the settings at the door, so a typo is
 answered at once rather than discovered hours later when the profiler runs.
 
-A profiler should read `requests()`, run the first, and `remove()` it when done: a request then
-survives a crash of the profiler instead of being lost with it.
+The profiler reads `first()`, marks it running, and `finish()`es it when its result is recorded: a
+request then survives a crash or a restart instead of being lost with it. An update that preempts a run
+puts the item back at the front (`requeue_front`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import builtins
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pydantic
 import redis
@@ -26,21 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ozwald.config.model import Settings
 from ozwald.config.values import Name
 from ozwald.records import UpdateError
-from ozwald.state.errors import QueueFull, describe_validation_error, first_validation_error
+from ozwald.state.durable import DurableDocument, Revisioned
+from ozwald.state.errors import QueueFull, first_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
-from ozwald.state.redis_conn import LuaScript, redis_errors
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
-
-# KEYS: the queue. ARGV: the request, the bound. The length check and the push are one step, so
-# concurrent enqueuers cannot overshoot the bound together.
-_ENQUEUE = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return 1
-"""
 
 
 class ProfileRequestBody(BaseModel):
@@ -62,6 +56,13 @@ class ProfileRequest(ProfileRequestBody):
 
     request_id: str = Field(min_length=1)
     requested_at: datetime
+    item_id: str = ""
+    request_items: int = 1  # how many items the request that queued this one has
+    state: Literal["queued", "running"] = "queued"
+    phase: str = "queued"  # what the profiler is doing with it (starting, holding, stopping, or why it waits)
+    phase_since: datetime | None = None
+    attempts: int = 0
+    preempted: int = 0  # how often an update stopped its run
 
     @property
     def id(self) -> str:
@@ -107,77 +108,149 @@ def validate_profile_request(request: Any, settings: Settings | None = None) -> 
     return body
 
 
+class ProfileQueueDocument(Revisioned):
+    items: builtins.list[ProfileRequest] = Field(default_factory=builtins.list)
+
+
 class ProfileQueue:
-    """Pending profiling requests of one provisioner, oldest first."""
+    """Profiling requests of one provisioner, oldest first; the first may be running.
+
+    Kept in Redis and, given a `state_dir`, in `<state_dir>/profiles-<provisioner>.json`, with the desired
+    set's rules (see `ozwald.state.durable`): the queue survives a restart of the provisioner and of Redis.
+    One POST may queue several items (service × variety × profile); they share its `request_id` and each has
+    its own `item_id`.
+    """
 
     def __init__(self, redis: redis.Redis, provisioner: str, *, settings: Settings | None = None,
-                 max_pending: int = MAX_PENDING, prefix: str = DEFAULT_PREFIX) -> None:
+                 max_pending: int = MAX_PENDING, prefix: str = DEFAULT_PREFIX,
+                 state_dir: Path | str | None = None) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.redis = redis
         self.keys = Keyspace(provisioner, prefix)
         self.settings = settings
         self.max_pending = max_pending
-        self._enqueue = LuaScript(redis, _ENQUEUE)
+        path = Path(state_dir) / f"profiles-{provisioner}.json" if state_dir is not None else None
+        self.document = DurableDocument(redis, self.keys.profile_queue, ProfileQueueDocument, path,
+                                        "the profiling queue")
 
     def enqueue(self, request: Any) -> str:
         """Validate (against the settings, if the queue has them) and append; returns the new id.
 
         Raises UpdateError for a bad request and QueueFull when `max_pending` requests already wait.
         """
-        body = validate_profile_request(request, self.settings)
-        queued = ProfileRequest(request_id=uuid.uuid4().hex, requested_at=datetime.now(UTC), **body.model_dump())
-        with redis_errors(self.redis, "queueing a profiling request"):
-            accepted = int(self._enqueue([self.keys.profiles], [queued.model_dump_json(), self.max_pending]))
-        if not accepted:
-            raise QueueFull(f"{self.max_pending} profiling requests are already pending; retry after some complete")
-        return queued.id
+        return self.enqueue_many([validate_profile_request(request, self.settings)])
+
+    def enqueue_many(self, bodies: Sequence[ProfileRequestBody]) -> str:
+        """Append every body as one request (all or nothing); returns the request id they share."""
+        if not bodies:
+            raise UpdateError(None, "services", "nothing to profile")
+        request_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        items = [ProfileRequest(request_id=request_id, requested_at=now, item_id=uuid.uuid4().hex,
+                                request_items=len(bodies), **body.model_dump()) for body in bodies]
+
+        def append(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            if len(doc.items) + len(items) > self.max_pending:
+                raise QueueFull(f"{len(doc.items)} profiling requests are pending (at most {self.max_pending}); "
+                                "retry after some complete")
+            return doc.model_copy(update={"items": [*doc.items, *items]})
+
+        self.document.update(append)
+        return request_id
 
     def requests(self) -> builtins.list[ProfileRequest]:
-        return [request for _, request in self._items()]
+        return builtins.list(self.document.read().items)
 
     def list(self) -> builtins.list[dict[str, Any]]:
-        """The pending requests as JSON-ready dicts, oldest first: the body of GET /srv/services/profile."""
-        return [request.model_dump(mode="json") for request in self.requests()]
+        """GET /srv/services/profile: the requests, oldest first, with position, state and progress."""
+        items = self.requests()
+        out = []
+        for position, item in enumerate(items):
+            entry = item.model_dump(mode="json")
+            left = sum(1 for other in items if other.request_id == item.request_id)
+            entry["position"] = position
+            entry["progress"] = {"request_items": item.request_items, "request_items_done": item.request_items - left,
+                                 "phase": item.phase, "phase_since": entry.pop("phase_since")}
+            del entry["phase"]
+            out.append(entry)
+        return out
 
     def count(self) -> int:
-        with redis_errors(self.redis, "counting profiling requests"):
-            return int(self.redis.llen(self.keys.profiles))
+        return len(self.requests())
+
+    def first(self) -> ProfileRequest | None:
+        items = self.requests()
+        return items[0] if items else None
 
     def pop(self) -> ProfileRequest | None:
-        """Take the oldest request off the queue (prefer requests() + remove() to survive a crash)."""
-        while True:
-            with redis_errors(self.redis, "taking a profiling request"):
-                raw = self.redis.lpop(self.keys.profiles)
-            if raw is None:
-                return None
-            request = _decode(str(raw), self.keys.profiles)
-            if request is not None:
-                return request
+        """Take the oldest request off the queue (prefer first() + finish() to survive a crash)."""
+        taken: builtins.list[ProfileRequest] = []
+
+        def take(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            taken[:] = doc.items[:1]
+            return doc.model_copy(update={"items": doc.items[1:]})
+
+        self.document.update(take)
+        return taken[0] if taken else None
 
     def remove(self, request_id: str) -> bool:
-        """Drop the request with this id; False if it is not (or no longer) queued."""
-        for raw, request in self._items():
-            if request.request_id == request_id:
-                with redis_errors(self.redis, "removing a profiling request"):
-                    return int(self.redis.lrem(self.keys.profiles, 1, raw)) > 0
-        return False
+        """Drop the request with this id (every item of it); False if it is not (or no longer) queued."""
+        return self._drop(lambda item: item.request_id == request_id)
 
-    def _items(self) -> builtins.list[tuple[str, ProfileRequest]]:
-        with redis_errors(self.redis, "listing profiling requests"):
-            raw_items = self.redis.lrange(self.keys.profiles, 0, -1)
-        items = []
-        for raw in raw_items:
-            request = _decode(str(raw), self.keys.profiles)
-            if request is not None:
-                items.append((str(raw), request))
-        return items
+    def finish(self, item_id: str) -> bool:
+        """Drop one item: its run ended (measured or failed)."""
+        return self._drop(lambda item: item.item_id == item_id)
+
+    def mark(self, item_id: str, phase: str, *, running: bool = True, attempt: bool = False) -> None:
+        """Record that the item is running (or queued again), in which phase, since now."""
+        def change(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            items = []
+            for item in doc.items:
+                if item.item_id == item_id:
+                    item = item.model_copy(update={
+                        "state": "running" if running else "queued", "phase": phase,
+                        "phase_since": datetime.now(UTC), "attempts": item.attempts + (1 if attempt else 0)})
+                items.append(item)
+            return doc.model_copy(update={"items": items})
+
+        self.document.update(change)
+
+    def requeue_front(self, item_id: str, why: str) -> None:
+        """Preempted: the item goes back to the front of the queue, queued, saying why."""
+        def change(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            found = [i for i in doc.items if i.item_id == item_id]
+            rest = [i for i in doc.items if i.item_id != item_id]
+            again = [i.model_copy(update={"state": "queued", "phase": why, "phase_since": datetime.now(UTC),
+                                          "preempted": i.preempted + 1}) for i in found]
+            return doc.model_copy(update={"items": again + rest})
+
+        self.document.update(change)
+
+    def reset_running(self) -> None:
+        """At start-up: an item a previous process was running is queued again (its run is lost)."""
+        if not any(item.state == "running" for item in self.requests()):
+            return
+
+        def change(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            return doc.model_copy(update={"items": [
+                i.model_copy(update={"state": "queued", "phase": "queued again: the provisioner restarted",
+                                     "phase_since": datetime.now(UTC)}) if i.state == "running" else i
+                for i in doc.items]})
+
+        self.document.update(change)
+
+    def _drop(self, match: Callable[[ProfileRequest], bool]) -> bool:
+        if not any(match(item) for item in self.requests()):
+            return False
+        dropped: builtins.list[bool] = []
+
+        def change(doc: ProfileQueueDocument) -> ProfileQueueDocument:
+            kept = [i for i in doc.items if not match(i)]
+            dropped[:] = [len(kept) != len(doc.items)]
+            return doc.model_copy(update={"items": kept})
+
+        self.document.update(change)
+        return bool(dropped and dropped[0])
 
 
-def _decode(text: str, where: str) -> ProfileRequest | None:
-    """A damaged entry is logged and skipped: it must not block every request queued behind it."""
-    try:
-        return ProfileRequest.model_validate_json(text)
-    except pydantic.ValidationError as exc:
-        log.warning("skipping a damaged profiling request in %s: %s", where, describe_validation_error(exc))
-        return None

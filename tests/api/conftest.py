@@ -174,6 +174,12 @@ class FakeCore:
         with self.lock:
             return list(self.profiles)
 
+    def profile_results(self) -> list[dict[str, Any]]:
+        self._maybe_raise("profile_results")
+        return [{"service": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu", "spec_hash": "0123456789abcdef",
+                 "outcome": "measured", "started_at": "2026-12-02T16:00:00Z", "finished_at": "2026-12-02T16:00:20Z",
+                 "ready_s": 3.2, "ram_peak_mib": 312.5, "vram_peak_mib": {}, "samples": 40, "stale": False}]
+
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
         self._maybe_raise("enqueue_profile")
         if not isinstance(body, dict):
@@ -297,6 +303,7 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/srv/host/resources", None),
     ("GET", "/srv/services/profile", None),
     ("POST", "/srv/services/profile", {"service": "qwen1.5-vllm", "variety": "cpu-only"}),
+    ("GET", "/srv/services/profile/results", None),
 ]
 PROTECTED = [endpoint for endpoint in ENDPOINTS if endpoint[1] != "/health"]
 

@@ -101,6 +101,9 @@ def test_profiles(client: OzwaldClient) -> None:
     assert client.profile_requests() == []
     assert client.enqueue_profile({"service": "qwen1.5-vllm"}) == {"status": "accepted", "request_id": "req-1"}
     assert client.profile_requests() == [{"service": "qwen1.5-vllm", "request_id": "req-1"}]
+    [result] = client.profile_results()
+    assert (result["service"], result["outcome"], result["ram_peak_mib"], result["stale"]) == (
+        "qwen1.5-vllm", "measured", 312.5, False)
 
 
 def test_errors_carry_status_and_detail(client: OzwaldClient, core: FakeCore) -> None:

@@ -108,3 +108,47 @@ def test_no_runnable_variety_explains_each() -> None:
         validate_requests(SETTINGS, [ServiceRequest(name="big")], HostCapabilities())
     assert info.value.field == "variety"
     assert info.value.message == "no variety of 'big' can run on this host: nvidia (no nvidia GPU on this host)"
+
+
+MEASURED = parse_settings("""\
+services:
+  - name: m
+    image: x
+    varieties:
+      nvidia: {resources: {gpus: 1}}
+      cpu-only: {}
+  - name: declared
+    image: x
+    resources: {memory_gb: 1}
+""")
+
+
+def test_measured_footprints_stand_in_where_nothing_is_declared_and_the_fit_says_so() -> None:
+    from ozwald.provisioner.admission import Footprint
+
+    seen: list[str] = []
+
+    def lookup(instance: DesiredInstance) -> tuple[Footprint | None, str | None]:
+        seen.append(instance.name)
+        if instance.service == "declared":
+            return Footprint(memory_gb=20.0, vram_gb=None, source="measured"), None
+        if instance.name == "stale":
+            return None, "profiling result of 2026-12-02T16:40:00Z is stale (spec a, now b): not used"
+        return Footprint(memory_gb=20.0, vram_gb=50.0, source="measured 2026-12-02T16:40:00Z (spec a)"), None
+
+    host = snapshot(gpu("nvidia", 0, 80), gpu("nvidia", 1, 80), ram_gib=32)
+    placed = place(MEASURED, [inst("a", "m", "nvidia"), inst("b", "m", "nvidia")], host, lookup)
+    # 50 GB measured each: the second goes to the other GPU.
+    assert {i.devices for i in placed} == {("nvidia.com/gpu=GPU-nvidia-0",), ("nvidia.com/gpu=GPU-nvidia-1",)}
+    fit = assess(MEASURED, placed, host, lookup)
+    assert [c.resource for c in fit.conflicts] == ["memory"]  # 2 × 20 GB measured > 32
+    assert fit.footprints["a"] == {"memory": "measured", "vram": "measured",
+                                   "measured": "measured 2026-12-02T16:40:00Z (spec a)"}
+    # Declared wins; a stale result is not used, and the fit says why.
+    fit = assess(MEASURED, [inst("declared", "declared"), inst("stale", "m", "cpu-only")], host, lookup)
+    assert fit.conflicts == [] and fit.memory_gb == {"declared": 1}
+    assert "declared" in seen and fit.footprints["stale"]["not_used"].endswith("not used")
+    assert fit.footprints["stale"]["memory"] == "none"
+    # The reserve lowers the RAM admission counts on.
+    fit = assess(MEASURED, [inst("declared", "declared")], snapshot(ram_gib=2), None, reserve_memory_gb=1.5)
+    assert [(c.resource, c.capacity) for c in fit.conflicts] == [("memory", 0.5)]

@@ -1,12 +1,24 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
 
 from ozwald.config import parse_settings
 from ozwald.records import UpdateError
-from ozwald.state import ProfileQueue, ProfileRequest, ProfileRequestBody, QueueFull, validate_profile_request
+from ozwald.state import (
+    ProfileQueue,
+    ProfileRequest,
+    ProfileRequestBody,
+    ProfileResult,
+    ProfileResults,
+    QueueFull,
+    StateCorrupt,
+    result_json,
+    validate_profile_request,
+)
 
 SETTINGS = parse_settings("""\
 services:
@@ -32,8 +44,13 @@ def test_enqueue_and_list(redis_client: redis.Redis) -> None:
     assert first != second and len(first) == 32
     listed = queue.list()
     assert [item["request_id"] for item in listed] == [first, second]  # oldest first
-    assert listed[0] == {"service": "qwen1.5-vllm", "variety": "nvidia", "profile": "fast-gpu", "request_id": first,
-                         "requested_at": listed[0]["requested_at"]}
+    # The predecessor's fields, plus the item, its position, state and progress.
+    assert {k: listed[0][k] for k in ("service", "variety", "profile", "request_id", "requested_at")} == {
+        "service": "qwen1.5-vllm", "variety": "nvidia", "profile": "fast-gpu", "request_id": first,
+        "requested_at": listed[0]["requested_at"]}
+    assert [(i["position"], i["state"]) for i in listed] == [(0, "queued"), (1, "queued")]
+    assert listed[0]["progress"] == {"request_items": 1, "request_items_done": 0, "phase": "queued",
+                                     "phase_since": None}
     assert datetime.fromisoformat(listed[0]["requested_at"]) >= before
     assert listed[1]["variety"] is None and listed[1]["profile"] is None
     requests = queue.requests()
@@ -84,15 +101,74 @@ def test_queue_is_bounded(redis_client: redis.Redis) -> None:
     queue = ProfileQueue(redis_client, "local", max_pending=2)
     queue.enqueue({"service": "a"})
     queue.enqueue({"service": "b"})
-    with pytest.raises(QueueFull, match="2 profiling requests"):
+    with pytest.raises(QueueFull, match="2 profiling requests are pending"):
         queue.enqueue({"service": "c"})
     assert queue.count() == 2
 
 
-def test_damaged_entries_are_skipped(redis_client: redis.Redis) -> None:
+def test_a_damaged_queue_is_an_error_not_an_empty_queue(redis_client: redis.Redis) -> None:
     queue = ProfileQueue(redis_client, "local")
-    redis_client.rpush("ozwald:local:profiles", "{garbage")
-    good = queue.enqueue({"service": "a"})
-    assert [item["request_id"] for item in queue.list()] == [good]
-    popped = queue.pop()
-    assert popped is not None and popped.id == good
+    redis_client.set("ozwald:local:profile-queue", "{garbage")
+    with pytest.raises(StateCorrupt, match="the profiling queue in Redis key ozwald:local:profile-queue is damaged"):
+        queue.requests()
+
+
+def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_client: redis.Redis) -> None:
+    queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
+    other = queue.enqueue({"service": "qwen1.5-vllm"})
+    rid = queue.enqueue_many([ProfileRequestBody(service="qwen1.5-vllm", variety="cpu-only", profile=p)
+                              for p in ("no-gpu", "fast-gpu")])
+    items = queue.requests()
+    assert [i.request_id for i in items] == [other, rid, rid] and len({i.item_id for i in items}) == 3
+    queue.finish(items[0].item_id)
+    queue.mark(items[2].item_id, "starting", attempt=True)
+    queue.requeue_front(items[2].item_id, "preempted by generation 4")
+    listed = queue.list()
+    assert [(e["item_id"], e["state"], e["position"], e["preempted"], e["attempts"]) for e in listed] == [
+        (items[2].item_id, "queued", 0, 1, 1), (items[1].item_id, "queued", 1, 0, 0)]
+    assert listed[0]["progress"]["phase"] == "preempted by generation 4"
+    queue.mark(items[2].item_id, "holding")
+    assert queue.list()[0]["state"] == "running"
+    queue.finish(items[2].item_id)
+    assert queue.list()[0]["progress"] == {"request_items": 2, "request_items_done": 1, "phase": "queued",
+                                           "phase_since": None}
+
+
+def test_queue_and_results_survive_a_redis_restart(redis_client: redis.Redis, restart_redis: Callable[[], None],
+                                                   tmp_path: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=tmp_path)
+    results = ProfileResults(redis_client, "local", state_dir=tmp_path)
+    first = queue.enqueue({"service": "a"})
+    second = queue.enqueue({"service": "b"})
+    queue.mark(queue.requests()[0].item_id, "holding", attempt=True)
+    now = datetime.now(UTC)
+    results.record(ProfileResult(service="a", spec_hash="h1", outcome="measured", started_at=now, finished_at=now,
+                                 ram_peak_mib=300.0))
+    restart_redis()
+    assert redis_client.get("ozwald:local:profile-queue") is None  # Redis came back empty
+    assert [r.request_id for r in queue.requests()] == [first, second]
+    assert redis_client.get("ozwald:local:profile-queue") is not None  # restored from the file
+    queue.reset_running()  # what a restarted provisioner does
+    assert [r.state for r in queue.requests()] == ["queued", "queued"]
+    third = queue.enqueue({"service": "c"})  # the revision continues from the file's
+    assert [r.request_id for r in queue.requests()] == [first, second, third]
+    assert queue.document.read().revision == 5
+    assert [(r.service, r.ram_peak_mib) for r in results.all()] == [("a", 300.0)]
+
+
+def test_results_are_keyed_by_spec_hash(redis_client: redis.Redis) -> None:
+    results = ProfileResults(redis_client, "local")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    t1 = datetime(2026, 1, 2, tzinfo=UTC)
+    old = ProfileResult(service="a", variety="cpu-only", spec_hash="h1", outcome="measured", started_at=t0,
+                        finished_at=t0, ram_peak_mib=100.0)
+    new = old.model_copy(update={"spec_hash": "h2", "finished_at": t1, "ram_peak_mib": 200.0})
+    failed = new.model_copy(update={"outcome": "failed", "reason": "exited 3", "finished_at": t1, "spec_hash": "h3"})
+    for result in (old, new, failed):
+        results.record(result)
+    assert [r.spec_hash for r in results.all()][2] == "h1"
+    measured, newest = results.latest("a", "cpu-only", None)
+    assert measured is not None and measured.spec_hash == "h2" and newest is not None and newest.outcome == "failed"
+    results.record(new.model_copy(update={"ram_peak_mib": 250.0}))  # same key: replaced
+    assert [r.ram_peak_mib for r in results.all() if r.spec_hash == "h2"] == [250.0]
+    assert result_json(new, "h2")["stale"] is False and result_json(old, "h2")["stale"] is True

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""A small JSON document kept in Redis and in a local file, with the desired set's durability rules.
+
+The profiling queue and the profiling results must survive a provisioner restart and a Redis restart
+(the provisioner's Redis runs without persistence). Like the desired set, each document carries a
+`revision` that grows with every change: Redis holds the live copy, the file `<state_dir>/<name>.json`
+the durable one. A read that finds the file newer than Redis (Redis came back empty) restores Redis from
+it; a change starts from the newer of the two, so the revision sequence never restarts at 1.
+
+Changes are read-modify-write under `WATCH`, retried when another writer got in between, so concurrent
+API threads and the profiler never lose each other's changes. The file is written under a lock and only
+with a newer revision than it has, so writers finishing out of order leave the newest document on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import pydantic
+import redis
+from pydantic import BaseModel
+
+from ozwald.files import atomic_write, locked
+from ozwald.state.errors import StateCorrupt, StateError, describe_validation_error
+from ozwald.state.redis_conn import redis_errors
+
+log = logging.getLogger(__name__)
+
+
+class Revisioned(BaseModel):
+    revision: int = 0
+
+
+D = TypeVar("D", bound=Revisioned)
+
+
+class DurableDocument(Generic[D]):
+    """One document of type `model`, at Redis `key` and (with a `path`) in a local file."""
+
+    def __init__(self, redis: redis.Redis, key: str, model: type[D], path: Path | None, what: str) -> None:
+        self.redis = redis
+        self.key = key
+        self.model = model
+        self.path = path
+        self.what = what
+        self._lock_path = path.with_name(f".{path.name}.lock") if path is not None else None
+
+    def read(self) -> D:
+        """The newest of the Redis and file copies (Redis restored from the file when the file is newer)."""
+        with redis_errors(self.redis, f"reading {self.what}"):
+            raw = self.redis.get(self.key)
+        current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
+        local = self._local_quietly(current)
+        if local is not None and local.revision > (current.revision if current is not None else 0):
+            self._restore(local)
+            return local
+        if current is not None:
+            if self.path is not None and (local is None or current.revision > local.revision):
+                self._save_quietly(current)
+            return current
+        return self.model()
+
+    def read_local(self) -> D | None:
+        if self.path is None:
+            return None
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from exc
+        return self._parse(text, str(self.path))
+
+    def update(self, change: Callable[[D], D]) -> D:
+        """Apply `change` to the newest copy and store the result with the next revision; returns it.
+
+        `change` may run more than once (when another writer got in between) and may raise to abort.
+        """
+        with redis_errors(self.redis, f"changing {self.what}"), self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    raw = pipe.get(self.key)
+                    current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
+                    local = self._local_quietly(current)
+                    base = current
+                    if local is not None and local.revision > (current.revision if current is not None else 0):
+                        base = local
+                    base = base if base is not None else self.model()
+                    new = change(base).model_copy(update={"revision": base.revision + 1})
+                    pipe.multi()
+                    pipe.set(self.key, new.model_dump_json())
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        if self.path is not None:
+            try:
+                self.save_local(new)
+            except OSError as exc:
+                raise StateError(f"{self.what} revision {new.revision} is live in Redis but was not saved to "
+                                 f"{self.path}: {exc}") from exc
+        return new
+
+    def save_local(self, document: D) -> bool:
+        if self.path is None or self._lock_path is None:
+            return False
+        with locked(self._lock_path):
+            try:
+                on_disk = self.read_local()
+            except StateError as exc:
+                log.warning("%s; overwriting it with revision %d", exc, document.revision)
+                on_disk = None
+            if on_disk is not None and on_disk.revision >= document.revision:
+                return False
+            atomic_write(self.path, document.model_dump_json(indent=2) + "\n")
+            return True
+
+    def _restore(self, local: D) -> None:
+        # Only if Redis still has nothing newer: a restore racing a change must not roll it back.
+        with redis_errors(self.redis, f"restoring {self.what} from {self.path}"), self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    raw = pipe.get(self.key)
+                    current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
+                    if current is not None and current.revision >= local.revision:
+                        return
+                    pipe.multi()
+                    pipe.set(self.key, local.model_dump_json())
+                    pipe.execute()
+                    log.info("restored %s (revision %d) from %s into Redis", self.what, local.revision, self.path)
+                    return
+                except redis.WatchError:
+                    continue
+
+    def _local_quietly(self, current: D | None) -> D | None:
+        try:
+            return self.read_local()
+        except StateError as exc:
+            if current is None:
+                raise
+            log.warning("%s; rewriting it from Redis (revision %d)", exc, current.revision)
+            return None
+
+    def _save_quietly(self, document: D) -> None:
+        try:
+            self.save_local(document)
+        except OSError as exc:
+            log.warning("cannot save %s revision %d to %s: %s", self.what, document.revision, self.path, exc)
+
+    def _parse(self, text: str, where: str) -> D:
+        try:
+            return self.model.model_validate_json(text)
+        except pydantic.ValidationError as exc:
+            raise StateCorrupt(f"{self.what} in {where} is damaged: {describe_validation_error(exc)}", where) from None
