@@ -137,6 +137,7 @@ def test_variety_swaps_are_truthful(ozwald: ProvisionerDeployment, testhost: Tes
             wait_for(lambda: settled(ozwald, "model", "cpu-only", "large"), timeout=90, what="model cpu-only/large")
         except AssertionError as exc:  # keep what was seen, and the provisioner's own account
             raise AssertionError(f"{exc}\n{truth.report()}\n{ozwald.journal(lines=80)}") from None
+        time.sleep(1.0)  # let the monitor check the settled state too
     truth.assert_truthful()
 
 
@@ -200,6 +201,7 @@ def test_kill_9_in_the_middle_of_a_swap_converges_truthfully(ozwald: Provisioner
         ozwald.wait_restarted(old_pid)
         ozwald.wait_healthy()
         wait_for(lambda: settled(ozwald, "plain", None, "large"), what="plain large after kill -9")
+        time.sleep(1.0)  # let the monitor check the settled state too
     env = read_env(testhost.url(PORTS["plain"], "/env"))
     assert env is not None and env["MODEL_NAME"] == "large"
     truth.assert_truthful()
