@@ -143,6 +143,11 @@ def full_demo() -> int:
         say("ozwald plan qwen1.5-vllm:cpu-only:fast-gpu  (dry run), then update_services --wait")
         print(ozwald.ozwald("plan", "qwen1.5-vllm:cpu-only:fast-gpu").stdout.rstrip())
         print(ozwald.ozwald("update_services", "qwen1.5-vllm:cpu-only:fast-gpu", "--wait", timeout=180).stdout.rstrip())
+        say("the environment of the container now answering on port 8080 (the new profile's, not the old)")
+        with urllib.request.urlopen(host.url(8080, "/env"), timeout=5) as response:
+            env = json.loads(response.read())
+        print("  " + ", ".join(f"{k}={env.get(k)}" for k in ("MODEL_NAME", "GPU", "GPU_MEMORY_UTILIZATION",
+                                                             "MAX_MODEL_LEN")))
 
         key = ozwald.key
         say("try it yourself while the host runs (the key is in the host's /etc/ozwald/ozwald.env)")
