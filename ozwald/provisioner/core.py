@@ -56,6 +56,7 @@ from ozwald.state import (
 from ozwald.systemd import SystemdClient
 
 log = logging.getLogger(__name__)
+WATCH_RETRY_S = 2.0
 
 
 class Provisioner:
@@ -125,13 +126,18 @@ class Provisioner:
     def _watch_other_writers(self) -> None:
         """Updates written by another process reach this reconciler through Redis pub/sub. This process's own
         updates arrive here too; the reconciler drops a wake-up for a generation it already has."""
-        with self.desired.subscribe() as listener:
-            while not self._stop.is_set():
-                generation = listener.wait(1.0)
-                if generation is not None:
-                    self.reconciler.wake(generation)
-                    if self.profiler is not None:
-                        self.profiler.wake()
+        while not self._stop.is_set():
+            try:
+                with self.desired.subscribe() as listener:
+                    while not self._stop.is_set():
+                        generation = listener.wait(1.0)
+                        if generation is not None:
+                            self.reconciler.wake(generation)
+                            if self.profiler is not None:
+                                self.profiler.wake()
+            except Exception as exc:  # Redis gone (redis-py may say so with any error): retry, never die
+                log.warning("watching the desired set in Redis failed (%s); retrying in %g s", exc, WATCH_RETRY_S)
+                self._stop.wait(WATCH_RETRY_S)
 
     def _read_desired(self) -> DesiredSet:
         try:
