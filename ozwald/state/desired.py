@@ -27,8 +27,8 @@ from pathlib import Path
 import pydantic
 import redis
 
-from ozwald.files import atomic_write, locked
 from ozwald.records import DesiredInstance, DesiredSet, check_unique_names
+from ozwald.state.durable import write_if_newer
 from ozwald.state.errors import StateCorrupt, StateError, StateUnavailable, describe_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import CONNECT_TIMEOUT, LuaScript, endpoint_of, redis_errors
@@ -188,16 +188,10 @@ class DesiredStateStore:
         True if written. The compare and the write happen under a lock, so concurrent writers finishing
         out of order cannot move the file back to an older generation.
         """
-        with locked(self._lock_path):
-            try:
-                on_disk = self.read_local()
-            except StateError as exc:
-                log.warning("%s; overwriting it with generation %d", exc, desired.generation)
-                on_disk = None
-            if on_disk is not None and on_disk.generation >= desired.generation:
-                return False
-            atomic_write(self.path, desired.model_dump_json(indent=2) + "\n")
-            return True
+        local = self.read_local
+        return write_if_newer(self.path, self._lock_path, desired.model_dump_json(indent=2) + "\n",
+                              desired.generation, lambda: (d.generation if (d := local()) is not None else None),
+                              "generation")
 
     def _save_quietly(self, desired: DesiredSet) -> None:
         try:

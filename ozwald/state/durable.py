@@ -108,16 +108,10 @@ class DurableDocument(Generic[D]):
     def save_local(self, document: D) -> bool:
         if self.path is None or self._lock_path is None:
             return False
-        with locked(self._lock_path):
-            try:
-                on_disk = self.read_local()
-            except StateError as exc:
-                log.warning("%s; overwriting it with revision %d", exc, document.revision)
-                on_disk = None
-            if on_disk is not None and on_disk.revision >= document.revision:
-                return False
-            atomic_write(self.path, document.model_dump_json(indent=2) + "\n")
-            return True
+        local = self.read_local
+        return write_if_newer(self.path, self._lock_path, document.model_dump_json(indent=2) + "\n",
+                              document.revision, lambda: (d.revision if (d := local()) is not None else None),
+                              "revision")
 
     def _restore(self, local: D) -> None:
         # Only if Redis still has nothing newer: a restore racing a change must not roll it back.
@@ -157,3 +151,20 @@ class DurableDocument(Generic[D]):
             return self.model.model_validate_json(text)
         except pydantic.ValidationError as exc:
             raise StateCorrupt(f"{self.what} in {where} is damaged: {describe_validation_error(exc)}", where) from None
+
+
+def write_if_newer(path: Path, lock_path: Path, text: str, number: int, on_disk: Callable[[], int | None],
+                   what: str) -> bool:
+    """Write `text` (numbered `number`) unless the file already holds that number or a newer one; True if
+    written. The compare and the write happen under a lock, so writers finishing out of order never move
+    the file back; a damaged file is overwritten, with a warning."""
+    with locked(lock_path):
+        try:
+            current = on_disk()
+        except StateError as exc:
+            log.warning("%s; overwriting it with %s %d", exc, what, number)
+            current = None
+        if current is not None and current >= number:
+            return False
+        atomic_write(path, text)
+        return True
