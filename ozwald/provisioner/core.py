@@ -29,6 +29,7 @@ from ozwald.provisioner.ports import (
 from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
+from ozwald.provisioner.status_writer import StatusWriter
 from ozwald.records import (
     ActiveService,
     AdmissionError,
@@ -72,6 +73,7 @@ class Provisioner:
         self.admission = admission or AdmissionSettings()
         self.desired = desired
         self.statuses = statuses
+        self.status_writer = StatusWriter(statuses)
         self.profiles = profiles
         self.resources = resources
         self.systemd = systemd
@@ -101,6 +103,7 @@ class Provisioner:
 
     def start(self) -> None:
         self.resources.start()
+        self.status_writer.start()
         self.reconciler.start()
         if self.profiler is not None:
             self.profiler.start()
@@ -113,6 +116,7 @@ class Provisioner:
         if self.profiler is not None:
             self.profiler.stop()
         self.reconciler.stop()
+        self.status_writer.stop()
         self.resources.stop()
 
     def replace_settings(self, settings: Settings) -> None:
@@ -155,10 +159,7 @@ class Provisioner:
                 self._changed.notify_all()
         if self.profiler is not None:
             self.profiler.wake()
-        try:
-            self.statuses.replace_all({s.name: s for s in services})
-        except StateError as exc:
-            log.warning("could not cache statuses: %s", exc)
+        self.status_writer.offer(services)
 
     # ProvisionerCore ---------------------------------------------------------------------------------
 

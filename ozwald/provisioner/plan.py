@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ozwald.config import ResolveError, Settings, resolve
-from ozwald.quadlet.naming import unit_label, unit_name
+from ozwald.quadlet.naming import unit_name
 from ozwald.records import DesiredInstance, PlanAction, PlanCause, PlanEntry
 from ozwald.systemd.protocol import UnitState
 from ozwald.units.store import StoredUnit
@@ -30,7 +30,7 @@ class Target:
 
 
 def label(unit: StoredUnit, key: str) -> str | None:
-    return unit_label(unit.text, key)
+    return unit.label(key)
 
 
 def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> list[str]:

@@ -10,6 +10,7 @@ rewritten only when its bytes change, so an unchanged service causes no reload a
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ozwald.quadlet.naming import (
     env_filename,
     instance_of_filename,
     unit_filename,
-    unit_label,
+    unit_labels,
 )
 from ozwald.quadlet.render import RenderedUnit
 
@@ -36,9 +37,18 @@ class StoredUnit:
     persistent: bool
     text: str
 
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        # Parsed once per file read: every status publish asks each unit which spec it runs.
+        return unit_labels(self.text)
+
+    def label(self, key: str) -> str | None:
+        """One `ozwald.<key>` label; None when absent or empty."""
+        return self.labels.get(key) or None
+
     @property
     def spec_hash(self) -> str | None:
-        return unit_label(self.text, "spec-hash")
+        return self.label("spec-hash")
 
 
 @dataclass

@@ -243,3 +243,36 @@ def test_an_unwanted_unit_started_by_hand_is_stopped_without_waiting_for_the_res
         desired.set()
         reconciler.run_once()
     assert drivers.podman.containers() == []
+
+
+def test_removed_instances_leave_when_their_stop_ends_without_a_unit_read(drivers: Drivers) -> None:
+    """A stop job that ended "done" says the unit is down: an instance nobody wants leaves the statuses then,
+    with no read of the unit (while systemd stops 100 containers, such reads took 7-19 s a batch)."""
+    desired, published = Desired(), Published()
+    reconciler = make(drivers, desired, published)
+    reconciler.start()
+    try:
+        desired.set(DesiredInstance(name="echo", service="echo"), DesiredInstance(name="other", service="other"))
+        reconciler.wake(desired.value.generation)
+        published.wait(lambda s: all(n in s and s[n].status == "available" for n in ("echo", "other")))
+        time.sleep(1.0)  # the last signals of the starts settle
+        reads, history = reconciler.unit_reads, len(published.history)
+        desired.set()
+        reconciler.wake(desired.value.generation)
+        published.wait(lambda s: not s)
+        for unit in ("ozwald-echo.service", "ozwald-other.service"):  # gone from the statuses: really down
+            state = drivers.systemd.unit_state(unit)
+            assert state.load_state != "loaded" or state.active_state in ("inactive", "failed"), state
+        assert reconciler.unit_reads == reads
+        seen = [{s.name: s.status for s in services} for services in published.history[history:]]
+        assert all(set(statuses.values()) <= {"available", "stopping"} for statuses in seen)
+        assert any(statuses.get("echo") == "stopping" for statuses in seen)
+        deadline = time.monotonic() + 30
+        while drivers.store.existing() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert drivers.store.existing() == {}
+    finally:
+        reconciler.stop()
+        desired.set()
+        reconciler.run_once()
+    assert drivers.podman.containers() == []

@@ -103,6 +103,7 @@ def test_watch_active_blocks_until_the_reconciler_publishes(core: tuple[Provisio
     assert provisioner.watch_active(newer, 0.05) == (newer, available)  # nothing new: same revision
     reconciler.publish(available)  # unchanged statuses do not bump the revision
     assert provisioner.watch_active(None, 0)[0] == newer
+    assert provisioner.status_writer.flush()
     assert provisioner.statuses.read_all() == available  # cached for processes that have not reconciled
 
 

@@ -101,9 +101,10 @@ def test_pipelined_calls_are_all_sent_before_any_reply_is_awaited() -> None:
 
     connection.on_send = reply_once_all_are_sent
     try:
-        bodies = client._call_pipelined(calls)
+        ids = client._call_pipelined(calls, lambda unit, body: (unit, protocol.unwrap_properties(body)["Id"]))
     finally:
         client._router.close()
     assert [serial for _, serial in connection.sent] == [1, 2, 3]
     # each reply reached its own call, though they came back in reverse order
-    assert [protocol.unwrap_properties(body)["Id"] for body in bodies] == units
+    assert ids == [(unit, unit) for unit in units]
+    assert client._router._replies._futures == {}  # every waiter let go once its reply was taken
