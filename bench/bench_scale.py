@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import re
 import statistics
 import subprocess
 import threading
@@ -300,12 +301,18 @@ class Event:
 
 def trace_events(host: TestHost, since_pid: int) -> list[Event]:
     out = host.exec(["journalctl", f"_PID={since_pid}", "-o", "cat", "--no-pager"], timeout=60).stdout
+    return parse_trace(out)
+
+
+TRACE_LINE = re.compile(r"^OZTRACE (.+) (\S+) (\d+\.\d+) (\d+\.\d+)(?: (\S+))?$")
+
+
+def parse_trace(text: str) -> list[Event]:
+    """OZTRACE lines (bench/ozwald_trace.py); a thread's name may hold spaces ("Thread-2 (_receiver)")."""
     events = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) in (5, 6) and parts[0] == "OZTRACE":
-            events.append(Event(float(parts[3]), float(parts[4]), parts[1], parts[2],
-                                parts[5] if len(parts) == 6 else ""))
+    for line in text.splitlines():
+        if (m := TRACE_LINE.match(line)) is not None:
+            events.append(Event(float(m[3]), float(m[4]), m[1].replace(" ", "_"), m[2], m[5] or ""))
     return sorted(events, key=lambda e: e.start)
 
 
@@ -440,6 +447,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of each idle CPU window")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--api-rounds", type=int, default=3)
+    parser.add_argument("--quiet-changes", type=int, default=20, help="re-posts of the fleet in the wake phase")
     parser.add_argument("--skip", nargs="*", default=[], choices=["updown", "api", "kill", "watch"])
     args = parser.parse_args()
     n = args.instances
@@ -502,6 +510,7 @@ def main() -> None:
         resync_cpu = float("nan")
         costs: list[PassCost] = []
         latencies: list[float] = []
+        quiet: list[float] = []
         if "kill" not in args.skip:
             try:
                 ozwald.write_config(with_resync(ozwald.default_config(SERVICES), "10s"))
@@ -528,11 +537,20 @@ def main() -> None:
                         time.sleep(2)
                     print(f"  truth: {truth.samples} samples, {truth.checked} `available` checked against systemd, "
                           f"{len(truth.violations)} violations {truth.violations[:3]}", flush=True)
+                    # The same wake-up without 100 containers churning on two cores: the same set posted
+                    # again is a new generation, so all 100 statuses change and the waiters are answered.
+                    t_quiet = time.monotonic()
+                    fleet = [{"name": x, "service": "light"} for x in names("light", n)]
+                    for _ in range(args.quiet_changes):
+                        api.json("POST", UPDATE, fleet)
+                        time.sleep(0.5)
+                    time.sleep(1)
                     stop.set()
                     for thread in threads:
                         thread.join(10)
                     events = trace_events(host, pid)
-                latencies = wake_latencies(events, seen)
+                latencies = wake_latencies(events, [x for x in seen if x[0] < t_quiet])
+                quiet = wake_latencies(events, [x for x in seen if x[0] >= t_quiet])
                 busy = [e for e in events if e.start >= t_watch]
                 for what in ("Reconciler._pass", "Reconciler._read_dirty", "Reconciler._publish",
                              "Reconciler._container_ids_of", "Provisioner._publish", "SystemdClient._call",
@@ -596,6 +614,11 @@ def main() -> None:
               f"started: publish -> answer median {med(latencies) * 1000:.2f} ms, p99 {pct(latencies, 0.99) * 1000:.2f}"
               f" ms, max {max(latencies) * 1000:.2f} ms (goal <= {GOAL_WAKE_S * 1000:g} ms: "
               f"{verdict(pct(latencies, 0.99) <= GOAL_WAKE_S)} at p99)")
+    if quiet:
+        print(f"  {len(quiet)} answers to {args.quiet_changes} re-posts of the same {n} instances (every status "
+              f"changes, no container churn): median {med(quiet) * 1000:.2f} ms, p99 {pct(quiet, 0.99) * 1000:.2f}"
+              f" ms, max {max(quiet) * 1000:.2f} ms (goal <= {GOAL_WAKE_S * 1000:g} ms: "
+              f"{verdict(pct(quiet, 0.99) <= GOAL_WAKE_S)} at p99)")
 
 
 def kib_mb(kib: int | None) -> str:

@@ -13,27 +13,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from bench.bench_scale import ACTIVE, SERVICES, TRACE_GUEST, UPDATE, Event, all_available, names, wait_api, with_resync
+from bench.bench_scale import (
+    ACTIVE,
+    SERVICES,
+    TRACE_GUEST,
+    UPDATE,
+    all_available,
+    names,
+    parse_trace,
+    wait_api,
+    with_resync,
+)
 from bench.deployed import Api, deployed, load_average, main_pid
+from ozwald.systemd import SystemdClient
 from tests.deploy.guest import UNIT, VENV
 from tests.testhost.harness import TestHost
-
-LINE = re.compile(r"^OZTRACE (.+) (\S+) (\d+\.\d+) (\d+\.\d+)(?: (\S+))?$")
-
-
-def parse(text: str) -> list[Event]:
-    events = []
-    for line in text.splitlines():
-        if (m := LINE.match(line)) is not None:
-            events.append(Event(float(m[3]), float(m[4]), m[1].replace(" ", "_"), m[2], m[5] or ""))
-    return sorted(events, key=lambda e: e.start)
-
 
 CGROUPS = ("init.scope", "system.slice", "system.slice/ozwald.service", "system.slice/systemd-journald.service",
            "system.slice/dbus.service", "system.slice/dbus-broker.service", "system.slice/ozwald-redis.service",
@@ -56,6 +55,10 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--variant", default="light-health")
     parser.add_argument("--stop-with-systemctl", action="store_true")
+    parser.add_argument("--stop-pipelined", action="store_true")
+    parser.add_argument("--no-podman-api", action="store_true", help="stop podman.socket/.service before the stop")
+    parser.add_argument("--read-before", action="store_true", help="with --stop-pipelined: list_units first")
+    parser.add_argument("--wave", type=int, default=0, help="with --stop-with-systemctl: units per systemctl stop")
     args = parser.parse_args()
     n = args.instances
     print(f"# load average before: {load_average()}", flush=True)
@@ -71,6 +74,10 @@ def main() -> None:
         t_up, _ = wait_api(api, all_available(n))
         print(f"# up {t_up - t0:.2f} s; load {load_average()}", flush=True)
         time.sleep(3)
+        if args.no_podman_api:  # is the Podman API service (Ozwald's container-id lookups) in the way?
+            print(host.exec(["sh", "-c", "ps -eo pid,etimes,args | grep 'podman system service' | grep -v grep; "
+                                         "systemctl stop podman.socket podman.service; echo stopped $?"],
+                            timeout=120).stdout, flush=True)
         t1 = time.monotonic()
         samples: list[tuple[float, str]] = []
         done = threading.Event()
@@ -84,14 +91,41 @@ def main() -> None:
                     samples.append((time.monotonic() - t1, " ".join(f"{k}={v}" for k, v in sorted(counts.items()))))
                 time.sleep(1.0)
 
+        snapshots: list[tuple[float, str]] = []
+
+        def processes() -> None:  # what runs in the guest while the units stop
+            for at in (5.0, 20.0, 40.0):
+                if done.wait(max(0.0, t1 + at - time.monotonic())):
+                    return
+                with contextlib.suppress(Exception):
+                    out = host.exec(["sh", "-c", "ps -eo etimes=,stat=,args= | grep -E 'podman|conmon|crun|wget' "
+                                                 "| grep -v grep; systemctl list-jobs --no-legend | "
+                                                 "awk '{print 0, \"J\", \"job\", $3, $4}'"], timeout=30).stdout
+                    kinds = Counter(" ".join(line.split()[2:5])[:70] for line in out.splitlines())
+                    top = "\n".join(f"    {v:4d} {k}" for k, v in kinds.most_common(12))
+                    snapshots.append((time.monotonic() - t1, top))
+
+        threading.Thread(target=processes, daemon=True).start()
         poller = threading.Thread(target=sample, daemon=True)
         cpu_before = cgroup_cpu(host)
         poller.start()
+        if args.stop_pipelined:  # Ozwald's own call (pipelined StopUnit), made from here: the reconciler not involved
+            client = SystemdClient(host.bus_address)
+            units = [f"ozwald-{x}.service" for x in names(args.variant, n)]
+            if args.read_before:  # what a reconciler pass does right before its stops: GetAll of every unit
+                client.list_units("ozwald-*")
+            t_stop = time.monotonic()
+            client.stop(units, timeout=900)
+            print(f"# pipelined StopUnit of {n} units, every job waited for: {time.monotonic() - t_stop:.2f} s")
+            client.close()
         if args.stop_with_systemctl:  # the same units stopped by hand: is it how they stop, or how they started?
-            units = " ".join(f"ozwald-{x}.service" for x in names(args.variant, n))
-            out = host.exec(["sh", "-c", f"t0=$(date +%s%N); systemctl stop {units}; echo $? $t0 $(date +%s%N)"],
+            all_units = [f"ozwald-{x}.service" for x in names(args.variant, n)]
+            wave = args.wave or n
+            waves = "; ".join(f"systemctl stop {' '.join(all_units[i:i + wave])}" for i in range(0, n, wave))
+            out = host.exec(["sh", "-c", f"t0=$(date +%s%N); {waves}; echo $? $t0 $(date +%s%N)"],
                             timeout=900).stdout.split()
-            print(f"# systemctl stop of Ozwald's {n} units: rc {out[0]}, {(int(out[2]) - int(out[1])) / 1e9:.2f} s")
+            print(f"# systemctl stop of Ozwald's {n} units in waves of {wave}: rc {out[0]}, "
+                  f"{(int(out[2]) - int(out[1])) / 1e9:.2f} s")
         api.json("POST", UPDATE, [])
         t_down, _ = wait_api(api, lambda items: items == [])
         done.set()
@@ -104,6 +138,12 @@ def main() -> None:
         first = f"ozwald-{names(args.variant, 1)[0]}.service"
         print(host.exec(["sh", "-c", f"journalctl -o short-monotonic --no-pager -n 40 -u {first}"],
                         timeout=60).stdout[-5000:])
+        warnings = host.exec(["sh", "-c", "journalctl -p warning -o cat --no-pager --since '-10min' | "
+                                          "sed -E 's/[0-9a-f]{12,}/ID/g; s/[0-9]+/N/g' | sort | uniq -c | sort -rn "
+                                          "| head -15"], timeout=60).stdout
+        print(f"# guest warnings (last 10 min, numbers and ids folded):\n{warnings}")
+        for at, what in snapshots:
+            print(f"# guest processes {at:.1f} s after the POST (count, command):\n{what}")
         for at, what in samples:
             print(f"  {at:7.2f} {what}")
         stops = host.exec(["sh", "-c", "journalctl -o short-monotonic --no-pager _PID=1 | "
@@ -118,7 +158,7 @@ def main() -> None:
         time.sleep(3)
         raw = host.exec(["journalctl", f"_PID={pid}", "-o", "cat", "--no-pager"], timeout=60).stdout
         Path("/tmp/trace_stop.log").write_text(raw)
-        events = [e for e in parse(raw) if e.start >= t1 - 0.01]
+        events = [e for e in parse_trace(raw) if e.start >= t1 - 0.01]
         summary: dict[str, list[float]] = {}
         for e in events:
             summary.setdefault(f"{e.thread} {e.what}", []).append(e.end - e.start)
@@ -135,9 +175,6 @@ def main() -> None:
                 print(f"  {e.start - t1:8.3f} {e.end - t1:8.3f} ({e.end - e.start:6.3f}) gap {e.start - last_end:6.3f}"
                       f"  {e.thread} {e.what} {e.extra}")
                 last_end = max(last_end, e.end)
-        out = host.exec(["sh", "-c", "systemctl show -p Id -p InactiveEnterTimestampMonotonic "
-                                     "-p ActiveExitTimestampMonotonic 'ozwald-lighthealth*'"], timeout=60).stdout
-        print(out[:2000])
         print(host.exec(["journalctl", "-u", UNIT, "-n", "60", "--no-pager", "-o", "cat"], timeout=60).stdout[-6000:])
 
 
