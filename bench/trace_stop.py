@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--variant", default="light-health")
     parser.add_argument("--stop-with-systemctl", action="store_true")
-    parser.add_argument("--stop-pipelined", action="store_true")
+    parser.add_argument("--stop-pipelined", action="store_true", help="StopUnit from this process")
+    parser.add_argument("--enqueue", action="store_true", help="with --stop-pipelined: all sent at once")
     parser.add_argument("--no-podman-api", action="store_true", help="stop podman.socket/.service before the stop")
     parser.add_argument("--read-before", action="store_true", help="with --stop-pipelined: list_units first")
     parser.add_argument("--wave", type=int, default=0, help="with --stop-with-systemctl: units per systemctl stop")
@@ -115,8 +116,15 @@ def main() -> None:
             if args.read_before:  # what a reconciler pass does right before its stops: GetAll of every unit
                 client.list_units("ozwald-*")
             t_stop = time.monotonic()
-            client.stop(units, timeout=900)
-            print(f"# pipelined StopUnit of {n} units, every job waited for: {time.monotonic() - t_stop:.2f} s")
+            if args.enqueue:  # every StopUnit sent before any reply is read, as the reconciler does
+                client.enqueue("stop", units)
+                while any(u.active_state not in ("inactive", "failed") for u in client.list_units("ozwald-*")):
+                    time.sleep(0.5)
+                how = "pipelined (all sent, then the replies read)"
+            else:
+                client.stop(units, timeout=900)
+                how = "one after another (each reply awaited)"
+            print(f"# StopUnit of {n} units {how}, until all ended: {time.monotonic() - t_stop:.2f} s")
             client.close()
         if args.stop_with_systemctl:  # the same units stopped by hand: is it how they stop, or how they started?
             all_units = [f"ozwald-{x}.service" for x in names(args.variant, n)]

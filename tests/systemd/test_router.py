@@ -123,6 +123,9 @@ class SystemdStandIn(QueuedConnection):
         self.sent: list[tuple[str, str]] = []
 
     def send(self, message: Message, serial: int | None = None) -> None:
+        self.incoming.put(self.answer(message, serial))
+
+    def answer(self, message: Message, serial: int | None) -> Message:
         unit = message.body[0]
         self.sent.append((message.header.fields[HeaderFields.member], unit))
         if unit in self.missing:
@@ -132,7 +135,7 @@ class SystemdStandIn(QueuedConnection):
         else:
             reply = new_method_return(message)
         reply.header.fields[HeaderFields.reply_serial] = serial
-        self.incoming.put(reply)
+        return reply
 
 
 def test_enqueue_and_reset_failed_units_answer_per_unit() -> None:
@@ -149,5 +152,38 @@ def test_enqueue_and_reset_failed_units_answer_per_unit() -> None:
         assert list(refused) == ["b.service"]
         assert [m for m, _ in connection.sent] == ["StartUnit"] * 3 + ["ResetFailedUnit"] * 2
         assert client.calls == 5
+    finally:
+        client._router.close()
+
+
+class SlowSystemdStandIn(SystemdStandIn):
+    """Answers each call 50 ms later, and notes how many answers had gone out when each call was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(missing=set())
+        self.answered = 0
+        self.answered_at_send: list[int] = []
+
+    def send(self, message: Message, serial: int | None = None) -> None:
+        self.answered_at_send.append(self.answered)
+        reply = self.answer(message, serial)
+
+        def answer_later() -> None:
+            self.answered += 1
+            self.incoming.put(reply)
+
+        threading.Timer(0.05, answer_later).start()
+
+
+def test_enqueue_sends_each_job_once_the_one_before_was_answered() -> None:
+    """As systemctl does: 100 jobs queued in one burst made every health-checked `podman rm` hang."""
+    connection = SlowSystemdStandIn()
+    client = SystemdClient.__new__(SystemdClient)
+    client.call_timeout, client.calls = 10.0, 0
+    client._connection, client._router = connection, _Router(connection)
+    try:
+        queued = client.enqueue("start", ["a.service", "b.service", "c.service"])
+        assert list(queued) == ["a.service", "b.service", "c.service"]
+        assert connection.answered_at_send == [0, 1, 2]
     finally:
         client._router.close()
