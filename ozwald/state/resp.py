@@ -129,7 +129,7 @@ class Connection:
     it is closed rather than reused.
     """
 
-    def __init__(self, sock: socket.socket, socket_timeout: float | None) -> None:
+    def __init__(self, sock: socket.socket, socket_timeout: float) -> None:
         self._sock = sock
         self._timeout = socket_timeout
         self._reader = hiredis.Reader(replyError=reply_error, encoding="utf-8", errors="replace", notEnoughData=_MORE)
@@ -228,11 +228,13 @@ class Connection:
         """
         if self.broken:
             return False
+        poller = select.poll()  # not select.select: a busy process may hold descriptors above 1023
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
+            poller.register(self._sock, select.POLLIN)
+            events = poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable  # readable: EOF, a reset, or bytes nobody asked for
+        return not events  # an event: EOF, a reset, or bytes nobody asked for
 
     def close(self) -> None:
         self.broken = True
