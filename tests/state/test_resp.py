@@ -221,7 +221,7 @@ def test_pubsub_confirms_delivers_and_times_out(client: Client, reference_client
         assert pubsub.get_message(timeout=2) == resp.Message("subscribe", "ch", 1)
         started = time.monotonic()
         assert pubsub.get_message(timeout=0.2) is None
-        assert 0.19 <= time.monotonic() - started < 1.0
+        assert 0.19 <= time.monotonic() - started < 2.0  # generous: two shared cores
         assert reference_client.publish("ch", "hello") == 1
         assert client.publish("ch", 42) == 1
         assert pubsub.get_message(timeout=2) == resp.Message("message", "ch", "hello")
@@ -256,7 +256,7 @@ def test_pubsub_notices_a_peer_that_stopped_answering() -> None:
         with pytest.raises(resp.Timeout, match="PING"):
             while time.monotonic() - started < 3:
                 pubsub.get_message(timeout=0.1)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # 0.1 s of silence, then 0.3 s for the pong
         with pytest.raises(resp.ConnectionFailed):
             pubsub.get_message(timeout=0.1)  # closed: the caller subscribes again on a new one
 
@@ -335,7 +335,7 @@ def test_a_silent_server_times_out_and_is_retried() -> None:
         started = time.monotonic()
         with pytest.raises(resp.Timeout, match=r"no answer within 0\.2 s"):
             client.ping()
-        assert 0.4 <= time.monotonic() - started < 1.5
+        assert 0.4 <= time.monotonic() - started < 3.0
         assert len(accepted) == 2  # the first try and one retry, each on a new connection
 
 
