@@ -8,16 +8,33 @@ Runs INSIDE the test host with Ozwald's own venv, as a transient unit (see bench
 
 Nothing else: no plugins, no logging, no validation beyond the token. With FLOOR_MEMORY=1 the document is
 read from Redis once at start and then served from memory, as Ozwald serves its statuses (informational).
+
+Redis is read with Ozwald's own client, `ozwald/state/resp.py` (hiredis and a socket), loaded by its path so
+that the floor does not import the rest of the ozwald package (its pydantic models would weigh on the floor's
+memory).
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import os
+from pathlib import Path
 
 import bottle
-import redis
 import waitress
+
+
+def _load_resp() -> object:
+    package = importlib.util.find_spec("ozwald")  # finds the package without importing it
+    assert package is not None and package.origin is not None, "run with Ozwald's venv"
+    path = Path(package.origin).parent / "state" / "resp.py"
+    spec = importlib.util.spec_from_file_location("ozwald_resp_floor", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 KEY = os.environ["FLOOR_KEY"].encode()
 REDIS_KEY = os.environ.get("FLOOR_REDIS_KEY", "ozbench:active")
@@ -25,10 +42,11 @@ PORT = int(os.environ.get("FLOOR_PORT", "8001"))
 THREADS = int(os.environ.get("FLOOR_THREADS", "8"))
 MEMORY = os.environ.get("FLOOR_MEMORY") == "1"
 
-cache = redis.Redis(host="127.0.0.1", port=6379, password=os.environ["FLOOR_REDIS_PASSWORD"])
+resp = _load_resp()
+cache = resp.Client(host="127.0.0.1", port=6379, password=os.environ["FLOOR_REDIS_PASSWORD"])  # type: ignore[attr-defined]
 app = bottle.Bottle()
 app.uninstall(True)  # like Ozwald: handlers return bytes
-_document: bytes = cache.get(REDIS_KEY) if MEMORY else b""  # type: ignore[assignment]
+_document: bytes = cache.get(REDIS_KEY).encode() if MEMORY else b""
 
 
 @app.get("/srv/services/active/")  # type: ignore[untyped-decorator]
@@ -41,7 +59,7 @@ def active() -> bytes:
         return b'{"detail":"invalid bearer token"}'
     if MEMORY:
         return _document
-    body: bytes = cache.get(REDIS_KEY)  # type: ignore[assignment]
+    body: bytes = cache.get(REDIS_KEY).encode()
     return body
 
 

@@ -394,17 +394,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _redis_ping(settings: Any, provisioner: str | None) -> dict[str, Any]:
-    from ozwald.state import StateError, connect, select_provisioner
+    from ozwald.state import StateError, connect, redis_errors, select_provisioner
     from ozwald.state.env import cache_parameters
 
     _load_env_file()
     try:
         identity = select_provisioner(settings, provisioner)
         client = connect(cache_parameters(identity.provisioner), check=False)
-        client.ping()
-    except StateError as exc:
+        with redis_errors(client, "pinging"):
+            client.ping()
+        client.close()
+    except StateError as exc:  # names the endpoint, never the password
         return {"status": "not reachable", "detail": str(exc)}
-    except Exception as exc:  # redis-py's own errors; the message never carries the password
+    except Exception as exc:
         return {"status": "not reachable", "detail": type(exc).__name__}
     return {"status": "PONG"}
 

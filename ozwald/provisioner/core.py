@@ -139,7 +139,7 @@ class Provisioner:
                             self.reconciler.wake(generation)
                             if self.profiler is not None:
                                 self.profiler.wake()
-            except Exception as exc:  # Redis gone (redis-py may say so with any error): retry, never die
+            except Exception as exc:  # Redis gone, or anything else: retry, never die
                 log.warning("watching the desired set in Redis failed (%s); retrying in %g s", exc, WATCH_RETRY_S)
                 self._stop.wait(WATCH_RETRY_S)
 

@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pydantic
-import redis
 
 from ozwald.records import DesiredInstance, DesiredSet, check_unique_names
 from ozwald.state.durable import write_if_newer
 from ozwald.state.errors import StateCorrupt, StateError, StateUnavailable, describe_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import CONNECT_TIMEOUT, LuaScript, endpoint_of, redis_errors
+from ozwald.state.resp import Client, PubSub, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class DesiredStateStore:
     Safe to share between threads. `namespace` is the provisioner's name.
     """
 
-    def __init__(self, redis: redis.Redis, namespace: str, state_dir: Path | str, *,
+    def __init__(self, redis: Client, namespace: str, state_dir: Path | str, *,
                  prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = redis
         self.keys = Keyspace(namespace, prefix)
@@ -116,7 +116,7 @@ class DesiredStateStore:
         key = self.keys.desired
         with redis_errors(self.redis, "reading the desired set"):
             raw = self.redis.get(key)
-        current = _parse(str(raw), f"Redis key {key}") if raw is not None else None
+        current = _parse(raw, f"Redis key {key}") if raw is not None else None
         try:
             local = self.read_local()
         except StateError as exc:
@@ -322,18 +322,18 @@ class ChangeListener:
     def _resync(self) -> None:
         self._offer(self._store.generation())
 
-    def _open(self) -> redis.client.PubSub:
-        pubsub: redis.client.PubSub = self._redis.pubsub()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    def _open(self) -> PubSub:
+        pubsub = self._redis.pubsub()
         try:
             with redis_errors(self._redis, "subscribing to desired-state changes"):
                 pubsub.subscribe(self._store.channel)
                 deadline = time.monotonic() + 2 * CONNECT_TIMEOUT
                 while True:
                     message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-                    if message is not None and message["type"] == "subscribe":
+                    if message is not None and message.kind == "subscribe":
                         break
-                    if message is not None and message["type"] == "message":
-                        self._handle(message["data"])
+                    if message is not None and message.kind == "message":
+                        self._handle(message.data)
                     elif time.monotonic() >= deadline:
                         endpoint = endpoint_of(self._redis)
                         raise StateUnavailable(f"Redis at {endpoint} did not confirm the subscription", endpoint)
@@ -344,7 +344,7 @@ class ChangeListener:
         self._connected = True
         return pubsub
 
-    def _run(self, pubsub: redis.client.PubSub | None) -> None:
+    def _run(self, pubsub: PubSub | None) -> None:
         backoff = _BACKOFF_MIN
         last_sync = time.monotonic()
         while not self._closed.is_set():
@@ -360,12 +360,8 @@ class ChangeListener:
                     if time.monotonic() - last_sync >= self._resync_interval:
                         self._resync()
                         last_sync = time.monotonic()
-                elif message["type"] == "subscribe":
-                    # redis-py reconnected and re-subscribed on its own: messages may have been missed.
-                    self._resync()
-                    last_sync = time.monotonic()
-                elif message["type"] == "message":
-                    self._handle(message["data"])
+                elif message.kind == "message":
+                    self._handle(message.data)
             except Exception as exc:
                 if self._closed.is_set():
                     break
@@ -398,8 +394,8 @@ _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
 
 
-def _close_quietly(pubsub: redis.client.PubSub) -> None:
-    with contextlib.suppress(redis.RedisError, OSError):
+def _close_quietly(pubsub: PubSub) -> None:
+    with contextlib.suppress(RedisError, OSError):
         pubsub.close()
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import pydantic
-import redis
 from pydantic import BaseModel
 
 from ozwald.files import atomic_write, locked
 from ozwald.state.errors import StateCorrupt, StateError, describe_validation_error
 from ozwald.state.redis_conn import redis_errors
+from ozwald.state.resp import Client, Command, Watched
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ D = TypeVar("D", bound=Revisioned)
 class DurableDocument(Generic[D]):
     """One document of type `model`, at Redis `key` and (with a `path`) in a local file."""
 
-    def __init__(self, redis: redis.Redis, key: str, model: type[D], path: Path | None, what: str) -> None:
+    def __init__(self, redis: Client, key: str, model: type[D], path: Path | None, what: str) -> None:
         self.redis = redis
         self.key = key
         self.model = model
@@ -52,7 +52,7 @@ class DurableDocument(Generic[D]):
         """The newest of the Redis and file copies (Redis restored from the file when the file is newer)."""
         with redis_errors(self.redis, f"reading {self.what}"):
             raw = self.redis.get(self.key)
-        current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
+        current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
         local = self._local_quietly(current)
         if local is not None and local.revision > (current.revision if current is not None else 0):
             self._restore(local)
@@ -79,24 +79,22 @@ class DurableDocument(Generic[D]):
 
         `change` may run more than once (when another writer got in between) and may raise to abort.
         """
-        with redis_errors(self.redis, f"changing {self.what}"), self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    raw = pipe.get(self.key)
-                    current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
-                    local = self._local_quietly(current)
-                    base = current
-                    if local is not None and local.revision > (current.revision if current is not None else 0):
-                        base = local
-                    base = base if base is not None else self.model()
-                    new = change(base).model_copy(update={"revision": base.revision + 1})
-                    pipe.multi()
-                    pipe.set(self.key, new.model_dump_json())
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+        written: list[D] = []
+
+        def attempt(watched: Watched) -> list[Command]:
+            raw = watched.get(self.key)
+            current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
+            local = self._local_quietly(current)
+            base = current
+            if local is not None and local.revision > (current.revision if current is not None else 0):
+                base = local
+            base = base if base is not None else self.model()
+            written[:] = [change(base).model_copy(update={"revision": base.revision + 1})]
+            return [("SET", self.key, written[0].model_dump_json())]
+
+        with redis_errors(self.redis, f"changing {self.what}"):
+            self.redis.transaction([self.key], attempt)  # again from the top whenever another writer got in
+        new = written[0]
         if self.path is not None:
             try:
                 self.save_local(new)
@@ -115,21 +113,16 @@ class DurableDocument(Generic[D]):
 
     def _restore(self, local: D) -> None:
         # Only if Redis still has nothing newer: a restore racing a change must not roll it back.
-        with redis_errors(self.redis, f"restoring {self.what} from {self.path}"), self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self.key)  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    raw = pipe.get(self.key)
-                    current = self._parse(str(raw), f"Redis key {self.key}") if raw is not None else None
-                    if current is not None and current.revision >= local.revision:
-                        return
-                    pipe.multi()
-                    pipe.set(self.key, local.model_dump_json())
-                    pipe.execute()
-                    log.info("restored %s (revision %d) from %s into Redis", self.what, local.revision, self.path)
-                    return
-                except redis.WatchError:
-                    continue
+        def attempt(watched: Watched) -> list[Command]:
+            raw = watched.get(self.key)
+            current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
+            if current is not None and current.revision >= local.revision:
+                return []
+            return [("SET", self.key, local.model_dump_json())]
+
+        with redis_errors(self.redis, f"restoring {self.what} from {self.path}"):
+            if self.redis.transaction([self.key], attempt) is not None:
+                log.info("restored %s (revision %d) from %s into Redis", self.what, local.revision, self.path)
 
     def _local_quietly(self, current: D | None) -> D | None:
         try:

@@ -13,11 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from ozwald.state.durable import DurableDocument, Revisioned
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
+from ozwald.state.resp import Client
 
 KEEP_PER_CONFIG = 5  # results kept per (service, variety, profile), newest first, across spec hashes
 
@@ -66,7 +66,7 @@ class ProfileResultsDocument(Revisioned):
 class ProfileResults:
     """The results of one provisioner, newest first."""
 
-    def __init__(self, redis: redis.Redis, provisioner: str, *, state_dir: Path | str | None = None,
+    def __init__(self, redis: Client, provisioner: str, *, state_dir: Path | str | None = None,
                  prefix: str = DEFAULT_PREFIX) -> None:
         keys = Keyspace(provisioner, prefix)
         path = Path(state_dir) / f"profile-results-{provisioner}.json" if state_dir is not None else None

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from ozwald.config.model import Settings
@@ -31,6 +30,7 @@ from ozwald.records import UpdateError
 from ozwald.state.durable import DurableDocument, Revisioned
 from ozwald.state.errors import QueueFull, first_validation_error
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
+from ozwald.state.resp import Client
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class ProfileQueue:
     its own `item_id`.
     """
 
-    def __init__(self, redis: redis.Redis, provisioner: str, *, settings: Settings | None = None,
+    def __init__(self, redis: Client, provisioner: str, *, settings: Settings | None = None,
                  max_pending: int = MAX_PENDING, prefix: str = DEFAULT_PREFIX,
                  state_dir: Path | str | None = None) -> None:
         if max_pending < 1:

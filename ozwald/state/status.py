@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic
-import redis
-from redis.typing import EncodableT, FieldT
 
 from ozwald.records import ActiveService
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import redis_errors
+from ozwald.state.resp import Client
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ StatusEntry = ActiveService | Mapping[str, Any]
 
 
 class StatusCache:
-    def __init__(self, redis: redis.Redis, provisioner: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis: Client, provisioner: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = redis
         self.keys = Keyspace(provisioner, prefix)
 
@@ -42,7 +41,7 @@ class StatusCache:
             pipe = self.redis.pipeline(transaction=True)
             pipe.delete(self.keys.status)
             if fields:
-                pipe.hset(self.keys.status, mapping=fields)
+                pipe.hset(self.keys.status, fields)
             pipe.execute()
 
     def read_all(self) -> list[ActiveService]:
@@ -51,14 +50,14 @@ class StatusCache:
             raw = self.redis.hgetall(self.keys.status)
         out = []
         for name in sorted(raw):
-            service = _decode(str(name), str(raw[name]))
+            service = _decode(name, raw[name])
             if service is not None:
                 out.append(service)
         return out
 
 
-def _encode(services: Mapping[str, StatusEntry]) -> dict[FieldT, EncodableT]:
-    fields: dict[FieldT, EncodableT] = {}
+def _encode(services: Mapping[str, StatusEntry]) -> dict[str, str]:
+    fields: dict[str, str] = {}
     for name, entry in services.items():
         service = entry if isinstance(entry, ActiveService) else ActiveService.model_validate(entry)
         if service.name != name:

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from ozwald.config import resolve
 from ozwald.provisioner.core import Provisioner
 from ozwald.quadlet import render_unit
 from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, ServiceRequest, UpdateError
+from ozwald.state.resp import Client
 from tests.support.provisioner_kit import StubReconciler, make_provisioner
 from tests.support.redis_server import RedisServer
 
@@ -35,7 +35,7 @@ services:
 
 
 @pytest.fixture
-def core(redis_client: redis.Redis, tmp_path: Path) -> Iterator[tuple[Provisioner, StubReconciler]]:
+def core(redis_client: Client, tmp_path: Path) -> Iterator[tuple[Provisioner, StubReconciler]]:
     provisioner, reconciler = make_provisioner(SETTINGS, redis_client, tmp_path)
     provisioner.start()
     try:

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from ozwald.api import ApiServer, create_server
 from ozwald.config import ConfigError, parse_settings, resolve
 from ozwald.config.secrets import MASK
 from ozwald.provisioner.core import Provisioner
 from ozwald.quadlet import RenderError, render_unit
+from ozwald.state.resp import Client
 from ozwald.units import UnitStore
 from tests.api.conftest import API_KEY, Api
 from tests.support.provisioner_kit import StubReconciler, make_provisioner
@@ -51,7 +51,7 @@ services:
 
 
 @pytest.fixture
-def stack(redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def stack(redis_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[tuple[Api, Provisioner, StubReconciler]]:
     (tmp_path / "db-password").write_text(FROM_FILE + "\n")
     credentials = tmp_path / "credentials"
@@ -110,13 +110,13 @@ def test_errors_name_the_secret_file_never_a_value(stack: tuple[Api, Provisioner
 
 
 def test_update_with_secrets_is_accepted_and_stores_no_value(stack: tuple[Api, Provisioner, StubReconciler],
-                                                             redis_client: redis.Redis, tmp_path: Path) -> None:
+                                                             redis_client: Client, tmp_path: Path) -> None:
     api, _, reconciler = stack
     reply = api.post("/srv/services/active/update/", [{"name": "llm", "profile": "rotated"}])
     assert reply.status == 202, reply.body
     assert reconciler.woke.wait(5)
     assert_no_secret(reply.body.decode())
-    stored = [str(redis_client.dump(k)) for k in redis_client.keys("*")]
+    stored = [str(redis_client.execute("DUMP", k)) for k in redis_client.execute("KEYS", "*")]
     assert stored and all(secret not in text for text in stored for secret in SECRETS)
     for path in (tmp_path / "state").iterdir():
         assert_no_secret(path.read_text())

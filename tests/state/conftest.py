@@ -5,8 +5,9 @@ from tests.support.redis_server import (
     redis_client,
     redis_password_server,
     redis_server,
+    reference_client,
     restart_redis,
     state_dir,
 )
 
-__all__ = ["redis_client", "redis_password_server", "redis_server", "restart_redis", "state_dir"]
+__all__ = ["redis_client", "redis_password_server", "redis_server", "reference_client", "restart_redis", "state_dir"]

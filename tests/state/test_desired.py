@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance, DesiredSet, UpdateError
 from ozwald.state import DesiredStateStore, StateCorrupt, StateError, StateUnavailable, connect
+from ozwald.state.resp import Client
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -19,7 +19,7 @@ def inst(name: str, variety: str | None = "cpu-only", profile: str | None = None
     return DesiredInstance(name=name, service="svc", variety=variety, profile=profile)
 
 
-def store(client: redis.Redis, state_dir: Path, name: str = "local") -> DesiredStateStore:
+def store(client: Client, state_dir: Path, name: str = "local") -> DesiredStateStore:
     return DesiredStateStore(client, name, state_dir)
 
 
@@ -27,13 +27,13 @@ def file_set(state_dir: Path, name: str = "local") -> DesiredSet:
     return DesiredSet.model_validate_json((state_dir / f"desired-{name}.json").read_text())
 
 
-def test_empty_store_reads_generation_zero(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_empty_store_reads_generation_zero(redis_client: Client, state_dir: Path) -> None:
     desired = store(redis_client, state_dir).read()
     assert desired == DesiredSet() and desired.generation == 0
     assert not (state_dir / "desired-local.json").exists()
 
 
-def test_replace_increments_generation_and_writes_redis_and_file(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_replace_increments_generation_and_writes_redis_and_file(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     before = datetime.now(UTC)
     first = s.replace([inst("a")])
@@ -50,7 +50,7 @@ def test_replace_increments_generation_and_writes_redis_and_file(redis_client: r
     assert redis_client.get("ozwald:local:generation") == "3"
 
 
-def test_round_trip_keeps_every_field(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_round_trip_keeps_every_field(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     instance = DesiredInstance(name="q", service="qwen1.5-vllm", variety="nvidia", profile="fast-gpu",
                                variety_auto=True)
@@ -60,7 +60,7 @@ def test_round_trip_keeps_every_field(redis_client: redis.Redis, state_dir: Path
     assert file_set(state_dir).instances == (instance,)
 
 
-def test_provisioners_are_namespaced(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_provisioners_are_namespaced(redis_client: Client, state_dir: Path) -> None:
     one, two = store(redis_client, state_dir, "one"), store(redis_client, state_dir, "two")
     one.replace([inst("a")])
     one.replace([inst("b")])
@@ -70,7 +70,7 @@ def test_provisioners_are_namespaced(redis_client: redis.Redis, state_dir: Path)
     assert file_set(state_dir, "one").generation == 2 and file_set(state_dir, "two").generation == 1
 
 
-def test_duplicate_instance_names_are_refused(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_duplicate_instance_names_are_refused(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     with pytest.raises(UpdateError) as caught:
         s.replace([inst("a"), inst("b"), inst("a")])
@@ -78,13 +78,13 @@ def test_duplicate_instance_names_are_refused(redis_client: redis.Redis, state_d
     assert s.generation() == 0
 
 
-def test_invalid_namespace_is_refused(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_invalid_namespace_is_refused(redis_client: Client, state_dir: Path) -> None:
     with pytest.raises(ValueError, match="invalid name"):
         DesiredStateStore(redis_client, "../etc", state_dir)
 
 
 def test_redis_restarted_empty_is_restored_from_file(
-    redis_client: redis.Redis, state_dir: Path, restart_redis: Callable[[], None]
+    redis_client: Client, state_dir: Path, restart_redis: Callable[[], None]
 ) -> None:
     s = store(redis_client, state_dir)
     s.replace([inst("a")])
@@ -97,7 +97,7 @@ def test_redis_restarted_empty_is_restored_from_file(
 
 
 def test_replace_after_empty_restart_continues_from_file_without_read(
-    redis_client: redis.Redis, state_dir: Path, restart_redis: Callable[[], None]
+    redis_client: Client, state_dir: Path, restart_redis: Callable[[], None]
 ) -> None:
     s = store(redis_client, state_dir)
     for i in range(5):
@@ -107,7 +107,7 @@ def test_replace_after_empty_restart_continues_from_file_without_read(
     assert file_set(state_dir).generation == 6
 
 
-def test_restore_never_overwrites_a_newer_redis_generation(redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_restore_never_overwrites_a_newer_redis_generation(redis_client: Client, tmp_path: Path) -> None:
     here, elsewhere = store(redis_client, tmp_path / "here"), store(redis_client, tmp_path / "elsewhere")
     here.replace([inst("old")])
     newest = elsewhere.replace([inst("new")])  # generation 2, written through another state dir
@@ -116,7 +116,7 @@ def test_restore_never_overwrites_a_newer_redis_generation(redis_client: redis.R
     assert file_set(tmp_path / "here") == newest  # ...and the local copy catches up
 
 
-def test_newer_file_replaces_an_older_redis_copy(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_newer_file_replaces_an_older_redis_copy(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     for i in range(3):
         s.replace([inst(f"i{i}")])
@@ -129,7 +129,7 @@ def test_newer_file_replaces_an_older_redis_copy(redis_client: redis.Redis, stat
     assert s.generation() == 3
 
 
-def test_file_never_regresses(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_file_never_regresses(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     for i in range(5):
         s.replace([inst(f"i{i}")])
@@ -140,7 +140,7 @@ def test_file_never_regresses(redis_client: redis.Redis, state_dir: Path) -> Non
     assert s.save_local(DesiredSet(generation=6)) is True
 
 
-def test_file_is_written_atomically_and_readable(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_file_is_written_atomically_and_readable(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     s.replace([inst("a")])
     path = state_dir / "desired-local.json"
@@ -149,7 +149,7 @@ def test_file_is_written_atomically_and_readable(redis_client: redis.Redis, stat
     assert s.read_local() == s.read()
 
 
-def test_corrupt_file_with_empty_redis_is_an_error_not_an_empty_set(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_corrupt_file_with_empty_redis_is_an_error_not_an_empty_set(redis_client: Client, state_dir: Path) -> None:
     state_dir.mkdir()
     (state_dir / "desired-local.json").write_text('{"generation": 4, "instances": [{"name": ')
     s = store(redis_client, state_dir)
@@ -160,7 +160,7 @@ def test_corrupt_file_with_empty_redis_is_an_error_not_an_empty_set(redis_client
     assert file_set(state_dir).generation == 1
 
 
-def test_corrupt_file_is_rewritten_from_redis(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_corrupt_file_is_rewritten_from_redis(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     latest = s.replace([inst("a")])
     (state_dir / "desired-local.json").write_text("not json")
@@ -168,7 +168,7 @@ def test_corrupt_file_is_rewritten_from_redis(redis_client: redis.Redis, state_d
     assert file_set(state_dir) == latest
 
 
-def test_corrupt_redis_document_is_an_error(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_corrupt_redis_document_is_an_error(redis_client: Client, state_dir: Path) -> None:
     redis_client.set("ozwald:local:desired", '{"generation": "many"}')
     with pytest.raises(StateCorrupt, match="ozwald:local:desired"):
         store(redis_client, state_dir).read()
@@ -183,7 +183,7 @@ def test_redis_down_is_state_unavailable(state_dir: Path) -> None:
         s.replace([inst("a")])
 
 
-def test_file_write_failure_after_redis_commit_is_reported(redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_file_write_failure_after_redis_commit_is_reported(redis_client: Client, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     s = store(redis_client, blocker / "state")
@@ -194,7 +194,7 @@ def test_file_write_failure_after_redis_commit_is_reported(redis_client: redis.R
     assert s.generation() == 1 and seen == [1]  # the change is live: listeners still hear of it
 
 
-def test_in_process_listeners(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_in_process_listeners(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     seen: list[DesiredSet] = []
 
@@ -209,7 +209,7 @@ def test_in_process_listeners(redis_client: redis.Redis, state_dir: Path) -> Non
     assert seen == [first]
 
 
-def test_concurrent_replaces_in_threads(redis_client: redis.Redis, redis_server: RedisServer, state_dir: Path) -> None:
+def test_concurrent_replaces_in_threads(redis_client: Client, redis_server: RedisServer, state_dir: Path) -> None:
     per_thread = 200
     results: dict[int, list[tuple[int, tuple[DesiredInstance, ...]]]] = {0: [], 1: []}
     barrier = threading.Barrier(2)
@@ -243,7 +243,7 @@ def test_concurrent_replaces_in_threads(redis_client: redis.Redis, redis_server:
     assert file_set(state_dir) == final
 
 
-def test_replace_latency(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_replace_latency(redis_client: Client, state_dir: Path) -> None:
     s = store(redis_client, state_dir)
     instances = [inst(f"i{i}") for i in range(10)]
     s.replace(instances)

@@ -12,11 +12,10 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance, DesiredSet
 from ozwald.state import DesiredStateStore, connect
+from ozwald.state.resp import Client
 from tests.support.redis_server import RedisServer
 
 PER_WRITER = 200
@@ -33,7 +32,7 @@ def _writer(worker: int, params: RedisParameters, state_dir: str, barrier: Barri
     results.put((worker, out))
 
 
-def test_two_processes_racing_lose_no_update(redis_client: redis.Redis, redis_server: RedisServer,
+def test_two_processes_racing_lose_no_update(redis_client: Client, redis_server: RedisServer,
                                              state_dir: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from ozwald.config.model import RedisParameters
 from ozwald.records import DesiredInstance
 from ozwald.state import DesiredStateStore, StateUnavailable, connect
+from ozwald.state.resp import Client
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -24,7 +24,7 @@ def pair(redis_server: RedisServer, state_dir: Path) -> tuple[DesiredStateStore,
             DesiredStateStore(connect(redis_server.params()), "local", state_dir))
 
 
-def test_wait_times_out_without_changes(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_wait_times_out_without_changes(redis_client: Client, state_dir: Path) -> None:
     store = DesiredStateStore(redis_client, "local", state_dir)
     store.replace([inst("a")])
     with store.subscribe() as listener:
@@ -36,7 +36,7 @@ def test_wait_times_out_without_changes(redis_client: redis.Redis, state_dir: Pa
 
 
 def test_change_from_another_client_wakes_the_listener(
-    redis_client: redis.Redis, redis_server: RedisServer, state_dir: Path
+    redis_client: Client, redis_server: RedisServer, state_dir: Path
 ) -> None:
     writer, reader = pair(redis_server, state_dir)
     with reader.subscribe() as listener:
@@ -46,7 +46,7 @@ def test_change_from_another_client_wakes_the_listener(
 
 
 def test_bursts_coalesce_to_the_newest_generation(
-    redis_client: redis.Redis, redis_server: RedisServer, state_dir: Path
+    redis_client: Client, redis_server: RedisServer, state_dir: Path
 ) -> None:
     writer, reader = pair(redis_server, state_dir)
     with reader.subscribe() as listener:
@@ -60,14 +60,14 @@ def test_bursts_coalesce_to_the_newest_generation(
         assert listener.wait(0.1) is None
 
 
-def test_same_store_changes_arrive_without_redis(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_same_store_changes_arrive_without_redis(redis_client: Client, state_dir: Path) -> None:
     store = DesiredStateStore(redis_client, "local", state_dir)
     with store.subscribe() as listener:
         store.replace([inst("a")])
         assert listener.wait(0) == 1  # already delivered by the in-process hook
 
 
-def test_other_provisioners_do_not_wake_it(redis_client: redis.Redis, redis_server: RedisServer,
+def test_other_provisioners_do_not_wake_it(redis_client: Client, redis_server: RedisServer,
                                            state_dir: Path) -> None:
     mine = DesiredStateStore(redis_client, "mine", state_dir)
     theirs = DesiredStateStore(connect(redis_server.params()), "theirs", state_dir)
@@ -76,7 +76,7 @@ def test_other_provisioners_do_not_wake_it(redis_client: redis.Redis, redis_serv
         assert listener.wait(0.3) is None
 
 
-def test_garbage_on_the_channel_is_ignored(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_garbage_on_the_channel_is_ignored(redis_client: Client, state_dir: Path) -> None:
     store = DesiredStateStore(redis_client, "local", state_dir)
     with store.subscribe() as listener:
         redis_client.publish(store.channel, "not-a-number")
@@ -84,7 +84,7 @@ def test_garbage_on_the_channel_is_ignored(redis_client: redis.Redis, state_dir:
         assert listener.wait(5) == 7
 
 
-def test_close_releases_a_blocked_waiter(redis_client: redis.Redis, state_dir: Path) -> None:
+def test_close_releases_a_blocked_waiter(redis_client: Client, state_dir: Path) -> None:
     listener = DesiredStateStore(redis_client, "local", state_dir).subscribe()
     out: list[int | None] = []
     waiter = threading.Thread(target=lambda: out.append(listener.wait(30)))
@@ -105,7 +105,7 @@ def test_subscribe_to_dead_redis_is_unavailable(state_dir: Path) -> None:
 
 
 def test_listener_survives_a_redis_restart(
-    redis_client: redis.Redis, redis_server: RedisServer, state_dir: Path, restart_redis: Callable[[], None]
+    redis_client: Client, redis_server: RedisServer, state_dir: Path, restart_redis: Callable[[], None]
 ) -> None:
     writer, reader = pair(redis_server, state_dir)
     writer.replace([inst("a")])
@@ -123,7 +123,7 @@ def test_listener_survives_a_redis_restart(
         assert listener.wait(5) == 3
 
 
-def test_wake_up_latency(redis_client: redis.Redis, redis_server: RedisServer, state_dir: Path) -> None:
+def test_wake_up_latency(redis_client: Client, redis_server: RedisServer, state_dir: Path) -> None:
     _writer, reader = pair(redis_server, state_dir)
     publisher = connect(redis_server.params())
     latencies: list[float] = []
@@ -139,7 +139,7 @@ def test_wake_up_latency(redis_client: redis.Redis, redis_server: RedisServer, s
     assert median < 0.01 and p90 < 0.05, f"wake-up median {median * 1e3:.2f} ms, p90 {p90 * 1e3:.2f} ms"
 
 
-def test_wake_up_latency_through_replace(redis_client: redis.Redis, redis_server: RedisServer,
+def test_wake_up_latency_through_replace(redis_client: Client, redis_server: RedisServer,
                                          state_dir: Path) -> None:
     """From the start of replace() in one client to wait() returning in another: the reconciler's view."""
     writer, reader = pair(redis_server, state_dir)

@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 
 from ozwald.config import parse_settings
 from ozwald.records import UpdateError
@@ -19,6 +18,7 @@ from ozwald.state import (
     result_json,
     validate_profile_request,
 )
+from ozwald.state.resp import Client
 
 SETTINGS = parse_settings("""\
 services:
@@ -36,7 +36,7 @@ services:
 """)
 
 
-def test_enqueue_and_list(redis_client: redis.Redis) -> None:
+def test_enqueue_and_list(redis_client: Client) -> None:
     queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
     before = datetime.now(UTC)
     first = queue.enqueue({"service": "qwen1.5-vllm", "variety": "nvidia", "profile": "fast-gpu"})
@@ -60,7 +60,7 @@ def test_enqueue_and_list(redis_client: redis.Redis) -> None:
     assert queue.count() == 2
 
 
-def test_remove_and_pop(redis_client: redis.Redis) -> None:
+def test_remove_and_pop(redis_client: Client) -> None:
     queue = ProfileQueue(redis_client, "local")
     ids = [queue.enqueue({"service": name}) for name in ("a", "b", "c")]
     assert queue.remove(ids[1]) is True
@@ -81,7 +81,7 @@ def test_remove_and_pop(redis_client: redis.Redis) -> None:
     ({}, "service", "Field required"),
     (["not", "an", "object"], "body", "a profiling request is a JSON object"),
 ])
-def test_invalid_requests_are_update_errors(redis_client: redis.Redis, body: object, field: str,
+def test_invalid_requests_are_update_errors(redis_client: Client, body: object, field: str,
                                             message: str) -> None:
     queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
     with pytest.raises(UpdateError) as caught:
@@ -97,7 +97,7 @@ def test_validation_without_settings_checks_only_the_shape() -> None:
         validate_profile_request({"service": ""})
 
 
-def test_queue_is_bounded(redis_client: redis.Redis) -> None:
+def test_queue_is_bounded(redis_client: Client) -> None:
     queue = ProfileQueue(redis_client, "local", max_pending=2)
     queue.enqueue({"service": "a"})
     queue.enqueue({"service": "b"})
@@ -106,14 +106,14 @@ def test_queue_is_bounded(redis_client: redis.Redis) -> None:
     assert queue.count() == 2
 
 
-def test_a_damaged_queue_is_an_error_not_an_empty_queue(redis_client: redis.Redis) -> None:
+def test_a_damaged_queue_is_an_error_not_an_empty_queue(redis_client: Client) -> None:
     queue = ProfileQueue(redis_client, "local")
     redis_client.set("ozwald:local:profile-queue", "{garbage")
     with pytest.raises(StateCorrupt, match="the profiling queue in Redis key ozwald:local:profile-queue is damaged"):
         queue.requests()
 
 
-def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_client: redis.Redis) -> None:
+def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_client: Client) -> None:
     queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
     other = queue.enqueue({"service": "qwen1.5-vllm"})
     rid = queue.enqueue_many([ProfileRequestBody(service="qwen1.5-vllm", variety="cpu-only", profile=p)
@@ -134,7 +134,7 @@ def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_
                                            "phase_since": None}
 
 
-def test_queue_and_results_survive_a_redis_restart(redis_client: redis.Redis, restart_redis: Callable[[], None],
+def test_queue_and_results_survive_a_redis_restart(redis_client: Client, restart_redis: Callable[[], None],
                                                    tmp_path: Path) -> None:
     queue = ProfileQueue(redis_client, "local", state_dir=tmp_path)
     results = ProfileResults(redis_client, "local", state_dir=tmp_path)
@@ -156,7 +156,7 @@ def test_queue_and_results_survive_a_redis_restart(redis_client: redis.Redis, re
     assert [(r.service, r.ram_peak_mib) for r in results.all()] == [("a", 300.0)]
 
 
-def test_results_are_keyed_by_spec_hash(redis_client: redis.Redis) -> None:
+def test_results_are_keyed_by_spec_hash(redis_client: Client) -> None:
     results = ProfileResults(redis_client, "local")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     t1 = datetime(2026, 1, 2, tzinfo=UTC)

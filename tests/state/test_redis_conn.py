@@ -21,7 +21,7 @@ def _all_text(exc: BaseException) -> str:
 
 def test_connects_by_host_and_port(redis_server: RedisServer) -> None:
     client = connect(redis_server.params())
-    assert client.set("k", "v") and client.get("k") == "v"  # decode_responses: str, not bytes
+    assert client.set("k", "v") and client.get("k") == "v"  # decoded: str, not bytes
     assert endpoint_of(client) == f"127.0.0.1:{redis_server.port} db 0"
     client.close()
 
@@ -29,7 +29,7 @@ def test_connects_by_host_and_port(redis_server: RedisServer) -> None:
 def test_connects_by_unix_socket(redis_server: RedisServer) -> None:
     client = connect(RedisParameters(unix_socket=redis_server.socket_path, db=2))
     assert client.ping()
-    assert client.connection_pool.connection_kwargs["path"] == redis_server.socket_path
+    assert client.unix_socket == redis_server.socket_path
     assert endpoint_of(client) == f"unix:{redis_server.socket_path} db 2"
     client.close()
 
@@ -37,7 +37,7 @@ def test_connects_by_unix_socket(redis_server: RedisServer) -> None:
 def test_selects_the_configured_db(redis_server: RedisServer) -> None:
     one = connect(redis_server.params(db=1))
     zero = connect(redis_server.params(db=0))
-    one.flushdb()
+    one.execute("FLUSHDB")
     zero.set("only-in-zero", "1")
     assert one.get("only-in-zero") is None
     zero.delete("only-in-zero")
@@ -46,7 +46,7 @@ def test_selects_the_configured_db(redis_server: RedisServer) -> None:
 def test_connects_with_password(redis_password_server: RedisServer) -> None:
     client = connect(redis_password_server.params())
     assert client.ping()
-    assert PASSWORD not in repr(client) and PASSWORD not in repr(client.connection_pool)
+    assert PASSWORD not in repr(client) and PASSWORD not in str(client)
     client.close()
 
 
@@ -93,7 +93,7 @@ def test_server_errors_become_state_errors_with_the_password_scrubbed(redis_pass
 
     client = connect(redis_password_server.params())
     with pytest.raises(StateError) as caught, redis_errors(client, "probing"):
-        client.execute_command("NO-SUCH-COMMAND", PASSWORD)  # type: ignore[no-untyped-call]  # echoed back
+        client.execute("NO-SUCH-COMMAND", PASSWORD)  # echoed back
     assert not isinstance(caught.value, StateUnavailable)
     assert "***" in str(caught.value)
     assert PASSWORD not in _all_text(caught.value)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from ozwald.config import Settings, parse_settings
 from ozwald.provisioner.core import Provisioner
 from ozwald.provisioner.plan import Target, plan
@@ -24,6 +22,7 @@ from ozwald.quadlet import render_unit
 from ozwald.records import ActiveService, DesiredSet, PlanEntry
 from ozwald.resources.models import HostSnapshot
 from ozwald.state import DesiredStateStore, ProfileQueue, StatusCache
+from ozwald.state.resp import Client
 from ozwald.units import UnitStore
 
 GIB = 1024**3
@@ -82,7 +81,7 @@ class StubSystemd:
         return None
 
 
-def make_provisioner(settings_text: str, client: redis.Redis, tmp_path: Path) -> tuple[Provisioner, StubReconciler]:
+def make_provisioner(settings_text: str, client: Client, tmp_path: Path) -> tuple[Provisioner, StubReconciler]:
     """A Provisioner named `test` for these settings; the caller stops it."""
     settings = parse_settings(settings_text)
     units = UnitStore(tmp_path / "run", tmp_path / "etc")

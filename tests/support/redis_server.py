@@ -8,7 +8,9 @@ failure, not a skip, so CI cannot go green without having run them.
 - `redis_server` (session): an instance on a free loopback port and a unix socket, without
   persistence (`--save "" --appendonly no`), so `restart()` brings it back empty, as the provisioner's
   own Redis comes back after a reboot.
-- `redis_client`: a client of it, on a freshly flushed database.
+- `redis_client`: Ozwald's client of it (`ozwald.state.resp.Client`), on a freshly flushed database.
+- `reference_client`: redis-py's client of the same database: an independent reader and writer for
+  checking what Ozwald's client did (redis-py is a test dependency only).
 - `restart_redis`: a function that restarts that instance, empty.
 - `redis_password_server` (session): a second instance that requires a password.
 """
@@ -29,6 +31,7 @@ from pydantic import SecretStr
 
 from ozwald.config.model import RedisParameters
 from ozwald.state.redis_conn import connect
+from ozwald.state.resp import Client
 
 REDIS_SERVER_ENV = "OZWALD_TEST_REDIS_SERVER"
 PASSWORD = "s3cret-Pa55word-never-shown"
@@ -138,11 +141,20 @@ def redis_password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+def redis_client(redis_server: RedisServer) -> Iterator[Client]:
     if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()  # a test that stopped it and failed before restarting must not break the next
     client = connect(redis_server.params())
-    client.flushall()
+    client.execute("FLUSHALL")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def reference_client(redis_server: RedisServer, redis_client: Client) -> Iterator[redis.Redis]:
+    """redis-py on the same database as `redis_client` (which flushed it)."""
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0, decode_responses=True,
+                         socket_timeout=5, socket_connect_timeout=2)
     yield client
     client.close()
 

@@ -95,7 +95,7 @@ PACKAGES: tuple[str, ...] = (
     "python3-pydantic",
     "python3-bottle",
     "python3-waitress",
-    "python3-redis",
+    "python3-hiredis",
     "python3-psutil",
     "python3-jeepney",
     "python3-podman",
