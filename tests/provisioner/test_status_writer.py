@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
-import redis
 
 from ozwald.config.model import RedisParameters
 from ozwald.provisioner.status_writer import StatusWriter
 from ozwald.records import ActiveService, Status
 from ozwald.state import StatusCache, connect
+from ozwald.state.resp import Client
 from tests.support.redis_server import free_port
 
 
@@ -20,7 +20,7 @@ def fleet(status: Status, count: int = 100) -> list[ActiveService]:
     return [ActiveService(name=f"light{i}", service="light", status=status) for i in range(count)]
 
 
-def test_a_burst_of_publishes_is_written_once_and_the_newest_wins(redis_client: redis.Redis) -> None:
+def test_a_burst_of_publishes_is_written_once_and_the_newest_wins(redis_client: Client) -> None:
     cache = StatusCache(redis_client, "local")
     writer = StatusWriter(cache, settle=0.3)
     writer.start()
@@ -39,7 +39,7 @@ def test_a_burst_of_publishes_is_written_once_and_the_newest_wins(redis_client: 
         writer.stop()
 
 
-def test_stop_writes_what_is_pending_at_once(redis_client: redis.Redis) -> None:
+def test_stop_writes_what_is_pending_at_once(redis_client: Client) -> None:
     cache = StatusCache(redis_client, "local")
     writer = StatusWriter(cache, settle=30.0)
     writer.start()
@@ -50,14 +50,14 @@ def test_stop_writes_what_is_pending_at_once(redis_client: redis.Redis) -> None:
     assert [s.status for s in cache.read_all()] == ["available", "available"]
 
 
-def test_without_a_thread_an_offer_is_written_in_the_callers_thread(redis_client: redis.Redis) -> None:
+def test_without_a_thread_an_offer_is_written_in_the_callers_thread(redis_client: Client) -> None:
     cache = StatusCache(redis_client, "local")
     writer = StatusWriter(cache)
     writer.offer(fleet("available", 1))
     assert writer.writes == 1 and [s.name for s in cache.read_all()] == ["light0"]
 
 
-def test_a_lost_redis_costs_a_warning_not_the_writer(redis_client: redis.Redis,
+def test_a_lost_redis_costs_a_warning_not_the_writer(redis_client: Client,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     dead = StatusCache(connect(RedisParameters(port=free_port()), check=False, retries=0), "local")
     writer = StatusWriter(dead, settle=0.0)
