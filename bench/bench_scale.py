@@ -55,6 +55,7 @@ from pathlib import Path
 
 from bench.bench_api_load import RssSampler, WrkResult, start_floor, store_answer, wrk
 from bench.deployed import Api, cpu_count, deployed, load_average, main_pid, vm_rss_kib
+from ozwald.quadlet.naming import instance_of_unit
 from ozwald.systemd import SystemdClient
 from tests.deploy.guest import UNIT, VENV, ProvisionerDeployment
 from tests.testhost.harness import BUSYBOX_IMAGE, TestHost
@@ -117,7 +118,7 @@ def all_available(count: int) -> object:
 
 def ozwald_unloaded(host: TestHost, client: SystemdClient) -> bool:
     files = [p for p in host.guest_path(RUNTIME_DIR).iterdir() if p.name.startswith("ozwald-")]
-    return not files and not client.list_units("ozwald-*")
+    return not files and not [u for u in client.list_units("ozwald-*") if instance_of_unit(u.name) is not None]
 
 
 @dataclass

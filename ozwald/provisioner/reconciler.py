@@ -57,6 +57,7 @@ from ozwald.units.store import StoredUnit
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # the worker turns at least this often, idle or not (the service manager's watchdog)
+ENQUEUE_CHUNK = 10  # jobs queued between two heartbeats of the worker
 BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
 RETRY_FAILED_PASS_S = 2.0
 
@@ -496,7 +497,12 @@ class Reconciler:
         if not units:
             return
         busy = {job.unit: path for path, job in self._jobs.items()}
-        queued = self.systemd.enqueue(operation, units)
+        queued: dict[str, str | SystemdError] = {}
+        for first in range(0, len(units), ENQUEUE_CHUNK):
+            queued |= self.systemd.enqueue(operation, units[first:first + ENQUEUE_CHUNK])
+            # One call per unit, each reply awaited: 100 starts took 15 s while systemd was busy. That is
+            # progress, not a wedged worker, so the watchdog keeps being fed.
+            self.heartbeat = time.monotonic()
         for unit in units:
             result = queued[unit]
             name = _instance_of(unit)
