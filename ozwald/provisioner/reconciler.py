@@ -432,6 +432,12 @@ class Reconciler:
         by_action: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
         for entry in entries:
             by_action[entry.action].append(entry.name)
+        if by_action["stop"] or by_action["restart"]:
+            # The new targets make what is about to stop `stopping` and what is about to change `starting`:
+            # say so before the first job is queued. Queuing 100 jobs one call after another takes seconds
+            # on a busy systemd, and the units go down meanwhile; `available` from before must not outlive
+            # that (the truth check of bench_scale counted 331 such answers).
+            self._publish()
         busy = self._busy()
         to_stop = [unit_name(n) for n in by_action["stop"] if unit_name(n) not in busy
                    and (s := states.get(unit_name(n))) is not None and s.active_state not in ("inactive", "failed")]
