@@ -90,14 +90,14 @@ def test_nothing_is_stopped_or_restarted_while_it_is_still_published_available(t
     store = UnitStore(runtime_dir=tmp_path / "run", persistent_dir=tmp_path / "etc")
     reconciler = Reconciler(SETTINGS, lambda: desired, systemd, store, publish)  # type: ignore[arg-type]
 
-    fleet = [DesiredInstance(name=f"m{i}", service="m", profile="small") for i in range(12)]
+    fleet = tuple(DesiredInstance(name=f"m{i}", service="m", profile="small") for i in range(12))
     desired = DesiredSet(generation=1, instances=fleet)
     reconciler.run_once()
     reconciler.refresh_statuses()
     assert set(latest.values()) == {"available"} and len(latest) == 12
 
     # A profile change for half of them (restarts), the other half removed (stops).
-    desired = DesiredSet(generation=2, instances=[replace_profile(i, "large") for i in fleet[:6]])
+    desired = DesiredSet(generation=2, instances=tuple(replace_profile(i, "large") for i in fleet[:6]))
     reconciler.run_once()
     queued = [(op, unit, seen) for op, unit, seen in systemd.jobs if op in ("stop", "restart")]
     assert [op for op, _, _ in queued] == ["stop"] * 6 + ["restart"] * 6
