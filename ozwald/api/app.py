@@ -267,6 +267,7 @@ class _Routes:
         # with pydantic costs ~1 ms, the rest of a GET ~0.3 ms. Keyed on identity, not revision: a core
         # that builds a fresh list each call (no reconcile yet) is simply serialized each time.
         self._active_json: tuple[list[ActiveService], bytes] | None = None
+        self._serializing = threading.Lock()
 
     def health(self, environ: Environ) -> Reply:
         try:
@@ -306,9 +307,16 @@ class _Routes:
         cached = self._active_json  # one read: other threads may replace it meanwhile
         if cached is not None and cached[0] is services:
             return cached[1]
-        body = _ACTIVE_LIST.dump_json(services)
-        self._active_json = (services, body)
-        return body
+        # One thread serializes, the others take its bytes: the blocking queries one change wakes all get
+        # here at once, and four serializations of 100 statuses competing for the interpreter made the
+        # last answer wait for all four.
+        with self._serializing:
+            cached = self._active_json
+            if cached is not None and cached[0] is services:
+                return cached[1]
+            body = _ACTIVE_LIST.dump_json(services)
+            self._active_json = (services, body)
+            return body
 
     def update(self, environ: Environ) -> Reply:
         force = _force(environ)

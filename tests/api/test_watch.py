@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -164,6 +165,46 @@ def test_statuses_are_serialized_once_per_change(monkeypatch: pytest.MonkeyPatch
         assert [s["name"] for s in second[0].json()] == ["qwen1.5-vllm"]
         assert revision(second[0]) > revision(first[0])
         assert {r.body for r in second} == {second[0].body}
+
+
+class _CountingWaitersCore(_SameListCore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    def watch_active(self, after: int | None, wait: float) -> tuple[int, list[ActiveService]]:
+        if after is not None and after == self.revision and wait > 0:
+            with self.lock:
+                self.waiting += 1
+        return super().watch_active(after, wait)
+
+
+class _SlowCountingAdapter(_CountingAdapter):
+    def dump_json(self, services: Any) -> bytes:
+        time.sleep(0.05)  # wide enough that every woken waiter arrives while the first one serializes
+        return super().dump_json(services)
+
+
+def test_waiters_woken_by_one_change_serialize_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four blocking queries woken together: one serializes, the others take its bytes (each serializing
+    for itself made the last answer wait for four serializations competing for the interpreter)."""
+    counting = _SlowCountingAdapter(app_module._ACTIVE_LIST)
+    monkeypatch.setattr(app_module, "_ACTIVE_LIST", counting)
+    core = _CountingWaitersCore()
+    with create_server(core, API_KEY, host="127.0.0.1", port=0, threads=8) as server:
+        server.start()
+        current = revision(Api(server).get(ACTIVE))
+        before = counting.dumped
+        with ThreadPoolExecutor(4) as pool:
+            waiting = [pool.submit(Api(server).get, f"{ACTIVE}?after={current}&wait=30") for _ in range(4)]
+            deadline = time.monotonic() + 10
+            while core.waiting < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert core.waiting == 4
+            assert Api(server).post(UPDATE, [QWEN]).status == 202
+            answers = [f.result(timeout=30) for f in waiting]
+        assert {revision(a) for a in answers} == {current + 1}
+        assert counting.dumped - before == 1
 
 
 def test_a_fresh_list_is_never_served_from_the_cache(api: Api, core: FakeCore) -> None:
