@@ -15,12 +15,13 @@ import http.client
 import json
 import os
 import re
-import socket
 import struct
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
+
+from ozwald.sockets import connect_unix
 
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
 API_PREFIX = "/v4.0.0/libpod"  # Podman 4.0 and later serve this version of the libpod API
@@ -100,14 +101,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = connect_unix(self._path, self.timeout)
 
 
 class _ApiError(Exception):

@@ -40,6 +40,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import hiredis
 
+from ozwald.sockets import connect_unix
+
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
 T = TypeVar("T")
@@ -317,13 +319,7 @@ class Client:
     def _open_socket(self) -> socket.socket:
         try:
             if self.unix_socket:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(self.connect_timeout)
-                    sock.connect(self.unix_socket)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock = connect_unix(self.unix_socket, self.connect_timeout)
             else:
                 sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,18 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Connecting to a unix socket, for the two local services Ozwald talks to that way (Podman's API and its
+own Redis): a socket that failed to connect is closed at once, not left to the garbage collector."""
+
+from __future__ import annotations
+
+import socket
+
+
+def connect_unix(path: str, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
