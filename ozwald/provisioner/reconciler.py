@@ -58,9 +58,7 @@ from ozwald.units.store import StoredUnit
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # the worker turns at least this often, idle or not (the service manager's watchdog)
 ENQUEUE_CHUNK = 10  # jobs queued between two heartbeats of the worker
-# A unit with a job queued is re-read at most this often (crash-loop progress). Each read asks a busy
-# systemd for ~300 properties: with 100 health-checked units starting, every 0.5 s was too much.
-BUSY_UNIT_READ_S = 2.0
+BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
 RETRY_FAILED_PASS_S = 2.0
 
 
@@ -149,7 +147,6 @@ class Reconciler:
         self._last_read: dict[str, float] = {}
         self._news = True  # something a status is composed from changed since the last publish
         self._published_at = 0.0
-        self._ids_asked_at = 0.0  # when Podman was last asked for container ids
         self._applied_generation: int | None = None
         self._wanted_generation = 0
         self._published: list[ActiveService] | None = None
@@ -577,17 +574,10 @@ class Reconciler:
     def _publish(self) -> list[ActiveService]:
         self._news, self._published_at = False, time.monotonic()
         services = self._publish_composed()
-        # Container ids come from Podman, which is slower than systemd: the status goes out first. While
-        # Ozwald's starts are still under way, Podman is asked at most once a second: listing containers
-        # takes the locks of containers that are starting (up to 0.55 s a list while 100 started).
-        now = time.monotonic()
-        if any(job.operation != "stop" for job in self._jobs.values()) and now - self._ids_asked_at < 1.0:
-            return services  # the worker publishes at least once a second: the ids follow then
+        # Container ids come from Podman, which is slower than systemd: the status goes out first.
         found = False
         missing = [s for s in services
                    if s.status == "available" and s.info.get("invocation") and s.info.get("container_id") is None]
-        if missing:
-            self._ids_asked_at = now
         ids = self._container_ids_of([s.name for s in missing]) if missing else {}
         for service in missing:
             container = ids.get(service.name)
