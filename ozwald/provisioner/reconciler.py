@@ -146,6 +146,7 @@ class Reconciler:
         self._waiting: set[str] = set()  # instances whose start waits for stops to end (ports, GPU memory)
         self._last_read: dict[str, float] = {}
         self._news = True  # something a status is composed from changed since the last publish
+        self._queuing: dict[str, str] = {}  # instance → the job a pass is about to queue for it
         self._published_at = 0.0
         self._applied_generation: int | None = None
         self._wanted_generation = 0
@@ -436,8 +437,13 @@ class Reconciler:
             # The new targets make what is about to stop `stopping` and what is about to change `starting`:
             # say so before the first job is queued. Queuing 100 jobs one call after another takes seconds
             # on a busy systemd, and the units go down meanwhile; `available` from before must not outlive
-            # that (the truth check of bench_scale counted 331 such answers).
-            self._publish()
+            # that (the truth check of bench_scale counted 331 such answers). What is about to start shows
+            # its job already: a unit left failed by an earlier run is not `failed` any more, it restarts.
+            self._queuing = {name: action for action in ("start", "restart") for name in by_action[action]}
+            try:
+                self._publish()
+            finally:
+                self._queuing = {}
         busy = self._busy()
         to_stop = [unit_name(n) for n in by_action["stop"] if unit_name(n) not in busy
                    and (s := states.get(unit_name(n))) is not None and s.active_state not in ("inactive", "failed")]
@@ -537,6 +543,8 @@ class Reconciler:
         unit = unit_name(instance.name)
         state = self._states.get(unit)
         jobs = list(jobs_by_unit.get(unit, ()))
+        if instance.name in self._queuing:
+            jobs.append(self._queuing[instance.name])
         if instance.name in self._waiting:
             jobs.append("start once the stops end")
         observed = Observed(state=state, running=self._running(instance.name, state),
