@@ -25,7 +25,7 @@ PROBES: list[tuple[str, str | None, list[str]]] = [
     ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
      ["wake", "_pass", "_read_dirty", "_remove_stopped", "states", "targets", "_container_ids_of", "_enqueue",
-      "_reset_failed", "_publish", "compose"]),
+      "_publish", "compose"]),
     ("ozwald.systemd.client", "SystemdClient", ["reload", "enqueue", "list_units", "unit_state", "reset_failed",
                                                 "stop"]),
     ("ozwald.units.store", "UnitStore", ["write", "remove", "existing"]),

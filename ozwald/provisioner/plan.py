@@ -29,15 +29,11 @@ class Target:
     text: str | None = None  # the rendered unit; None when only the hash is compared
 
 
-def label(unit: StoredUnit, key: str) -> str | None:
-    return unit.label(key)
-
-
 def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> list[str]:
     """Environment keys that differ between the old and new (service, variety, profile), under the current
     settings. Empty when the old triple no longer resolves."""
     try:
-        before = resolve(settings, label(old, "service") or "", label(old, "variety"), label(old, "profile")).env
+        before = resolve(settings, old.label("service") or "", old.label("variety"), old.label("profile")).env
         after = resolve(settings, new.service, new.variety, new.profile).env
     except ResolveError:
         return []
@@ -47,7 +43,7 @@ def _env_changes(settings: Settings, old: StoredUnit, new: DesiredInstance) -> l
 def _why_restart(settings: Settings, old: StoredUnit, new: DesiredInstance) -> str:
     changes = []
     for field in _LABEL_FIELDS:
-        before, after = label(old, field), getattr(new, field)
+        before, after = old.label(field), getattr(new, field)
         if before != after:
             changes.append(f"{field} {before or '-'} → {after or '-'}")
     env = _env_changes(settings, old, new)
@@ -95,6 +91,6 @@ def plan(settings: Settings, targets: Sequence[Target], units: Mapping[str, Stor
     for name in sorted(set(units) - wanted):
         existing = units[name]
         entries.append(PlanEntry(name=name, action="stop", reason="stop: no longer in the desired set",
-                                 service=label(existing, "service"), variety=label(existing, "variety"),
-                                 profile=label(existing, "profile"), cause="removed"))
+                                 service=existing.label("service"), variety=existing.label("variety"),
+                                 profile=existing.label("profile"), cause="removed"))
     return entries

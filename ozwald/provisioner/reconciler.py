@@ -27,14 +27,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ozwald.config import Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
 from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Shutdown, Tick
-from ozwald.provisioner.plan import Target, label, plan
+from ozwald.provisioner.plan import Target, plan
 from ozwald.provisioner.requests import effective_spec
 from ozwald.provisioner.status import (
     RUNNING_STATES,
@@ -82,7 +82,7 @@ def _instance_of(unit: str) -> str:
 
 
 def _spec_of(unit: StoredUnit) -> RunningSpec:
-    return RunningSpec(unit.spec_hash, label(unit, "service"), label(unit, "variety"), label(unit, "profile"))
+    return RunningSpec(unit.spec_hash, unit.label("service"), unit.label("variety"), unit.label("profile"))
 
 
 def _written_usec(unit: StoredUnit) -> int:
@@ -146,7 +146,6 @@ class Reconciler:
         self._waiting: set[str] = set()  # instances whose start waits for stops to end (ports, GPU memory)
         self._last_read: dict[str, float] = {}
         self._news = True  # something a status is composed from changed since the last publish
-        self._queuing: dict[str, str] = {}  # instance → the job a pass is about to queue for it
         self._published_at = 0.0
         self._applied_generation: int | None = None
         self._wanted_generation = 0
@@ -439,23 +438,24 @@ class Reconciler:
             # on a busy systemd, and the units go down meanwhile; `available` from before must not outlive
             # that (the truth check of bench_scale counted 331 such answers). What is about to start shows
             # its job already: a unit left failed by an earlier run is not `failed` any more, it restarts.
-            self._queuing = {name: action for action in ("start", "restart") for name in by_action[action]}
-            try:
-                self._publish()
-            finally:
-                self._queuing = {}
+            self._publish(about_to_queue={unit_name(name): action for action in ("start", "restart")
+                                          for name in by_action[action]})
         busy = self._busy()
         to_stop = [unit_name(n) for n in by_action["stop"] if unit_name(n) not in busy
                    and (s := states.get(unit_name(n))) is not None and s.active_state not in ("inactive", "failed")]
         self._enqueue("stop", to_stop, report)
         changed = reload_owed
-        for name in by_action["stop"]:
-            state = states.get(unit_name(name))
-            if unit_name(name) not in self._busy() and (state is None or state.active_state in ("inactive", "failed")):
-                if state is not None and state.failed:
-                    self._reset_failed(unit_name(name))
-                changed = self.units.remove(name) or changed
-                self._files.pop(name, None)
+        busy = self._busy()
+        down = [name for name in by_action["stop"] if unit_name(name) not in busy
+                and ((state := states.get(unit_name(name))) is None or state.active_state in ("inactive", "failed"))]
+        failed = [unit_name(name) for name in down
+                  if (state := states.get(unit_name(name))) is not None and state.failed]
+        if failed:
+            with contextlib.suppress(SystemdError):  # per unit, refusals (not loaded: nothing to reset) are returned
+                self.systemd.reset_failed_units(failed)  # pipelined, as after stops
+        for name in down:
+            changed = self.units.remove(name) or changed
+            self._files.pop(name, None)
         deliberate = by_action["start"] + by_action["restart"]
         if deliberate and self._stopping():
             # What a stop frees (host ports, GPU memory, the container name) is free only once it ended:
@@ -501,10 +501,6 @@ class Reconciler:
                      "; ".join(e.reason.replace(":", f" {e.name}:", 1) for e in entries if e.action != "keep"))
         return report
 
-    def _reset_failed(self, unit: str) -> None:
-        with contextlib.suppress(SystemdError):  # not loaded: nothing to reset
-            self.systemd.reset_failed(unit)
-
     def _enqueue(self, operation: str, units: list[str], report: PassReport) -> None:
         if not units:
             return
@@ -543,8 +539,6 @@ class Reconciler:
         unit = unit_name(instance.name)
         state = self._states.get(unit)
         jobs = list(jobs_by_unit.get(unit, ()))
-        if instance.name in self._queuing:
-            jobs.append(self._queuing[instance.name])
         if instance.name in self._waiting:
             jobs.append("start once the stops end")
         observed = Observed(state=state, running=self._running(instance.name, state),
@@ -559,11 +553,15 @@ class Reconciler:
                 return Observed(state=state, running=observed.running, container_id=known[1])
         return observed
 
-    def compose(self) -> list[ActiveService]:
+    def compose(self, about_to_queue: Mapping[str, str] | None = None) -> list[ActiveService]:
+        """The statuses; `about_to_queue` (unit → start/restart) shows jobs a pass decided but has not queued
+        yet as pending, as they will be."""
         desired, services = self._desired, []
         jobs_by_unit: dict[str, list[str]] = {}
         for job in self._jobs.values():
             jobs_by_unit.setdefault(job.unit, []).append(job.operation)
+        for unit, operation in (about_to_queue or {}).items():
+            jobs_by_unit.setdefault(unit, []).append(operation)
         for instance in desired.instances:
             if instance.name in self._targets and self._targets[instance.name] is None:
                 kind = effective_spec(self.settings, instance).type
@@ -579,9 +577,9 @@ class Reconciler:
             services.append(describe_leaving(name, state, _spec_of(stored) if stored else None, desired.generation))
         return services
 
-    def _publish(self) -> list[ActiveService]:
+    def _publish(self, about_to_queue: Mapping[str, str] | None = None) -> list[ActiveService]:
         self._news, self._published_at = False, time.monotonic()
-        services = self._publish_composed()
+        services = self._publish_composed(about_to_queue)
         # Container ids come from Podman, which is slower than systemd: the status goes out first.
         found = False
         missing = [s for s in services
@@ -592,10 +590,10 @@ class Reconciler:
             if container is not None:
                 self._container_ids[service.name] = (str(service.info["invocation"]), container)
                 found = True
-        return self._publish_composed() if found else services
+        return self._publish_composed(about_to_queue) if found else services
 
-    def _publish_composed(self) -> list[ActiveService]:
-        services = self.compose()
+    def _publish_composed(self, about_to_queue: Mapping[str, str] | None = None) -> list[ActiveService]:
+        services = self.compose(about_to_queue)
         if services != self._published:
             self._published = services
             if log.isEnabledFor(logging.DEBUG):
