@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.quadlet.naming import unit_name
+from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import DesiredInstance, PlanAction, PlanCause, PlanEntry
 from ozwald.systemd.protocol import UnitState
-from ozwald.units.store import StoredUnit
 
 _LABEL_FIELDS = ("service", "variety", "profile")
 

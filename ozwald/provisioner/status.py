@@ -129,6 +129,20 @@ def describe_resource(instance: DesiredInstance, kind: str, generation: int) -> 
                                "reason": f"{kind}: a resource, not a container"})
 
 
+def describe_unresolved(instance: DesiredInstance, reason: str, state: UnitState | None, generation: int,
+                        unit: str) -> ActiveService:
+    """A desired instance the current settings cannot run (its profile, variety or service was removed, a
+    secret file cannot be read): failed with the cause. Whatever its unit still runs is an old spec, stopped by
+    the reconciler, so it is never available."""
+    info: dict[str, Any] = {"unit": unit, "generation": generation, "spec_hash": None, "running_spec_hash": None,
+                            "reason": f"cannot run under the current settings: {reason}"}
+    if state is not None:
+        info.update({"active_state": state.active_state, "sub_state": state.sub_state, "since": since(state),
+                     "restarts": state.n_restarts})
+    return ActiveService(name=instance.name, service=instance.service, variety=instance.variety,
+                         profile=instance.profile, status="failed", info=info)
+
+
 def describe_leaving(name: str, state: UnitState, running: RunningSpec | None, generation: int) -> ActiveService:
     """A unit no longer desired that still runs: it is being stopped."""
     return ActiveService(name=name, service=(running.service if running and running.service else name),

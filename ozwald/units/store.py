@@ -10,7 +10,6 @@ rewritten only when its bytes change, so an unchanged service causes no reload a
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,33 +21,12 @@ from ozwald.quadlet.naming import (
     env_filename,
     instance_of_filename,
     unit_filename,
-    unit_labels,
 )
 from ozwald.quadlet.render import RenderedUnit
+from ozwald.quadlet.stored import StoredUnit
 
 RUNTIME_DIR = Path("/run/containers/systemd")
 PERSISTENT_DIR = Path("/etc/containers/systemd")
-
-
-@dataclass(frozen=True)
-class StoredUnit:
-    instance: str
-    path: Path
-    persistent: bool
-    text: str
-
-    @functools.cached_property
-    def labels(self) -> dict[str, str]:
-        # Parsed once per file read: every status publish asks each unit which spec it runs.
-        return unit_labels(self.text)
-
-    def label(self, key: str) -> str | None:
-        """One `ozwald.<key>` label; None when absent or empty."""
-        return self.labels.get(key) or None
-
-    @property
-    def spec_hash(self) -> str | None:
-        return self.label("spec-hash")
 
 
 @dataclass
@@ -83,9 +61,10 @@ class UnitStore:
                     continue
                 try:
                     text = path.read_text(encoding="utf-8")
+                    written_usec = path.stat().st_mtime_ns // 1000
                 except FileNotFoundError:
                     continue
-                found[instance] = StoredUnit(instance, path, persistent, text)
+                found[instance] = StoredUnit(instance, path, persistent, text, written_usec)
         return found
 
     def write(self, unit: RenderedUnit, persistent: bool) -> bool:

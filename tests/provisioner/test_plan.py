@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ozwald.config import Settings
 from ozwald.provisioner.plan import Target, plan
-from ozwald.provisioner.reconciler import Reconciler, hold_failed, started_from
+from ozwald.provisioner.reconcile_core import hold_failed, stale, started_from
 from ozwald.provisioner.requests import effective_spec
 from ozwald.quadlet import render_unit
+from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import DesiredInstance
 from ozwald.systemd.protocol import UnitState
-from ozwald.units.store import StoredUnit
 
 SETTINGS = Settings.model_validate({"services": [
     {"name": "m", "image": "localhost/x:latest", "profiles": {"small": {"environment": {"N": "1"}},
@@ -30,9 +29,7 @@ def target(profile: str) -> Target:
 def stored(tmp_path: Path, profile: str, written_usec: int) -> StoredUnit:
     text = target(profile).text or ""
     path = tmp_path / "ozwald-m.container"
-    path.write_text(text)
-    os.utime(path, ns=(written_usec * 1000, written_usec * 1000))
-    return StoredUnit("m", path, False, text)
+    return StoredUnit("m", path, False, text, written_usec)
 
 
 def state(active: str, started_usec: int = 0) -> UnitState:
@@ -64,16 +61,15 @@ def test_a_container_older_than_its_unit_file_is_restarted(tmp_path: Path) -> No
     running_old = state("active", started_usec=2_000_000)
     assert not started_from(large, running_old)
     states = {"ozwald-m.service": running_old}
-    stale = Reconciler.stale({"m": large}, states)
-    assert stale == {"m"}
-    [entry] = plan(SETTINGS, [target("large")], {"m": large}, states, stale)
+    assert stale({"m": large}, states) == {"m"}
+    [entry] = plan(SETTINGS, [target("large")], {"m": large}, states, stale({"m": large}, states))
     assert (entry.action, entry.cause) == ("restart", "stale")
-    assert Reconciler.stale({"m": large}, {"ozwald-m.service": state("active", started_usec=6_000_000)}) == set()
+    assert stale({"m": large}, {"ozwald-m.service": state("active", started_usec=6_000_000)}) == set()
 
 
 def test_a_unit_file_rendered_differently_restarts_even_with_the_same_hash(tmp_path: Path) -> None:
     small = stored(tmp_path, "small", 1_000_000)
-    edited = StoredUnit("m", small.path, False, small.text.replace("RestartSec=2", "RestartSec=3"))
+    edited = StoredUnit("m", small.path, False, small.text.replace("RestartSec=2", "RestartSec=3"), 1_000_000)
     [entry] = plan(SETTINGS, [target("small")], {"m": edited}, {"ozwald-m.service": state("active", 2_000_000)})
     assert (entry.action, entry.cause) == ("restart", "changed")
 

@@ -88,7 +88,7 @@ def test_nothing_is_stopped_or_restarted_while_it_is_still_published_available(t
     desired = DesiredSet()
     systemd = RecordingSystemd(lambda: dict(latest))
     store = UnitStore(runtime_dir=tmp_path / "run", persistent_dir=tmp_path / "etc")
-    reconciler = Reconciler(SETTINGS, lambda: desired, systemd, store, publish)  # type: ignore[arg-type]
+    reconciler = Reconciler(SETTINGS, lambda: desired, systemd, store, publish)
 
     fleet = tuple(DesiredInstance(name=f"m{i}", service="m", profile="small") for i in range(12))
     desired = DesiredSet(generation=1, instances=fleet)

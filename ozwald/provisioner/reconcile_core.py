@@ -1,0 +1,514 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The reconciler's decisions, with no I/O: events in, commands out, all state in one object.
+
+A driver (`ozwald.provisioner.reconciler` on a real host, the simulated host in the tests) feeds it what
+happened (a new desired set or settings, systemd's unit and job signals, the results of its own commands,
+the clock) and executes what it answers: read the host, write or remove a unit file, reload, queue jobs,
+reset start counters, publish the statuses. Because the core decides from its inputs alone, every rule can
+be driven through thousands of random steps in seconds (tests/provisioner/test_reconcile_machine.py).
+
+A pass compares the desired set, rendered, with the unit files and states (`plan`), then queues stops,
+writes what changed, reloads once and queues starts and restarts; starts wait until the stops of the same
+pass ended (host ports, GPU memory and container names are free only then). An instance whose spec cannot
+be resolved or rendered is failed with the reason and its unit stopped; the others converge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ozwald.config import Settings
+from ozwald.provisioner.plan import Target, plan
+from ozwald.provisioner.status import (
+    RUNNING_STATES,
+    Observed,
+    RunningSpec,
+    describe,
+    describe_leaving,
+    describe_resource,
+    describe_unresolved,
+    status_of,
+)
+from ozwald.quadlet.naming import instance_of_unit, unit_name
+from ozwald.quadlet.render import RenderedUnit
+from ozwald.quadlet.stored import StoredUnit
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet, PlanEntry
+from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
+
+HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver turns at least this often
+BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
+RETRY_FAILED_PASS_S = 2.0
+DOWN = ("inactive", "failed")
+
+
+# What the driver renders for each desired instance ---------------------------------------------------
+@dataclass(frozen=True)
+class Rendered:
+    instance: DesiredInstance
+    unit: RenderedUnit
+    persistent: bool
+    image: str
+    has_health: bool
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A desired instance whose spec cannot be resolved or rendered (settings changed under it)."""
+
+    instance: DesiredInstance
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    instance: DesiredInstance
+    kind: str
+
+
+Outcome = Rendered | Unresolved | Resource
+
+
+# Events (besides systemd's UnitChanged and JobRemoved) ------------------------------------------------
+@dataclass(frozen=True)
+class PassWanted:
+    generation: int | None = None  # None: whatever is stored now (settings changed, a resync)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The result of ReadHost: the inputs of one pass."""
+
+    settings: Settings
+    desired: DesiredSet
+    outcomes: Sequence[Outcome]
+    files: Mapping[str, StoredUnit]
+    states: Mapping[str, UnitState]
+
+
+@dataclass(frozen=True)
+class Queued:
+    operation: str
+    jobs: Mapping[str, str]  # unit → job path
+    refused: Mapping[str, str]  # unit → systemd's message
+
+
+@dataclass(frozen=True)
+class UnitsRead:
+    states: Sequence[UnitState]
+
+
+@dataclass(frozen=True)
+class FilesRead:
+    files: Mapping[str, StoredUnit]
+
+
+@dataclass(frozen=True)
+class Explained:
+    name: str
+    state_change_usec: int
+    reason: str
+
+
+Event = PassWanted | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
+
+
+# Commands ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadHost:
+    """Read the desired set, render it, read the unit files and states: answered with a Snapshot."""
+
+
+@dataclass(frozen=True)
+class ReadUnits:
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadFiles:
+    pass
+
+
+@dataclass(frozen=True)
+class Write:
+    unit: RenderedUnit
+    persistent: bool
+
+
+@dataclass(frozen=True)
+class Remove:
+    name: str
+
+
+@dataclass(frozen=True)
+class Reload:
+    pass
+
+
+@dataclass(frozen=True)
+class ResetFailed:
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    operation: str  # start, restart, stop
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Compose and publish the statuses (explaining new failures first: `unexplained`)."""
+
+
+Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Publish
+
+
+@dataclass
+class PassReport:
+    generation: int
+    entries: list[PlanEntry] = field(default_factory=list)
+    reloaded: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _instance_of(unit: str) -> str:
+    return instance_of_unit(unit) or unit
+
+
+def spec_of(unit: StoredUnit) -> RunningSpec:
+    return RunningSpec(unit.spec_hash, unit.label("service"), unit.label("variety"), unit.label("profile"))
+
+
+def started_from(unit: StoredUnit, state: UnitState) -> bool:
+    """The unit's current invocation was started after its file was last written, so runs that file's spec."""
+    return state.exec_main_start_usec >= unit.written_usec
+
+
+def stale(files: Mapping[str, StoredUnit], states: Mapping[str, UnitState]) -> set[str]:
+    """Instances whose running container was started before their unit file was written."""
+    return {name for name, stored in files.items()
+            if (state := states.get(unit_name(name))) is not None and state.active_state in RUNNING_STATES
+            and state.exec_main_start_usec and not started_from(stored, state)}
+
+
+def hold_failed(entry: PlanEntry, state: UnitState | None, new_generation: bool) -> PlanEntry:
+    """An unchanged instance that ran and ended stays ended until the desired set is posted again: systemd's
+    Restart= policy already decided to give up on it. One written but never started still starts (a
+    provisioner killed between writing and starting must converge)."""
+    ran = state is not None and (state.active_state == "failed" or state.exec_main_start_usec > 0)
+    if entry.cause == "ended" and ran and not new_generation:
+        ended = entry.reason.removeprefix("start: unchanged but ")
+        return entry.model_copy(update={"action": "keep", "cause": "held",
+                                        "reason": f"keep: {ended}; post the desired set to retry"})
+    return entry
+
+
+class ReconcilerCore:
+    def __init__(self, resync_interval: float = 60.0) -> None:
+        self.resync_interval = resync_interval
+        self.desired = DesiredSet()
+        self.outcomes: dict[str, Outcome] = {}
+        self.states: dict[str, UnitState] = {}
+        self.files: dict[str, StoredUnit] = {}
+        self.replaced: dict[str, RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
+        self.jobs: dict[str, tuple[str, str]] = {}  # job path → (unit, operation)
+        self.decided: dict[str, str] = {}  # unit → job decided but not queued yet (shown as pending)
+        self.refused: dict[str, str] = {}  # instance → why systemd refused its job
+        self.failures: dict[str, tuple[int, str]] = {}  # instance → (state change µs, explained reason)
+        self.container_ids: dict[str, tuple[str, str]] = {}  # instance → (invocation, container id)
+        self.dirty: set[str] = set()  # units that signalled: worth reading again
+        self.stopped: set[str] = set()  # units whose stop job ended: their files go if nobody wants them
+        self.gone: set[str] = set()  # unwanted units whose stop ended "done": their signals are not news
+        self.waiting: set[str] = set()  # instances whose start waits for stops to end
+        self.last_read: dict[str, float] = {}
+        self.reload_owed = False
+        self.news = True  # something a status is composed from changed since the last publish
+        self.need_pass = True
+        self.first_pass_done = False
+        self.published_at = float("-inf")
+        self.published: list[ActiveService] | None = None
+        self.next_resync = 0.0
+        self.retry_at: float | None = None
+        self.applied_generation: int | None = None
+        self._applied_before: int | None = None
+        self.wanted_generation = 0
+        self.passes = 0
+        self.unit_reads = 0
+        self.last_report: PassReport | None = None
+
+    # Events ----------------------------------------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Fold one event into the state; the commands it calls for at once (a pass for a Snapshot)."""
+        if isinstance(event, PassWanted):
+            if event.generation is None or event.generation > self.wanted_generation:
+                self.need_pass = True
+                self.wanted_generation = max(self.wanted_generation, event.generation or 0)
+        elif isinstance(event, Snapshot):
+            return self._pass(event, now)
+        elif isinstance(event, UnitChanged):
+            leaving = {u for u, op in self.jobs.values() if op == "stop" and _instance_of(u) not in self.outcomes}
+            # Units being stopped that nobody wants: their stop job's end is the news, not the changes on
+            # the way (each read is ~300 properties, and 100 leaving units make thousands of signals).
+            if instance_of_unit(event.unit) is not None and event.unit not in self.gone | leaving:
+                self.dirty.add(event.unit)
+        elif isinstance(event, JobRemoved):
+            self._job_removed(event)
+        elif isinstance(event, Queued):
+            self._queued(event)
+        elif isinstance(event, UnitsRead):
+            self._units_read(event.states, now)
+        elif isinstance(event, FilesRead):
+            self.files = dict(event.files)
+        else:
+            self.failures[event.name] = (event.state_change_usec, event.reason)
+            self.news = True
+        return []
+
+    def _job_removed(self, event: JobRemoved) -> None:
+        job = self.jobs.pop(event.job_path, None)
+        if job is None:
+            return
+        unit, operation = job
+        self.news = True
+        if operation == "stop":
+            self.stopped.add(unit)
+            if event.result == "done" and _instance_of(unit) not in self.outcomes:
+                # Down (a stop job ends "done" only once its unit is inactive or failed) and unwanted: it
+                # leaves the statuses now; reading it would only say so, seconds later on a busy systemd.
+                self.states.pop(unit, None)
+                self.dirty.discard(unit)
+                self.gone.add(unit)
+                return
+        self.dirty.add(unit)
+        self.last_read.pop(unit, None)  # the end of a job is news: read at once
+
+    def _queued(self, event: Queued) -> None:
+        busy = {unit: path for path, (unit, _) in self.jobs.items()}
+        for unit in (*event.jobs, *event.refused):
+            self.decided.pop(unit, None)
+            if unit in busy:  # a new job replaced the one queued before (job mode "replace")
+                self.jobs.pop(busy[unit], None)
+        for unit, path in event.jobs.items():
+            self.jobs[path] = (unit, event.operation)
+        for unit, message in event.refused.items():
+            self.refused[_instance_of(unit)] = f"systemd refused to {event.operation} {unit}: {message}"
+            if self.last_report is not None:
+                self.last_report.errors[_instance_of(unit)] = message
+        self.news = True
+
+    def _units_read(self, states: Sequence[UnitState], now: float) -> None:
+        busy, wanted = self._busy(), {unit_name(name) for name in self.outcomes}
+        self.news = self.news or bool(states)
+        for state in states:
+            self.unit_reads += 1
+            self.last_read[state.name] = now
+            if state.load_state == "loaded":
+                self.states[state.name] = state
+            else:
+                self.states.pop(state.name, None)
+            if state.name not in wanted | busy and state.active_state in ("active", "activating"):
+                self.need_pass = True  # an Ozwald unit nobody wants came up: a pass stops it
+
+    def pass_failed(self, now: float) -> None:
+        """A step of the turn failed (systemd or the disk): what was decided but not queued is not under way,
+        and the pass is retried."""
+        self.need_pass, self.retry_at = False, now + RETRY_FAILED_PASS_S
+        self.decided.clear()
+        self.applied_generation = self._applied_before
+
+    # What to do now --------------------------------------------------------------------------------------
+    def _busy(self) -> set[str]:
+        return {unit for unit, _ in self.jobs.values()} | set(self.decided)
+
+    def stopping(self) -> bool:
+        return any(op == "stop" for _, op in self.jobs.values()) or "stop" in self.decided.values()
+
+    def wait_seconds(self, now: float) -> float:
+        due = min(self.next_resync, self.retry_at if self.retry_at is not None else self.next_resync)
+        wait = min(HEARTBEAT_S, max(0.0, due - now))
+        return min(wait, BUSY_UNIT_READ_S) if self.dirty else wait
+
+    def decide(self, now: float) -> list[Command]:
+        """The next step of a turn; the driver executes it and asks again until the answer is empty."""
+        busy = self._busy()
+        going = sorted(u for u in self.stopped if _instance_of(u) not in self.outcomes and u not in busy)
+        self.stopped.clear()
+        if going:
+            # A stop can end failed (killed after its timeout): reset, so the unit unloads cleanly.
+            self.news = True
+            for unit in going:
+                name = _instance_of(unit)
+                self.reload_owed = self.files.pop(name, None) is not None or self.reload_owed
+                self.replaced.pop(name, None)
+            return [ResetFailed(tuple(going)), *(Remove(_instance_of(u)) for u in going)]
+        due = now >= self.next_resync or (self.retry_at is not None and now >= self.retry_at)
+        if self.need_pass or due or (self.waiting and not self.stopping()):
+            self.need_pass = False
+            return [ReadHost()]
+        ready = sorted(u for u in self.dirty
+                       if u not in busy or now - self.last_read.get(u, float("-inf")) >= BUSY_UNIT_READ_S)
+        if ready:
+            self.dirty -= set(ready)
+            return [ReadUnits(tuple(ready))]
+        if self.news or now - self.published_at >= HEARTBEAT_S:
+            self.news, self.published_at = False, now
+            return [Publish()]
+        if self.reload_owed and not self.stopping():
+            # Files of stopped units are removed at once; the reload waits for the last stop to end.
+            self.reload_owed = False
+            return [Reload()]
+        return []
+
+    # One pass --------------------------------------------------------------------------------------------
+    def _pass(self, snap: Snapshot, now: float) -> list[Command]:
+        self.next_resync, self.retry_at, self.need_pass = now + self.resync_interval, None, False
+        self.waiting.clear()
+        desired = snap.desired
+        self.wanted_generation = max(self.wanted_generation, desired.generation)
+        rendered = {o.instance.name: o for o in snap.outcomes if isinstance(o, Rendered)}
+        targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in rendered.values()]
+        files, states = dict(snap.files), dict(snap.states)
+        self.dirty -= set(states)
+        self.gone.clear()  # what this pass read is the truth again, gone or not
+        self.last_read.update((unit, now) for unit in states)
+        self._applied_before = self.applied_generation
+        new_generation = self.applied_generation is not None and desired.generation != self.applied_generation
+        entries = [hold_failed(e, states.get(unit_name(e.name)), new_generation)
+                   for e in plan(snap.settings, targets, files, states, stale(files, states))]
+        report = self.last_report = PassReport(generation=desired.generation, entries=entries)
+        self.passes += 1
+        self.states, self.files, self.desired = states, files, desired
+        self.outcomes = {o.instance.name: o for o in snap.outcomes}
+        for table in (self.refused, self.failures, self.container_ids):
+            for name in [n for n in table if n not in self.outcomes]:
+                del table[name]
+        act: dict[str, list[str]] = {"start": [], "stop": [], "restart": [], "keep": []}
+        for entry in entries:
+            act[entry.action].append(entry.name)
+        deliberate = act["start"] + act["restart"]
+        self.first_pass_done = True
+        busy = self._busy()
+        to_stop = [unit_name(n) for n in act["stop"] if unit_name(n) not in busy
+                   and (s := states.get(unit_name(n))) is not None and s.active_state not in DOWN]
+        down = [n for n in act["stop"] if unit_name(n) not in busy and unit_name(n) not in to_stop]
+        self.decided.update({unit: "stop" for unit in to_stop})
+        self.decided.update({unit_name(n): op for op in ("start", "restart") for n in act[op]})
+        # Publish before the first job is queued: 100 jobs queued one call after another take seconds, and the
+        # units go down meanwhile; `available` from before must not outlive that.
+        commands: list[Command] = [Publish()] if to_stop or act["restart"] else []
+        commands.append(Enqueue("stop", tuple(to_stop)))
+        failed = tuple(unit_name(n) for n in down if (s := states.get(unit_name(n))) is not None and s.failed)
+        changed = self.reload_owed or any(n in self.files for n in down)
+        commands += [ResetFailed(failed), *(Remove(n) for n in down)]
+        for name in down:
+            self.files.pop(name, None)
+        self.reload_owed = False
+        if deliberate and self.stopping():
+            # What a stop frees (host ports, GPU memory, the container name) is free only once it ended: the
+            # starts wait, and the generation is applied by the pass that follows the stops.
+            self.waiting = set(deliberate)
+            for name in deliberate:
+                self.decided.pop(unit_name(name), None)
+            report.reloaded = changed
+            return [*commands, *([Reload()] if changed else []), Publish()]
+        for name in deliberate:
+            new, old, state = rendered[name], files.get(name), states.get(unit_name(name))
+            if old is not None and old.text != new.unit.text and state is not None \
+                    and state.active_state in RUNNING_STATES and started_from(old, state):
+                self.replaced[name] = spec_of(old)  # it keeps running the old spec until restarted
+            if old is None or old.text != new.unit.text or old.persistent != new.persistent:
+                commands.append(Write(new.unit, new.persistent))
+                changed = True
+            self.refused.pop(name, None)
+            self.failures.pop(name, None)
+        report.reloaded = changed
+        commands += [ReadFiles(), Reload()] if changed else []
+        # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
+        commands.append(ResetFailed(tuple(unit_name(n) for n in deliberate)))
+        commands += [Enqueue(op, tuple(unit_name(n) for n in act[op])) for op in ("start", "restart")]
+        self.applied_generation = desired.generation
+        return [*commands, Publish()]
+
+    # Statuses --------------------------------------------------------------------------------------------
+    def _running(self, name: str, state: UnitState | None) -> RunningSpec | None:
+        if state is None or state.active_state not in RUNNING_STATES:
+            self.replaced.pop(name, None)
+            return None
+        stored = self.files.get(name)
+        if stored is not None and (started_from(stored, state) or not state.exec_main_start_usec):
+            self.replaced.pop(name, None)
+            return spec_of(stored)
+        return self.replaced.get(name)
+
+    def _observe(self, instance: DesiredInstance, target_hash: str | None, jobs: list[str]) -> Observed:
+        state = self.states.get(unit_name(instance.name))
+        if instance.name in self.waiting:
+            jobs = [*jobs, "start once the stops end"]
+        observed = Observed(state=state, running=self._running(instance.name, state),
+                            job=jobs[-1] if jobs else None, refused=self.refused.get(instance.name))
+        status = status_of(observed, target_hash)
+        if status == "failed" and state is not None:
+            known = self.failures.get(instance.name)
+            reason = known[1] if known is not None and known[0] == state.state_change_usec else None
+            return Observed(state=state, running=observed.running, job=observed.job, refused=observed.refused,
+                            failure=reason)
+        known_id = self.container_ids.get(instance.name)
+        if status == "available" and state is not None and known_id is not None \
+                and known_id[0] == state.invocation_id:
+            return Observed(state=state, running=observed.running, container_id=known_id[1])
+        return observed
+
+    def compose(self) -> list[ActiveService]:
+        jobs_by_unit: dict[str, list[str]] = {}
+        for unit, operation in [*self.jobs.values(), *self.decided.items()]:
+            jobs_by_unit.setdefault(unit, []).append(operation)
+        generation, services = self.desired.generation, []
+        for instance in self.desired.instances:
+            outcome, unit = self.outcomes.get(instance.name), unit_name(instance.name)
+            if isinstance(outcome, Resource):
+                services.append(describe_resource(instance, outcome.kind, generation))
+            elif isinstance(outcome, Unresolved):
+                services.append(describe_unresolved(instance, outcome.reason, self.states.get(unit), generation,
+                                                    unit))
+            else:
+                target = outcome.unit.spec_hash if outcome is not None else None
+                observed = self._observe(instance, target, jobs_by_unit.get(unit, []))
+                services.append(describe(instance, target, observed, generation, unit))
+        for unit, state in sorted(self.states.items()):
+            name = _instance_of(unit)
+            if name in self.outcomes or state.active_state in DOWN:
+                continue
+            stored = self.files.get(name)
+            services.append(describe_leaving(name, state, spec_of(stored) if stored else None, generation))
+        return services
+
+    def unexplained(self) -> list[tuple[Rendered, UnitState]]:
+        """Failed units whose reason is not known for their current state: the driver explains them (journal,
+        Podman) before it publishes."""
+        busy, found = self._busy(), []
+        for name, outcome in self.outcomes.items():
+            state = self.states.get(unit_name(name))
+            if isinstance(outcome, Rendered) and state is not None and name not in self.refused \
+                    and unit_name(name) not in busy and name not in self.waiting \
+                    and status_of(Observed(state=state), outcome.unit.spec_hash) == "failed" \
+                    and self.failures.get(name, (None,))[0] != state.state_change_usec:
+                found.append((outcome, state))
+        return found
+
+    def publication(self) -> list[ActiveService] | None:
+        """The statuses to publish, or None when they did not change since the last publish."""
+        services = self.compose()
+        if services == self.published:
+            return None
+        self.published = services
+        return services
+
+    def container_ids_wanted(self, services: list[ActiveService]) -> list[str]:
+        return [s.name for s in services if s.status == "available" and s.info.get("invocation")
+                and s.info.get("container_id") is None]
+
+    def containers_found(self, ids: Mapping[str, tuple[str, str]]) -> bool:
+        self.container_ids.update(ids)
+        return bool(ids)
