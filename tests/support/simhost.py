@@ -1,0 +1,447 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""A simulated host for the reconciler: systemd's manager, Quadlet files and containers, on a clock the test
+controls.
+
+It answers the driver's ports (`SystemdPort`, `UnitFilesPort`) the way systemd 257 and Podman 5.4 were seen
+to in the test host (tests/integration): a unit runs the configuration loaded at its last reload, not the
+file on disk; jobs replace each other; `Restart=on-failure` restarts after `RestartSec` (state
+`activating/auto-restart`, `NRestarts` counting) until `StartLimitBurst` starts in `StartLimitIntervalSec`,
+then the unit is `failed` with result `start-limit-hit`; a start job ends when the unit is ready; stopping
+takes a moment. What the container does comes from its environment's `SIM` variable:
+
+- `healthy:D`: ready D seconds after it starts;
+- `fail`: exits 3 at once, never ready;
+- `crash:D:T`: ready after D seconds, exits 1 T seconds after it started;
+- `hang`: never ready; the start times out (TimeoutStartSec).
+
+Every change to what runs calls `on_change`, so a test can check what was last published at that instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ozwald.config import Settings
+from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Tick
+from ozwald.provisioner.reconciler import Reconciler
+from ozwald.quadlet.naming import container_name, instance_of_unit, unit_labels, unit_name
+from ozwald.quadlet.render import RenderedUnit
+from ozwald.quadlet.stored import StoredUnit
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet
+from ozwald.systemd.errors import SystemdError, UnitNotFound
+from ozwald.systemd.protocol import JobRemoved, SystemdEvent, UnitChanged, UnitState
+
+EPOCH_USEC = 1_760_000_000_000_000
+STOP_S = 0.2
+FAIL_S = 0.3
+
+
+def _setting(text: str, key: str, default: str) -> str:
+    found = re.search(rf"^{key}=(\S+)$", text, re.MULTILINE)
+    return found.group(1) if found else default
+
+
+def _seconds(value: str) -> float:
+    return float(value.removesuffix("s"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A unit as loaded by the last reload."""
+
+    text: str
+    spec_hash: str | None
+    behaviour: str
+    restart: str
+    restart_s: float
+    start_timeout_s: float
+    burst: int
+    interval_s: float
+    ready_gate_s: float  # the min_uptime ExecStartPost gate of a unit without a health check
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        behaviour = re.search(r"SIM=([a-z0-9:.]+)", text)
+        gate = re.search(r"^ExecStartPost=/usr/bin/sleep (\S+)$", text, re.MULTILINE)
+        return cls(text, unit_labels(text).get("spec-hash"), behaviour.group(1) if behaviour else "healthy:1",
+                   _setting(text, "Restart", "no"), _seconds(_setting(text, "RestartSec", "0.1")),
+                   _seconds(_setting(text, "TimeoutStartSec", "90")), int(_setting(text, "StartLimitBurst", "5")),
+                   _seconds(_setting(text, "StartLimitIntervalSec", "10")), float(gate.group(1)) if gate else 0.0)
+
+
+@dataclass
+class Unit:
+    name: str
+    config: Config
+    load_state: str = "loaded"
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    result: str = "success"
+    n_restarts: int = 0
+    start_usec: int = 0
+    exit_usec: int = 0
+    exit_status: int = 0
+    change_usec: int = 0
+    invocation: str = ""
+    running: Config | None = None  # what the current invocation was started from
+    job: tuple[str, str] | None = None  # (path, operation)
+    starts: list[float] = field(default_factory=list)
+    epoch: int = 0  # bumped on every transition: timers of an older epoch are void
+
+
+class SimHost:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.files: dict[str, StoredUnit] = {}
+        self.units: dict[str, Unit] = {}
+        self.events: list[SystemdEvent] = []
+        self.on_change: Callable[[], None] = lambda: None
+        self.alive = True
+        self.reloads = 0
+        self._timers: list[tuple[float, int, str, int, str]] = []
+        self._serial = 0
+
+    # The clock ---------------------------------------------------------------------------------------------
+    def usec(self) -> int:
+        return EPOCH_USEC + int(self.now * 1e6)
+
+    def next_timer(self) -> float | None:
+        while self._timers and self._void(self._timers[0]):
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def _void(self, timer: tuple[float, int, str, int, str]) -> bool:
+        unit = self.units.get(timer[2])
+        return unit is None or unit.epoch != timer[3]
+
+    def advance(self, until: float) -> None:
+        """Run every timer due up to `until`, in order, then set the clock there."""
+        while (due := self.next_timer()) is not None and due <= until:
+            at, _, name, _, what = heapq.heappop(self._timers)
+            self.now = max(self.now, at)
+            self._fire(self.units[name], what)
+        self.now = max(self.now, until)
+
+    def take_events(self) -> list[SystemdEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def _serial_next(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def _at(self, unit: Unit, delay: float, what: str) -> None:
+        heapq.heappush(self._timers, (self.now + delay, self._serial_next(), unit.name, unit.epoch, what))
+
+    # Unit life ----------------------------------------------------------------------------------------------
+    def _set(self, unit: Unit, active: str, sub: str, result: str | None = None) -> None:
+        unit.active_state, unit.sub_state, unit.change_usec = active, sub, self.usec()
+        unit.result = result or unit.result
+        unit.epoch += 1
+        if active in ("inactive", "failed"):
+            unit.running = None
+        self.events.append(UnitChanged(unit.name))
+        self.on_change()
+
+    def _end_job(self, unit: Unit, result: str) -> None:
+        if unit.job is not None:
+            path, _ = unit.job
+            unit.job = None
+            self.events.append(JobRemoved(0, path, unit.name, result))
+
+    def _start(self, unit: Unit, manual: bool) -> None:
+        window = [t for t in unit.starts if self.now - t < unit.config.interval_s]
+        if len(window) >= unit.config.burst:
+            self._set(unit, "failed", "failed", "start-limit-hit")
+            self._end_job(unit, "failed")
+            return
+        unit.starts = [*window, self.now]
+        if manual:
+            unit.n_restarts = 0
+        unit.running, unit.invocation = unit.config, f"inv{self._serial_next()}"
+        unit.start_usec, unit.exit_usec, unit.result = self.usec(), 0, "success"
+        self._set(unit, "activating", "start")
+        kind, *args = unit.config.behaviour.split(":")
+        if kind == "fail":
+            self._at(unit, FAIL_S, "exit:3")
+        elif kind == "hang":
+            self._at(unit, unit.config.start_timeout_s, "timeout")
+        else:
+            self._at(unit, float(args[0]) + unit.config.ready_gate_s if args else 1.0, "ready")
+        self._at(unit, unit.config.start_timeout_s, "timeout")
+
+    def _fire(self, unit: Unit, what: str) -> None:
+        if what == "ready" and unit.active_state == "activating" and unit.sub_state == "start":
+            self._set(unit, "active", "running")
+            kind, *args = unit.config.behaviour.split(":")
+            if kind == "crash":  # T seconds after the start
+                self._at(unit, max(0.0, float(args[1]) - (self.usec() - unit.start_usec) / 1e6), "exit:1")
+            if unit.job is not None and unit.job[1] in ("start", "restart"):
+                self._end_job(unit, "done")
+        elif what.startswith("exit") or (what == "timeout" and unit.sub_state == "start"):
+            self.crash(unit.name, int(what.split(":")[1]) if what.startswith("exit") else 1,
+                       "timeout" if what == "timeout" else "exit-code")
+        elif what == "stopped":
+            self._set(unit, "inactive", "dead")
+            self._after_stop(unit)
+        elif what == "auto-restart":
+            unit.n_restarts += 1
+            self._start(unit, manual=False)
+
+    def crash(self, name: str, status: int = 1, result: str = "exit-code") -> None:
+        """The container exits (or its start times out); systemd's Restart= policy decides what follows."""
+        unit = self.units.get(name)
+        if unit is None or unit.active_state not in ("activating", "active") or unit.sub_state == "auto-restart":
+            return
+        unit.exit_usec, unit.exit_status = self.usec(), status
+        if unit.job is not None and unit.job[1] in ("start", "restart"):
+            self._end_job(unit, "failed")
+        if unit.config.restart in ("on-failure", "always") and unit.job is None:
+            self._set(unit, "activating", "auto-restart", result)
+            unit.running = None
+            self._at(unit, unit.config.restart_s, "auto-restart")
+        else:
+            self._set(unit, "failed", "failed", result)
+
+    def _after_stop(self, unit: Unit) -> None:
+        if unit.job is not None and unit.job[1] == "restart":
+            self._start(unit, manual=True)
+            return
+        self._end_job(unit, "done")
+        if unit.load_state != "loaded":
+            del self.units[unit.name]
+
+    # SystemdPort ---------------------------------------------------------------------------------------------
+    def list_units(self, pattern: str = "ozwald-*") -> list[UnitState]:
+        return [self._state(u) for u in self.units.values()]
+
+    def unit_states(self, units: Sequence[str]) -> list[UnitState]:
+        return [self._state(self.units[u]) if u in self.units else UnitState(u, "not-found", "inactive", "dead")
+                for u in units]
+
+    def _state(self, unit: Unit) -> UnitState:
+        return UnitState(unit.name, unit.load_state, unit.active_state, unit.sub_state, result=unit.result,
+                         n_restarts=unit.n_restarts, exec_main_status=unit.exit_status,
+                         state_change_usec=unit.change_usec, job_type=unit.job[1] if unit.job else "",
+                         invocation_id=unit.invocation, exec_main_start_usec=unit.start_usec,
+                         exec_main_exit_usec=unit.exit_usec)
+
+    def enqueue(self, operation: str, units: Sequence[str]) -> dict[str, str | SystemdError]:
+        out: dict[str, str | SystemdError] = {}
+        for name in units:
+            unit = self.units.get(name)
+            if unit is None or (unit.load_state != "loaded" and operation != "stop"):
+                out[name] = UnitNotFound(name, "org.freedesktop.systemd1.NoSuchUnit", f"Unit {name} not found.")
+                continue
+            if unit.job is not None:
+                self._end_job(unit, "canceled")
+            unit.job = (path := f"/org/freedesktop/systemd1/job/{self._serial_next()}", operation)
+            out[name] = path
+            running = unit.active_state in ("active", "activating", "deactivating") \
+                and unit.sub_state != "auto-restart"
+            if operation == "stop" or (operation == "restart" and running):
+                if unit.sub_state == "auto-restart":
+                    self._set(unit, "inactive", "dead")
+                if running:
+                    self._set(unit, "deactivating", "stop-sigterm")
+                    self._at(unit, STOP_S, "stopped")
+                else:
+                    self._after_stop(unit)
+            elif unit.active_state == "active":
+                self._end_job(unit, "done")
+            elif unit.active_state != "activating" or unit.sub_state == "auto-restart":
+                self._start(unit, manual=True)
+        return out
+
+    def reload(self) -> None:
+        self.reloads += 1
+        for instance, stored in self.files.items():
+            name = unit_name(instance)
+            config = Config.parse(stored.text)
+            if name in self.units:
+                self.units[name].config, self.units[name].load_state = config, "loaded"
+            else:
+                self.units[name] = Unit(name, config)
+        for name, unit in list(self.units.items()):
+            if instance_of_unit(name) not in self.files:
+                if unit.active_state in ("inactive", "failed") and unit.job is None:
+                    del self.units[name]
+                else:
+                    unit.load_state = "not-found"
+
+    def reset_failed_units(self, units: Sequence[str]) -> dict[str, SystemdError]:
+        for name in units:
+            unit = self.units.get(name)
+            if unit is None:
+                continue
+            unit.starts = []
+            if unit.active_state == "failed":
+                self._set(unit, "inactive", "dead", "success")
+        return {}
+
+    def wait_for(self, unit: str, predicate: Callable[[UnitState], bool], timeout: float) -> UnitState:
+        raise NotImplementedError("the simulated host is driven through Reconciler.turn()")
+
+    @contextmanager
+    def watch(self, deliver: Callable[[SystemdEvent], None]) -> Iterator[None]:
+        yield
+
+    # UnitFilesPort --------------------------------------------------------------------------------------------
+    def existing(self) -> dict[str, StoredUnit]:
+        return dict(self.files)
+
+    def write(self, unit: RenderedUnit, persistent: bool) -> bool:
+        old = self.files.get(unit.instance)
+        if old is not None and old.text == unit.text and old.persistent == persistent:
+            return False
+        self.files[unit.instance] = StoredUnit(unit.instance, Path("/sim") / unit.filename, persistent, unit.text,
+                                               self.usec())
+        return True
+
+    def remove(self, instance: str) -> bool:
+        return self.files.pop(instance, None) is not None
+
+    # Podman and the journal ----------------------------------------------------------------------------------
+    def running_ids(self, names: list[str]) -> dict[str, str]:
+        return {container_name(u.name.removeprefix("ozwald-").removesuffix(".service")): f"c-{u.invocation}"
+                for u in self.units.values() if u.running is not None and u.sub_state != "auto-restart"
+                and container_name(u.name.removeprefix("ozwald-").removesuffix(".service")) in names}
+
+    def explain(self, state: UnitState) -> str:
+        if state.result == "start-limit-hit":
+            return "crash loop: systemd gave up (start limit hit)"
+        if state.result == "timeout":
+            return "never became healthy within the start timeout"
+        return f"exited {state.exec_main_status}"
+
+    # What really runs, for the checks -------------------------------------------------------------------------
+    def ready(self, instance: str) -> Config | None:
+        """The configuration a ready container of the instance runs, or None when none is ready."""
+        unit = self.units.get(unit_name(instance))
+        if unit is None or unit.active_state != "active" or unit.running is None:
+            return None
+        return unit.running
+
+    def running(self, instance: str) -> bool:
+        unit = self.units.get(unit_name(instance))
+        return unit is not None and unit.running is not None and unit.sub_state != "auto-restart"
+
+
+def labels_of(config: Config) -> Mapping[str, str]:
+    return unit_labels(config.text)
+
+
+
+class TruthViolation(AssertionError):
+    pass
+
+
+class SimRun:
+    """The real driver and core against a simulated host, with the truth rules checked at every change.
+
+    Each published `available` must be true at every instant until the next publish: the instance's unit is
+    ready and runs the spec (hash, variety, profile) the status names. A `failed` status carries a reason.
+    """
+
+    def __init__(self, settings: Settings, resync_interval: float = 60.0) -> None:
+        self.host = SimHost()
+        self.settings = settings
+        self.desired = DesiredSet()
+        self.published: list[ActiveService] = []
+        self.history: list[tuple[float, dict[str, str]]] = []
+        self.desired_unreadable = False
+        self.resync_interval = resync_interval
+        # What the reconciler's own commands change is checked at once; what the world does (a crash, a timer)
+        # is checked once the reconciler has had its turn to hear of it, as a client would see it.
+        self.host.on_change = lambda: self.check() if self.in_turn else None
+        self.in_turn = False
+        self.reconciler = self._new_reconciler()
+        self.turns = 0
+
+    def _new_reconciler(self) -> Reconciler:
+        return Reconciler(self.settings, self._read_desired, self.host, self.host, self._publish,
+                          resync_interval=self.resync_interval, explain=lambda _, state: self.host.explain(state),
+                          clock=lambda: self.host.now)
+
+    def _read_desired(self) -> DesiredSet:
+        if self.desired_unreadable:
+            raise OSError("the desired set cannot be read (simulated)")
+        return self.desired
+
+    def _publish(self, services: list[ActiveService]) -> None:
+        self.published = services
+        self.history.append((self.host.now, {s.name: s.status for s in services}))
+        self.check()
+
+    # What the orchestrator, the operator and the world do ---------------------------------------------------
+    def turn(self, events: Sequence[Event]) -> None:
+        self.in_turn = True
+        try:
+            self.reconciler.turn([*self.host.take_events(), *events])
+        finally:
+            self.in_turn = False
+        self.turns += 1
+        self.check()
+
+    def post(self, *instances: DesiredInstance) -> None:
+        self.desired = DesiredSet(generation=self.desired.generation + 1, instances=tuple(instances))
+        self.turn([DesiredChanged(self.desired.generation)])
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings
+        self.turn([SettingsChanged(settings)])
+
+    def restart_provisioner(self) -> None:
+        """kill -9 and a new process: nothing of the old one's memory survives; it adopts what runs."""
+        self.host.take_events()
+        self.published = []
+        self.reconciler = self._new_reconciler()
+        self.turn([DesiredChanged()])
+
+    def run(self, seconds: float) -> None:
+        """Let time pass: the host's timers fire, the driver turns whenever it would wake up or hear news."""
+        end = self.host.now + seconds
+        while True:
+            self.turn([Tick()])
+            if self.host.events:
+                continue
+            wake = self.host.now + max(self.reconciler.core.wait_seconds(self.host.now), 0.05)
+            timer = self.host.next_timer()
+            step = min(wake, timer if timer is not None else wake, end)
+            if step >= end and self.host.now >= end:
+                return
+            self.host.advance(step)
+
+    # The rules ------------------------------------------------------------------------------------------------
+    def status(self, name: str) -> ActiveService:
+        [service] = [s for s in self.published if s.name == name]
+        return service
+
+    def check(self) -> None:
+        for service in self.published:
+            if service.status == "available" and service.info.get("unit"):
+                ready = self.host.ready(service.name)
+                if ready is None:
+                    raise TruthViolation(f"t={self.host.now:.2f}: {service.name} said available, nothing ready")
+                labels = unit_labels(ready.text)
+                said = (service.info.get("spec_hash"), service.variety, service.profile)
+                runs = (ready.spec_hash, labels.get("variety") or None, labels.get("profile") or None)
+                if said != runs:
+                    raise TruthViolation(f"t={self.host.now:.2f}: {service.name} said available as {said}, "
+                                         f"runs {runs}")
+            if service.status == "failed" and not service.info.get("reason"):
+                raise TruthViolation(f"{service.name} failed without a reason")
+
+    def sequence(self, name: str) -> list[str]:
+        """The statuses an instance went through, each change once."""
+        seen: list[str] = []
+        for _, statuses in self.history:
+            status = statuses.get(name)
+            if status is not None and (not seen or seen[-1] != status):
+                seen.append(status)
+        return seen
