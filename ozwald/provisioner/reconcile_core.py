@@ -222,6 +222,7 @@ class ReconcilerCore:
         self.stopped: set[str] = set()  # units whose stop job ended: their files go if nobody wants them
         self.gone: set[str] = set()  # unwanted units whose stop ended "done": their signals are not news
         self.waiting: set[str] = set()  # instances whose start waits for stops to end
+        self.stopped_by_us: set[str] = set()  # instances Ozwald stopped: down on purpose, not held as failed
         self.last_read: dict[str, float] = {}
         self.reload_owed = False
         self.news = True  # something a status is composed from changed since the last publish
@@ -238,6 +239,11 @@ class ReconcilerCore:
         self.unit_reads = 0
         self.last_report: PassReport | None = None
 
+    @property
+    def wanted(self) -> set[str]:
+        """Instances whose unit should run: the desired ones the current settings can render."""
+        return {name for name, outcome in self.outcomes.items() if isinstance(outcome, Rendered)}
+
     # Events ----------------------------------------------------------------------------------------------
     def handle(self, event: Event, now: float) -> list[Command]:
         """Fold one event into the state; the commands it calls for at once (a pass for a Snapshot)."""
@@ -248,7 +254,7 @@ class ReconcilerCore:
         elif isinstance(event, Snapshot):
             return self._pass(event, now)
         elif isinstance(event, UnitChanged):
-            leaving = {u for u, op in self.jobs.values() if op == "stop" and _instance_of(u) not in self.outcomes}
+            leaving = {u for u, op in self.jobs.values() if op == "stop" and _instance_of(u) not in self.wanted}
             # Units being stopped that nobody wants: their stop job's end is the news, not the changes on
             # the way (each read is ~300 properties, and 100 leaving units make thousands of signals).
             if instance_of_unit(event.unit) is not None and event.unit not in self.gone | leaving:
@@ -274,7 +280,9 @@ class ReconcilerCore:
         self.news = True
         if operation == "stop":
             self.stopped.add(unit)
-            if event.result == "done" and _instance_of(unit) not in self.outcomes:
+            # Wanted again while it stopped (a reload took its spec away and gave it back): start it now.
+            self.need_pass = self.need_pass or _instance_of(unit) in self.wanted
+            if event.result == "done" and _instance_of(unit) not in self.wanted:
                 # Down (a stop job ends "done" only once its unit is inactive or failed) and unwanted: it
                 # leaves the statuses now; reading it would only say so, seconds later on a busy systemd.
                 self.states.pop(unit, None)
@@ -299,7 +307,7 @@ class ReconcilerCore:
         self.news = True
 
     def _units_read(self, states: Sequence[UnitState], now: float) -> None:
-        busy, wanted = self._busy(), {unit_name(name) for name in self.outcomes}
+        busy, wanted = self._busy(), {unit_name(name) for name in self.wanted}
         self.news = self.news or bool(states)
         for state in states:
             self.unit_reads += 1
@@ -310,6 +318,9 @@ class ReconcilerCore:
                 self.states.pop(state.name, None)
             if state.name not in wanted | busy and state.active_state in ("active", "activating"):
                 self.need_pass = True  # an Ozwald unit nobody wants came up: a pass stops it
+            if state.name in wanted - busy and _instance_of(state.name) in self.stopped_by_us \
+                    and state.active_state in DOWN:
+                self.need_pass = True  # stopped on purpose and wanted again: a pass starts it
 
     def pass_failed(self, now: float) -> None:
         """A step of the turn failed (systemd or the disk): what was decided but not queued is not under way,
@@ -333,7 +344,7 @@ class ReconcilerCore:
     def decide(self, now: float) -> list[Command]:
         """The next step of a turn; the driver executes it and asks again until the answer is empty."""
         busy = self._busy()
-        going = sorted(u for u in self.stopped if _instance_of(u) not in self.outcomes and u not in busy)
+        going = sorted(u for u in self.stopped if _instance_of(u) not in self.wanted and u not in busy)
         self.stopped.clear()
         if going:
             # A stop can end failed (killed after its timeout): reset, so the unit unloads cleanly.
@@ -375,7 +386,20 @@ class ReconcilerCore:
         self.last_read.update((unit, now) for unit in states)
         self._applied_before = self.applied_generation
         new_generation = self.applied_generation is not None and desired.generation != self.applied_generation
-        entries = [hold_failed(e, states.get(unit_name(e.name)), new_generation)
+        busy = self._busy()
+        adopting = self.applied_generation is None
+        # A stop under way that this process did not queue (its predecessor's, killed meanwhile): on purpose too.
+        self.stopped_by_us |= {_instance_of(u) for u, st in states.items()
+                               if st.active_state == "deactivating" and st.job_type and u not in busy}
+
+        def retry(name: str) -> bool:
+            # Down on purpose (Ozwald stopped it), or found inactive by a new process that cannot tell why:
+            # started again; only what systemd gave up on (failed), or saw end by itself, is held.
+            state = states.get(unit_name(name))
+            return new_generation or name in self.stopped_by_us or (
+                adopting and state is not None and state.active_state == "inactive")
+
+        entries = [hold_failed(e, states.get(unit_name(e.name)), retry(e.name))
                    for e in plan(snap.settings, targets, files, states, stale(files, states))]
         report = self.last_report = PassReport(generation=desired.generation, entries=entries)
         self.passes += 1
@@ -394,6 +418,7 @@ class ReconcilerCore:
                    and (s := states.get(unit_name(n))) is not None and s.active_state not in DOWN]
         down = [n for n in act["stop"] if unit_name(n) not in busy and unit_name(n) not in to_stop]
         self.decided.update({unit: "stop" for unit in to_stop})
+        self.stopped_by_us = (self.stopped_by_us | {_instance_of(u) for u in to_stop}) - set(deliberate)
         self.decided.update({unit_name(n): op for op in ("start", "restart") for n in act[op]})
         # Publish before the first job is queued: 100 jobs queued one call after another take seconds, and the
         # units go down meanwhile; `available` from before must not outlive that.

@@ -107,6 +107,7 @@ class Reconciler:
         self.explain = explain or self._explain
         self.clock = clock
         self.core = ReconcilerCore(resync_interval)
+        self._unresolved: dict[str, str] = {}  # instance → why it cannot run, as last logged
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Set when the connection to systemd is gone for good: statuses can no longer be true, so the
@@ -244,10 +245,11 @@ class Reconciler:
             extra = tuple(i for i in self.run_besides(desired) if i.name not in desired.by_name())
             desired = desired.model_copy(update={"instances": desired.instances + extra})
         outcomes = [render_outcome(self.settings, i, self.podman_version) for i in desired.instances]
-        for outcome in outcomes:
-            if isinstance(outcome, rc.Unresolved):
-                log.warning("instance %s cannot run under the current settings: %s", outcome.instance.name,
-                            outcome.reason)
+        unresolved = {o.instance.name: o.reason for o in outcomes if isinstance(o, rc.Unresolved)}
+        for name, reason in unresolved.items():
+            if self._unresolved.get(name) != reason:  # once per cause, not once per pass
+                log.warning("instance %s cannot run under the current settings (stopped): %s", name, reason)
+        self._unresolved = unresolved
         return rc.Snapshot(self.settings, desired, outcomes, self.units.existing(), self.states())
 
     def _log_pass(self) -> None:

@@ -227,7 +227,7 @@ class SimHost:
     def _state(self, unit: Unit) -> UnitState:
         return UnitState(unit.name, unit.load_state, unit.active_state, unit.sub_state, result=unit.result,
                          n_restarts=unit.n_restarts, exec_main_status=unit.exit_status,
-                         state_change_usec=unit.change_usec, job_type=unit.job[1] if unit.job else "",
+                         state_change_usec=unit.change_usec, job_type="pending" if unit.job else "",
                          invocation_id=unit.invocation, exec_main_start_usec=unit.start_usec,
                          exec_main_exit_usec=unit.exit_usec)
 
