@@ -17,6 +17,7 @@ import pytest
 from ozwald.records import DesiredInstance, DesiredSet, UpdateError
 from ozwald.state import DesiredStateStore, StateCorrupt, StateError
 from ozwald.state.resp import Client
+from tests.support.race import race
 from tests.support.redis_server import RedisServer
 
 KEY = "ozwald:local:desired"
@@ -112,26 +113,16 @@ def test_racing_threads_lose_no_update(redis_client: Client, state_dir: Path) ->
     """The API's threads post at once: every set gets its own generation, and the file and the copy end on
     the newest. A reader of the file sees whole documents whose generations never go back."""
     s = store(redis_client, state_dir)
-    writers, per_writer = 4, 100
+    writers, per_writer = 4, 50
     results: dict[int, list[tuple[int, tuple[DesiredInstance, ...]]]] = {w: [] for w in range(writers)}
-    barrier = threading.Barrier(writers + 1)
-    errors: list[BaseException] = []
     done = threading.Event()
     observed: list[int] = []
 
     def writer(worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(per_writer):
-                instances = (inst(f"w{worker}-{i}"),)
-                results[worker].append((s.replace(instances).generation, instances))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(per_writer):
+            instances = (inst(f"w{worker}-{i}"),)
+            results[worker].append((s.replace(instances).generation, instances))
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    barrier.wait()
     def read_file() -> None:
         while not done.is_set():
             with contextlib.suppress(FileNotFoundError):
@@ -139,11 +130,11 @@ def test_racing_threads_lose_no_update(redis_client: Client, state_dir: Path) ->
 
     reader = threading.Thread(target=read_file)
     reader.start()
-    for t in threads:
-        t.join(timeout=120)
-    done.set()
-    reader.join(timeout=10)
-    assert not errors
+    try:
+        race(writer, writers)
+    finally:
+        done.set()
+        reader.join(timeout=10)
     assigned = sorted(g for r in results.values() for g, _ in r)
     assert assigned == list(range(1, writers * per_writer + 1))  # every generation exactly once
     spans = [(min(g for g, _ in r), max(g for g, _ in r)) for r in results.values()]

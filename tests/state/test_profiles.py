@@ -1,5 +1,4 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from ozwald.state import (
     validate_profile_request,
 )
 from ozwald.state.resp import Client
+from tests.support.race import race
 from tests.support.redis_server import RedisServer
 
 SETTINGS = parse_settings("""\
@@ -171,25 +171,14 @@ def test_racing_threads_lose_no_queued_item_and_no_result(redis_client: Client, 
     queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
     results = ProfileResults(redis_client, "local", state_dir=state_dir)
     writers, per_writer = 4, 25
-    barrier = threading.Barrier(writers)
     ids: list[str] = []
-    errors: list[BaseException] = []
 
     def writer(worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(per_writer):
-                ids.append(queue.enqueue({"service": f"w{worker}-{i}"}))
-                results.record(measured(f"w{worker}-{i}", float(i)))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(per_writer):
+            ids.append(queue.enqueue({"service": f"w{worker}-{i}"}))
+            results.record(measured(f"w{worker}-{i}", float(i)))
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors
+    race(writer, writers)
     assert sorted(r.request_id for r in queue.requests()) == sorted(ids) and len(ids) == writers * per_writer
     assert len(results.all()) == writers * per_writer
     assert queue.document.read().revision == writers * per_writer

@@ -22,6 +22,7 @@ import redis
 
 from ozwald.state import resp
 from ozwald.state.resp import Client
+from tests.support.race import race
 from tests.support.redis_server import PASSWORD, RedisServer, free_port
 
 
@@ -258,29 +259,18 @@ def test_a_db_out_of_range_is_refused(redis_server: RedisServer, redis_client: C
 
 def test_threads_share_one_client_without_mixing_replies(client: Client, reference_client: redis.Redis) -> None:
     threads, rounds = 8, 150
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads)
 
     def work(worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(rounds):
-                value = f"{worker}-{i}"
-                client.set(f"key-{worker}", value)
-                assert client.get(f"key-{worker}") == value
-                client.execute("INCR", "shared")
-                if i % 10 == 0:
-                    replies = client.pipeline(transaction=True).set(f"p-{worker}", value).get(f"p-{worker}").execute()
-                    assert replies == ["OK", value]
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(rounds):
+            value = f"{worker}-{i}"
+            client.set(f"key-{worker}", value)
+            assert client.get(f"key-{worker}") == value
+            client.execute("INCR", "shared")
+            if i % 10 == 0:
+                replies = client.pipeline(transaction=True).set(f"p-{worker}", value).get(f"p-{worker}").execute()
+                assert replies == ["OK", value]
 
-    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=60)
-    assert errors == []
+    race(work, threads, timeout=60)
     assert reference_client.get("shared") == str(threads * rounds)
     named = [c for c in reference_client.client_list() if c["name"] == "resp-test"]
     assert 1 <= len(named) <= threads  # a pool, not a connection per command
