@@ -22,7 +22,7 @@ from typing import Any
 
 PROBES: list[tuple[str, str | None, list[str]]] = [
     ("ozwald.provisioner.core", "Provisioner", ["update", "_publish", "active_services"]),
-    ("ozwald.state.desired", "DesiredStateStore", ["replace", "read", "save_local"]),
+    ("ozwald.state.desired", "DesiredStateStore", ["replace", "read"]),
     ("ozwald.provisioner.reconciler", "Reconciler",
      ["wake", "_pass", "_read_dirty", "_remove_stopped", "states", "targets", "_container_ids_of", "_enqueue",
       "_publish", "compose"]),

@@ -2,8 +2,8 @@
 """The provisioner core behind the HTTP API: settings, desired state, statuses, resources, reconciler.
 
 Reads are served from memory (statuses the reconciler last published, a resource snapshot), so the
-polled endpoints never wait on systemd. Writes go to the desired-state store, which wakes the
-reconciler in this process at once and, through Redis, in any other.
+polled endpoints never wait on systemd. An update goes to the desired-state store (its file, then Redis'
+copy) and then wakes the reconciler; this process is the store's only writer.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -48,6 +49,7 @@ from ozwald.state import (
     ProfileRequestBody,
     ProfileResult,
     ProfileResults,
+    QueueFull,
     StateError,
     StateUnavailable,
     StatusCache,
@@ -57,7 +59,6 @@ from ozwald.state import (
 from ozwald.systemd import SystemdClient
 
 log = logging.getLogger(__name__)
-WATCH_RETRY_S = 2.0
 
 
 class Provisioner:
@@ -73,7 +74,10 @@ class Provisioner:
         self.admission = admission or AdmissionSettings()
         self.desired = desired
         self.statuses = statuses
-        self.status_writer = StatusWriter(statuses)
+        copies: list[Callable[[], object]] = [desired.document.sync_cache, profiles.document.sync_cache]
+        if results is not None:
+            copies.append(results.document.sync_cache)
+        self.status_writer = StatusWriter(statuses, keep=copies)
         self.profiles = profiles
         self.resources = resources
         self.systemd = systemd
@@ -83,23 +87,15 @@ class Provisioner:
         # Milliseconds since the epoch at start-up, then +1 per change: a revision from before a restart of
         # the provisioner is always lower than any of the new process's, so no client waits on a stale one.
         self._revision = time.time_ns() // 1_000_000
-        self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
+        self.reconciler: Reconciler = reconciler_factory(self.desired.read, self._publish)
         # The profiling queue runs only with a results store to record into.
         self.profiler: Profiler | None = None
         if results is not None:
-            self.profiler = Profiler(settings, profiles, results, self._read_desired, systemd, resources,
+            self.profiler = Profiler(settings, profiles, results, self.desired.read, systemd, resources,
                                      self._host_capabilities, self._status_of, self.profiling)
             self.profiler.attach(self.reconciler)
-        self._remove_listener = self.desired.add_listener(self._desired_changed)
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
 
     # Life cycle --------------------------------------------------------------------------------------
-
-    def _desired_changed(self, desired: DesiredSet) -> None:
-        self.reconciler.wake(desired.generation)
-        if self.profiler is not None:
-            self.profiler.wake()
 
     def start(self) -> None:
         self.resources.start()
@@ -107,12 +103,8 @@ class Provisioner:
         self.reconciler.start()
         if self.profiler is not None:
             self.profiler.start()
-        self._watcher = threading.Thread(target=self._watch_other_writers, name="ozwald-desired-watch", daemon=True)
-        self._watcher.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._remove_listener()
         if self.profiler is not None:
             self.profiler.stop()
         self.reconciler.stop()
@@ -126,30 +118,6 @@ class Provisioner:
         if self.profiler is not None:
             self.profiler.settings = settings
         self.reconciler.replace_settings(settings)
-
-    def _watch_other_writers(self) -> None:
-        """Updates written by another process reach this reconciler through Redis pub/sub. This process's own
-        updates arrive here too; the reconciler drops a wake-up for a generation it already has."""
-        while not self._stop.is_set():
-            try:
-                with self.desired.subscribe() as listener:
-                    while not self._stop.is_set():
-                        generation = listener.wait(1.0)
-                        if generation is not None:
-                            self.reconciler.wake(generation)
-                            if self.profiler is not None:
-                                self.profiler.wake()
-            except Exception as exc:  # Redis gone, or anything else: retry, never die
-                log.warning("watching the desired set in Redis failed (%s); retrying in %g s", exc, WATCH_RETRY_S)
-                self._stop.wait(WATCH_RETRY_S)
-
-    def _read_desired(self) -> DesiredSet:
-        try:
-            return self.desired.read()
-        except StateUnavailable:
-            local = self.desired.read_local()
-            log.warning("cache unreachable: reconciling against the local copy of the desired set")
-            return local or DesiredSet()
 
     def _publish(self, services: list[ActiveService]) -> None:
         with self._changed:
@@ -277,11 +245,8 @@ class Provisioner:
             return []
         try:
             return self.results.all()
-        except StateError:
-            try:
-                return self.results.read_local()
-            except StateError:
-                return []
+        except StateError:  # a damaged file: admission and the settings view go without measurements
+            return []
 
     def _result_json(self, result: ProfileResult) -> dict[str, Any]:
         try:
@@ -308,9 +273,13 @@ class Provisioner:
             log.warning("admitting a desired set that does not fit (force): %s",
                         "; ".join(c.describe() for c in fit.conflicts))
         try:
-            return self.desired.replace(instances)
-        except StateUnavailable as exc:
-            raise CoreUnavailable("cache unavailable: the desired set was not changed") from exc
+            desired = self.desired.replace(instances)
+        except StateError as exc:
+            raise CoreUnavailable(f"the desired set was not changed: {exc}") from exc
+        self.reconciler.wake(desired.generation)
+        if self.profiler is not None:
+            self.profiler.wake()
+        return desired
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
         instances, fit, snapshot, clashes = self._admit(items)
@@ -364,19 +333,10 @@ class Provisioner:
         return [dict(r) for r in available_resources_view(snapshot, self._reservations(snapshot))]
 
     def profile_requests(self) -> list[dict[str, Any]]:
-        try:
-            return self.profiles.list()
-        except StateUnavailable as exc:
-            raise CoreUnavailable("cache unavailable") from exc
+        return self.profiles.list()
 
     def profile_results(self) -> list[dict[str, Any]]:
-        if self.results is None:
-            return []
-        try:
-            results = self.results.all()
-        except StateUnavailable as exc:
-            raise CoreUnavailable("cache unavailable") from exc
-        return [self._result_json(r) for r in results]
+        return [self._result_json(r) for r in self.results.all()] if self.results is not None else []
 
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -384,8 +344,10 @@ class Provisioner:
         items = self._profile_items(body)
         try:
             request_id = self.profiles.enqueue_many(items)
-        except StateUnavailable as exc:
-            raise CoreUnavailable("cache unavailable") from exc
+        except QueueFull:
+            raise
+        except StateError as exc:
+            raise CoreUnavailable(f"nothing was queued: {exc}") from exc
         if self.profiler is not None:
             self.profiler.wake()
         return {"status": "accepted", "request_id": request_id,
@@ -450,11 +412,7 @@ class Provisioner:
 
     def health(self) -> dict[str, str]:
         components: dict[str, str] = {}
-        try:
-            self.desired.generation()
-            components["cache"] = "ok"
-        except StateError:
-            components["cache"] = "unreachable"
+        components["cache"] = "ok" if self.statuses.reachable() else "unreachable"
         try:
             self.systemd.unit_state("ozwald.service")
             components["systemd"] = "ok"

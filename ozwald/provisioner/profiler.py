@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "profiling-"
-IDLE_POLL_S = 2.0  # an idle profiler looks at the queue at least this often (another process may enqueue)
+IDLE_POLL_S = 2.0  # an idle profiler looks at the queue at least this often (a missed wake-up costs no more)
 READY_GRACE_S = 30.0  # beyond the spec's start timeout, before a run that never became ready is given up
 STATUS_WAIT_S = 5.0  # how long a failed unit's status (with its reason) is awaited
 

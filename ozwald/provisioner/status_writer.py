@@ -6,25 +6,34 @@ process answers from memory. Writing 100 statuses (serializing each, one transac
 thread right after a publish competed with the request threads that the publish had just woken: blocking
 queries answered 18-29 ms after the change (issue 12). Here the write waits a moment (`settle`), so the woken
 answers go out first, and a burst of publishes while 100 units change is written once, not once each.
+
+Every `keep_every` seconds the thread also runs the `keep` callbacks: they bring Redis' copies of the state
+files up to date (`DurableDocument.sync_cache`), so a Redis that restarted empty, or was down during a
+change, has them again within seconds without any reader or writer waiting on it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from ozwald.records import ActiveService
 from ozwald.state import StateError, StatusCache
 
 log = logging.getLogger(__name__)
 SETTLE_S = 0.02
+KEEP_EVERY_S = 5.0
 
 
 class StatusWriter:
-    def __init__(self, cache: StatusCache, settle: float = SETTLE_S) -> None:
+    def __init__(self, cache: StatusCache, settle: float = SETTLE_S, *, keep: Sequence[Callable[[], object]] = (),
+                 keep_every: float = KEEP_EVERY_S) -> None:
         self.cache = cache
         self.settle = settle
+        self.keep = keep
+        self.keep_every = keep_every
         self.writes = 0  # for tests and benchmarks: how many times the cache was replaced
         self._lock = threading.Lock()
         self._pending: Sequence[ActiveService] | None = None
@@ -64,8 +73,14 @@ class StatusWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        keep_at = time.monotonic()
         while True:
-            self._wake.wait()
+            woken = self._wake.wait(max(0.0, keep_at - time.monotonic()) if self.keep else None)
+            if self.keep and time.monotonic() >= keep_at:
+                self._keep()
+                keep_at = time.monotonic() + self.keep_every
+            if not woken:
+                continue
             if not self._stopping.is_set():
                 self._stopping.wait(self.settle)  # let the answers the publish woke go out first
             with self._lock:
@@ -81,6 +96,15 @@ class StatusWriter:
                 with self._lock:
                     if self._pending is None:
                         return
+
+    def _keep(self) -> None:
+        for keep in self.keep:
+            try:
+                keep()
+            except StateError as exc:  # a damaged state file: every reader of it says so too
+                log.warning("could not copy to Redis: %s", exc)
+            except Exception:
+                log.exception("could not copy to Redis")
 
     def _write(self, services: Sequence[ActiveService]) -> None:
         try:

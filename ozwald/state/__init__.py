@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Ozwald's shared state: the desired set, the status cache, the profiling queue and results, in Redis.
+"""Ozwald's state: the desired set, the profiling queue and results, the status cache.
 
-Redis is shared by the API and the reconciler and wakes the reconciler on change; the desired set is
-also kept in a local file, its durable copy, because the provisioner's Redis runs without persistence.
+The provisioner owns the first three: files in its state directory are the truth, Redis holds copies
+for whoever wants one (`durable.py`). The status cache is Redis only: systemd is the truth it caches.
 """
 
-from ozwald.state.desired import ChangeListener, DesiredListener, DesiredStateStore
+from ozwald.state.desired import DesiredStateStore
 from ozwald.state.errors import IdentityError, QueueFull, StateCorrupt, StateError, StateUnavailable
 from ozwald.state.identity import ENV_VAR, Identity, Machine, select_provisioner
 from ozwald.state.keys import Keyspace
@@ -16,8 +16,6 @@ from ozwald.state.status import StatusCache
 
 __all__ = [
     "ENV_VAR",
-    "ChangeListener",
-    "DesiredListener",
     "DesiredStateStore",
     "Identity",
     "IdentityError",

@@ -1,20 +1,23 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""A small JSON document kept in Redis and in a local file, with the desired set's durability rules.
+"""A JSON document the provisioner owns: a file in the state directory is the truth, Redis holds a copy.
 
-The profiling queue and the profiling results must survive a provisioner restart and a Redis restart
-(the provisioner's Redis runs without persistence). Like the desired set, each document carries a
-`revision` that grows with every change: Redis holds the live copy, the file `<state_dir>/<name>.json`
-the durable one. A read that finds the file newer than Redis (Redis came back empty) restores Redis from
-it; a change starts from the newer of the two, so the revision sequence never restarts at 1.
+The desired set, the profiling queue and the profiling results each are one such document. Only `ozwald
+serve` writes them, from one process, so one lock in that process orders every change: a change is read,
+modified, numbered (`generation` or `revision`, one more than the last) and written to the file
+(atomically, fsynced) under the lock, so racing threads lose no update and never share a number. Reads
+are answered from memory, never from Redis, so a Redis that is down delays no read.
 
-Changes are read-modify-write under `WATCH`, retried when another writer got in between, so concurrent
-API threads and the profiler never lose each other's changes. The file is written under a lock and only
-with a newer revision than it has, so writers finishing out of order leave the newest document on disk.
+Redis gets a copy after the file, for readers who want one; a copy that fails (Redis down) is only
+logged, since the file already holds the change, and `sync_cache()` puts it back once Redis is there
+again (the provisioner calls it every few seconds, so a Redis restarted empty is refilled). At start the
+copy is read once: a lost or damaged file is recovered from it, and numbering continues above the
+highest number either holds, so numbers only grow, across restarts of the provisioner and of Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -22,50 +25,112 @@ from typing import Generic, TypeVar
 import pydantic
 from pydantic import BaseModel
 
-from ozwald.files import atomic_write, locked
+from ozwald.files import atomic_write
 from ozwald.state.errors import StateCorrupt, StateError, describe_validation_error
 from ozwald.state.redis_conn import redis_errors
-from ozwald.state.resp import Client, Command, Watched
+from ozwald.state.resp import Client
 
 log = logging.getLogger(__name__)
+
+D = TypeVar("D", bound=BaseModel)
 
 
 class Revisioned(BaseModel):
     revision: int = 0
 
 
-D = TypeVar("D", bound=Revisioned)
-
-
 class DurableDocument(Generic[D]):
-    """One document of type `model`, at Redis `key` and (with a `path`) in a local file."""
+    """One document of type `model` in `path` (the truth) and at Redis `key` (a copy); thread-safe.
 
-    def __init__(self, redis: Client, key: str, model: type[D], path: Path | None, what: str) -> None:
+    `number` names the model's field that grows with every change.
+    """
+
+    def __init__(self, redis: Client, key: str, path: Path, model: type[D], what: str, *,
+                 number: str = "revision") -> None:
         self.redis = redis
         self.key = key
-        self.model = model
         self.path = path
+        self.model = model
         self.what = what
-        self._lock_path = path.with_name(f".{path.name}.lock") if path is not None else None
+        self.number = number
+        self._lock = threading.Lock()  # orders changes; held while the file is written
+        self._doc: D | None = None  # the newest document, once loaded
+        self._last = 0  # the highest number seen: the next change gets the one above
+        self._copy_lock = threading.Lock()
+        self._copied: str | None = None  # what Redis is known to hold (None: unknown)
+        self._copy_failed = False  # logged once, until a copy succeeds again
 
     def read(self) -> D:
-        """The newest of the Redis and file copies (Redis restored from the file when the file is newer)."""
-        with redis_errors(self.redis, f"reading {self.what}"):
-            raw = self.redis.get(self.key)
-        current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
-        local = self._local_quietly(current)
-        if local is not None and local.revision > (current.revision if current is not None else 0):
-            self._restore(local)
-            return local
-        if current is not None:
-            if self.path is not None and (local is None or current.revision > local.revision):
-                self._save_quietly(current)
-            return current
-        return self.model()
+        with self._lock:
+            return self._load()
 
-    def read_local(self) -> D | None:
-        if self.path is None:
-            return None
+    def update(self, change: Callable[[D], D], *, whole: bool = False) -> D:
+        """Apply `change` (which may raise to abort) to the newest document, store the result with the next
+        number, then copy it to Redis; returns it. StateError if the file cannot be written: nothing changed.
+        A change that replaces the `whole` document also replaces a damaged one (with a warning)."""
+        with self._lock:
+            current = self._load(whole=whole)
+            new = change(current).model_copy(update={self.number: self._last + 1})
+            try:
+                atomic_write(self.path, new.model_dump_json(indent=2) + "\n")
+            except OSError as exc:
+                raise StateError(f"cannot save {self.what} to {self.path}: {exc}; nothing was changed") from exc
+            self._doc, self._last = new, self._last + 1
+        self.sync_cache(ask=False)
+        return new
+
+    def sync_cache(self, *, ask: bool = True) -> bool:
+        """Make Redis' copy the newest document; with `ask`, ask Redis what it holds first (it may have
+        restarted empty). False, logged, if Redis cannot be reached: the next call tries again."""
+        with self._copy_lock:  # one copy at a time, always of the newest: copies cannot land out of order
+            with self._lock:
+                text = self._load().model_dump_json()
+            try:
+                with redis_errors(self.redis, f"copying {self.what} to Redis"):
+                    if ask:
+                        self._copied = self.redis.get(self.key)
+                    if self._copied != text:
+                        self.redis.set(self.key, text)
+                        self._copied = text
+            except StateError as exc:
+                if not self._copy_failed:
+                    log.warning("%s; %s keeps it, the copy follows once Redis answers", exc, self.path)
+                self._copied, self._copy_failed = None, True
+                return False
+            if self._copy_failed:
+                log.info("%s copied to Redis again", self.what)
+            self._copy_failed = False
+            return True
+
+    def _load(self, *, whole: bool = False) -> D:
+        """The newest document (under `_lock`): from memory, or at first from the file, the truth. Redis' copy
+        is read this once: it stands in for a missing or damaged file, and numbering goes on above its number
+        too. Damage with no good copy is an error, never an empty document (the desired set's would stop
+        every service), unless a change replaces the `whole` document."""
+        if self._doc is not None:
+            return self._doc
+        copy = self._cached_copy()
+        good = copy if not isinstance(copy, StateCorrupt) else None
+        try:
+            doc = self._read_file()
+        except StateError as exc:
+            if good is None and not whole:
+                raise
+            log.warning("%s; %s", exc, "recovered from the copy in Redis" if good is not None else "replacing it")
+            doc = None
+        if doc is None and isinstance(copy, StateCorrupt) and not whole:
+            raise copy
+        if doc is None and good is not None:
+            doc = good
+            try:
+                atomic_write(self.path, good.model_dump_json(indent=2) + "\n")
+            except OSError as exc:
+                log.warning("cannot save %s to %s: %s", self.what, self.path, exc)
+        self._doc = doc if doc is not None else self.model()
+        self._last = max(self._number(self._doc), self._number(good) if good is not None else 0)
+        return self._doc
+
+    def _read_file(self) -> D | None:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -74,70 +139,18 @@ class DurableDocument(Generic[D]):
             raise StateError(f"cannot read {self.path}: {exc}") from exc
         return self._parse(text, str(self.path))
 
-    def update(self, change: Callable[[D], D]) -> D:
-        """Apply `change` to the newest copy and store the result with the next revision; returns it.
-
-        `change` may run more than once (when another writer got in between) and may raise to abort.
-        """
-        written: list[D] = []
-
-        def attempt(watched: Watched) -> list[Command]:
-            raw = watched.get(self.key)
-            current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
-            local = self._local_quietly(current)
-            base = current
-            if local is not None and local.revision > (current.revision if current is not None else 0):
-                base = local
-            base = base if base is not None else self.model()
-            written[:] = [change(base).model_copy(update={"revision": base.revision + 1})]
-            return [("SET", self.key, written[0].model_dump_json())]
-
-        with redis_errors(self.redis, f"changing {self.what}"):
-            self.redis.transaction([self.key], attempt)  # again from the top whenever another writer got in
-        new = written[0]
-        if self.path is not None:
-            try:
-                self.save_local(new)
-            except OSError as exc:
-                raise StateError(f"{self.what} revision {new.revision} is live in Redis but was not saved to "
-                                 f"{self.path}: {exc}") from exc
-        return new
-
-    def save_local(self, document: D) -> bool:
-        if self.path is None or self._lock_path is None:
-            return False
-        local = self.read_local
-        return write_if_newer(self.path, self._lock_path, document.model_dump_json(indent=2) + "\n",
-                              document.revision, lambda: (d.revision if (d := local()) is not None else None),
-                              "revision")
-
-    def _restore(self, local: D) -> None:
-        # Only if Redis still has nothing newer: a restore racing a change must not roll it back.
-        def attempt(watched: Watched) -> list[Command]:
-            raw = watched.get(self.key)
-            current = self._parse(raw, f"Redis key {self.key}") if raw is not None else None
-            if current is not None and current.revision >= local.revision:
-                return []
-            return [("SET", self.key, local.model_dump_json())]
-
-        with redis_errors(self.redis, f"restoring {self.what} from {self.path}"):
-            if self.redis.transaction([self.key], attempt) is not None:
-                log.info("restored %s (revision %d) from %s into Redis", self.what, local.revision, self.path)
-
-    def _local_quietly(self, current: D | None) -> D | None:
+    def _cached_copy(self) -> D | StateCorrupt | None:
+        """Redis' copy; None when there is none or Redis cannot be reached; the error when it is damaged."""
         try:
-            return self.read_local()
+            with redis_errors(self.redis, f"reading the copy of {self.what}"):
+                text = self.redis.get(self.key)
         except StateError as exc:
-            if current is None:
-                raise
-            log.warning("%s; rewriting it from Redis (revision %d)", exc, current.revision)
+            log.info("%s; going by %s alone", exc, self.path)
             return None
-
-    def _save_quietly(self, document: D) -> None:
         try:
-            self.save_local(document)
-        except OSError as exc:
-            log.warning("cannot save %s revision %d to %s: %s", self.what, document.revision, self.path, exc)
+            return self._parse(text, f"Redis key {self.key}") if text is not None else None
+        except StateCorrupt as exc:
+            return exc
 
     def _parse(self, text: str, where: str) -> D:
         try:
@@ -145,19 +158,5 @@ class DurableDocument(Generic[D]):
         except pydantic.ValidationError as exc:
             raise StateCorrupt(f"{self.what} in {where} is damaged: {describe_validation_error(exc)}", where) from None
 
-
-def write_if_newer(path: Path, lock_path: Path, text: str, number: int, on_disk: Callable[[], int | None],
-                   what: str) -> bool:
-    """Write `text` (numbered `number`) unless the file already holds that number or a newer one; True if
-    written. The compare and the write happen under a lock, so writers finishing out of order never move
-    the file back; a damaged file is overwritten, with a warning."""
-    with locked(lock_path):
-        try:
-            current = on_disk()
-        except StateError as exc:
-            log.warning("%s; overwriting it with %s %d", exc, what, number)
-            current = None
-        if current is not None and current >= number:
-            return False
-        atomic_write(path, text)
-        return True
+    def _number(self, doc: D) -> int:
+        return int(getattr(doc, self.number))

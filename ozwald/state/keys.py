@@ -34,20 +34,8 @@ class Keyspace:
         return self.key("desired")
 
     @property
-    def generation(self) -> str:
-        return self.key("generation")
-
-    @property
-    def desired_changed(self) -> str:
-        return self.key("desired", "changed")
-
-    @property
     def status(self) -> str:
         return self.key("status")
-
-    @property
-    def profiles(self) -> str:
-        return self.key("profiles")
 
     @property
     def profile_queue(self) -> str:

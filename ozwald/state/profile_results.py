@@ -3,8 +3,8 @@
 
 A result is keyed by (service, variety, profile, spec hash): when the settings change, the spec hash of
 the same (service, variety, profile) changes, and the old result is stale; it is kept (and shown as
-stale) but never used for admission. Stored like the queue: Redis plus `<state_dir>/profile-results-
-<provisioner>.json`.
+stale) but never used for admission. Stored like the queue: `<state_dir>/profile-results-<provisioner>.json`,
+copied to Redis.
 """
 
 from __future__ import annotations
@@ -66,12 +66,11 @@ class ProfileResultsDocument(Revisioned):
 class ProfileResults:
     """The results of one provisioner, newest first."""
 
-    def __init__(self, redis: Client, provisioner: str, *, state_dir: Path | str | None = None,
+    def __init__(self, redis: Client, provisioner: str, *, state_dir: Path | str,
                  prefix: str = DEFAULT_PREFIX) -> None:
-        keys = Keyspace(provisioner, prefix)
-        path = Path(state_dir) / f"profile-results-{provisioner}.json" if state_dir is not None else None
-        self.document = DurableDocument(redis, keys.profile_results, ProfileResultsDocument, path,
-                                        "the profiling results")
+        path = Path(state_dir) / f"profile-results-{provisioner}.json"
+        self.document = DurableDocument(redis, Keyspace(provisioner, prefix).profile_results, path,
+                                        ProfileResultsDocument, "the profiling results")
 
     def record(self, result: ProfileResult) -> None:
         """Store `result`, replacing one with the same key; keep the newest few per (service, variety, profile)."""
@@ -87,11 +86,6 @@ class ProfileResults:
 
     def all(self) -> list[ProfileResult]:
         return sorted(self.document.read().results, key=lambda r: r.finished_at, reverse=True)
-
-    def read_local(self) -> list[ProfileResult]:
-        """The file's copy, for when Redis cannot be reached."""
-        doc = self.document.read_local()
-        return list(doc.results) if doc is not None else []
 
     def latest(self, service: str, variety: str | None, profile: str | None
                ) -> tuple[ProfileResult | None, ProfileResult | None]:

@@ -2,9 +2,10 @@
 """The profiling queue behind /srv/services/profile.
 
 Profiling (measuring a service's real VRAM, RAM and start time) must run while the host is otherwise
-idle, so requests wait in a queue (Redis plus a local file) until the provisioner gets to them. It is FIFO, bounded
-(a runaway client must not fill Redis), and checked against the settings at the door, so a typo is
-answered at once rather than discovered hours later when the profiler runs.
+idle, so requests wait in a queue (a file in the state directory, copied to Redis) until the provisioner
+gets to them. It is FIFO, bounded (a runaway client must not fill the disk or Redis), and checked against
+the settings at the door, so a typo is answered at once rather than discovered hours later when the
+profiler runs.
 
 The profiler reads `first()`, marks it running, and `finish()`es it when its result is recorded: a
 request then survives a crash or a restart instead of being lost with it. An update that preempts a run
@@ -115,23 +116,21 @@ class ProfileQueueDocument(Revisioned):
 class ProfileQueue:
     """Profiling requests of one provisioner, oldest first; the first may be running.
 
-    Kept in Redis and, given a `state_dir`, in `<state_dir>/profiles-<provisioner>.json`, with the desired
-    set's rules (see `ozwald.state.durable`): the queue survives a restart of the provisioner and of Redis.
+    Kept in `<state_dir>/profiles-<provisioner>.json`, copied to Redis, by the desired set's rules (see
+    `ozwald.state.durable`): the queue survives a restart of the provisioner and of Redis.
     One POST may queue several items (service × variety × profile); they share its `request_id` and each has
     its own `item_id`.
     """
 
     def __init__(self, redis: Client, provisioner: str, *, settings: Settings | None = None,
-                 max_pending: int = MAX_PENDING, prefix: str = DEFAULT_PREFIX,
-                 state_dir: Path | str | None = None) -> None:
+                 max_pending: int = MAX_PENDING, prefix: str = DEFAULT_PREFIX, state_dir: Path | str) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
-        self.redis = redis
         self.keys = Keyspace(provisioner, prefix)
         self.settings = settings
         self.max_pending = max_pending
-        path = Path(state_dir) / f"profiles-{provisioner}.json" if state_dir is not None else None
-        self.document = DurableDocument(redis, self.keys.profile_queue, ProfileQueueDocument, path,
+        path = Path(state_dir) / f"profiles-{provisioner}.json"
+        self.document = DurableDocument(redis, self.keys.profile_queue, path, ProfileQueueDocument,
                                         "the profiling queue")
 
     def enqueue(self, request: Any) -> str:

@@ -10,8 +10,7 @@ password, which must never reach a log line or an HTTP error body.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 from ozwald.config.model import RedisParameters
 from ozwald.state import resp
@@ -20,9 +19,6 @@ from ozwald.state.errors import StateError, StateUnavailable
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
 RETRIES = 2
-# A pub/sub connection silent this long is pinged: a half-open socket never wakes a read. (Pooled
-# connections are checked without a round trip when reused: see resp.Connection.idle_and_open.)
-HEALTH_CHECK_INTERVAL = 15
 CLIENT_NAME = "ozwald"
 
 # Failures that mean "no usable Redis there right now" (503, retry later) rather than a bug: down,
@@ -54,7 +50,7 @@ def connect(
     client = resp.Client(host=params.host, port=params.port, unix_socket=params.unix_socket or None, db=params.db,
                          password=password or None, client_name=client_name, connect_timeout=connect_timeout,
                          socket_timeout=socket_timeout, retries=retries, backoff_base=0.05, backoff_cap=0.5,
-                         keepalive=True, health_check_interval=HEALTH_CHECK_INTERVAL)
+                         keepalive=True)
     if check:
         with redis_errors(client, "connecting"):
             client.ping()
@@ -93,20 +89,3 @@ def redis_errors(client: resp.Client, action: str) -> Iterator[None]:
 def _host_port(host: str, port: object) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-
-class LuaScript:
-    """EVALSHA with a reload on NOSCRIPT: a restarted Redis has forgotten every loaded script."""
-
-    def __init__(self, client: resp.Client, source: str) -> None:
-        self._client = client
-        self._source = source
-        self._sha: str | None = None
-
-    def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        if self._sha is None:
-            self._sha = self._client.script_load(self._source)
-        try:
-            return self._client.evalsha(self._sha, keys, args)
-        except resp.NoScriptError:
-            self._sha = self._client.script_load(self._source)
-            return self._client.evalsha(self._sha, keys, args)

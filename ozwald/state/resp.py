@@ -11,10 +11,6 @@ adapter around it (the jeepney model: a protocol core without I/O, thin I/O adap
   the connection (refused, reset, closed, timed out) is retried on a new one, `retries` times, with
   exponential backoff and full jitter; a refused setup (wrong password, bad db) is not retried.
 - `Pipeline`: several commands in one write, optionally as MULTI/EXEC.
-- `Client.transaction`: optimistic WATCH/MULTI/EXEC, run again whenever another client changed a watched
-  key before EXEC.
-- `PubSub`: SUBSCRIBE on a connection of its own, `get_message(timeout)`, and a PING when the
-  connection has been silent for `health_check_interval` seconds, so a dead peer is noticed.
 
 Replies are decoded as UTF-8 (undecodable bytes become U+FFFD: the caller's JSON parser then reports a
 damaged record). Error replies raise `ReplyError` (or a subclass naming the case); failures of the
@@ -23,8 +19,7 @@ never formatted into a message.
 
 Why not redis-py: `import redis` (8.x) loads about 200 modules (its asyncio client and with it asyncio,
 ssl, cluster and observability code) and costs ~19 MB of RSS, more than a third of `ozwald serve`;
-hiredis and this module cost about 0.2 MB. Ozwald needs a dozen commands, pipelines, one transaction
-pattern, EVALSHA and one subscription.
+hiredis and this module cost about 0.2 MB. Ozwald needs a dozen commands and pipelines.
 """
 
 from __future__ import annotations
@@ -36,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import hiredis
 
@@ -84,21 +79,13 @@ class ReplyError(RedisError):
 
     @property
     def code(self) -> str:
-        """The error's first word: ERR, WRONGTYPE, NOSCRIPT, ..."""
+        """The error's first word: ERR, WRONGTYPE, ..."""
         text = str(self.args[0]) if self.args else ""
         return text.split(" ", 1)[0]
 
 
-class NoScriptError(ReplyError):
-    """EVALSHA of a script the server does not have (it restarted, or SCRIPT FLUSH ran)."""
-
-
 class ServerNotReady(ReplyError):
     """The server cannot serve now: loading its data set, a read-only replica, or out of client slots."""
-
-
-class WatchError(RedisError):
-    """A watched key changed before EXEC: the transaction was not applied."""
 
 
 def reply_error(message: str) -> RedisError:
@@ -110,8 +97,6 @@ def reply_error(message: str) -> RedisError:
         return AuthenticationFailed(f"the server requires a password and none was given: {message}")
     if "without any password configured" in message or "no password is set" in message:
         return AuthenticationFailed(f"a password was given but the server has none: {message}")
-    if code == "NOSCRIPT":
-        return NoScriptError(message)
     if code in ("LOADING", "READONLY", "MASTERDOWN") or message.startswith("ERR max number of clients"):
         return ServerNotReady(message)
     return ReplyError(message)
@@ -152,12 +137,9 @@ class Connection:
             self.broken = True
             raise
 
-    def read(self, wait: float | None = None) -> Any:
-        """The next reply; an error reply is returned as a RedisError instance, not raised.
-
-        With `wait`, returns `NOTHING` if no complete reply arrived within `wait` seconds (what did arrive
-        stays buffered); without it, a reply that takes longer than the socket timeout raises Timeout.
-        """
+    def read(self) -> Any:
+        """The next reply; an error reply is returned as a RedisError instance, not raised. A reply that takes
+        longer than the socket timeout raises Timeout."""
         try:
             while True:
                 try:
@@ -167,21 +149,14 @@ class Connection:
                     raise ProtocolError(f"the server does not speak RESP (is it Redis?): {exc}") from None
                 if reply is not _MORE:
                     return reply
-                if wait is not None:
-                    self._sock.settimeout(max(wait, 0.0001))
                 try:
                     data = self._sock.recv(_RECV_SIZE)
                 except TimeoutError:
-                    if wait is not None:
-                        return NOTHING
                     self.broken = True
                     raise Timeout(f"no answer within {self._timeout:g} s") from None
                 except OSError as exc:
                     self.broken = True
                     raise ConnectionFailed(f"connection lost: {_reason(exc)}") from None
-                finally:
-                    if wait is not None:
-                        self._sock.settimeout(self._timeout)
                 if not data:
                     self.broken = True
                     raise ConnectionFailed("the server closed the connection")
@@ -208,8 +183,8 @@ class Connection:
     def pipeline(self, commands: Sequence[Command], *, transaction: bool) -> list[Any]:
         """Send `commands` in one write, read every reply, and raise the first error reply, if any.
 
-        With `transaction` they run between MULTI and EXEC: all or none; WatchError if a key watched on
-        this connection changed. Every reply is read before raising, so the connection stays usable.
+        With `transaction` they run between MULTI and EXEC: all or none. Every reply is read before raising,
+        so the connection stays usable.
         """
         if not transaction:
             self.send(commands)
@@ -217,8 +192,6 @@ class Connection:
         self.send([("MULTI",), *commands, ("EXEC",)])
         queued = [self.read() for _ in range(len(commands) + 1)]
         result = self.read()
-        if result is None:
-            raise WatchError("a watched key changed before EXEC; nothing was applied")
         self._raise_first_error([*queued, result])  # a command refused when queued: EXEC answered EXECABORT
         return self._raise_first_error(result)
 
@@ -244,14 +217,6 @@ class Connection:
             self._sock.close()
 
 
-class _Nothing:
-    def __repr__(self) -> str:
-        return "NOTHING"
-
-
-NOTHING: Any = _Nothing()  # Connection.read(wait=...) found no complete reply in time
-
-
 # -- the client -----------------------------------------------------------------------------------------
 
 
@@ -268,7 +233,7 @@ class Client:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 6379, unix_socket: str | None = None, db: int = 0,
                  password: str | None = None, client_name: str | None = None, connect_timeout: float = 2.0,
                  socket_timeout: float = 5.0, retries: int = 2, backoff_base: float = 0.05, backoff_cap: float = 0.5,
-                 keepalive: bool = True, health_check_interval: float = 15.0) -> None:
+                 keepalive: bool = True) -> None:
         self.host = host
         self.port = port
         self.unix_socket = unix_socket
@@ -280,7 +245,6 @@ class Client:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.keepalive = keepalive
-        self.health_check_interval = health_check_interval
         self._password = password or None
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
@@ -439,34 +403,8 @@ class Client:
     def hgetall(self, key: str) -> dict[str, str]:
         return _pairs(self.execute("HGETALL", key))
 
-    def publish(self, channel: str, message: Arg) -> int:
-        return int(self.execute("PUBLISH", channel, message))
-
-    def script_load(self, source: str) -> str:
-        return str(self.execute("SCRIPT", "LOAD", source))
-
-    def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return self.execute("EVALSHA", sha, len(keys), *keys, *args)
-
     def pipeline(self, *, transaction: bool = False) -> Pipeline:
         return Pipeline(self, transaction=transaction)
-
-    def transaction(self, keys: Sequence[str], body: Callable[[Watched], Sequence[Command] | None]) -> list[Any] | None:
-        """Optimistic transaction: WATCH `keys`, let `body` read, then run the commands it returns in MULTI/EXEC.
-
-        If another client changed a watched key before EXEC, nothing is applied and `body` runs again,
-        on what is there now, until EXEC succeeds. `body` may also raise to abort, or return nothing to
-        write nothing. Returns EXEC's replies (None when nothing was written). A lost connection is
-        retried like any command, from WATCH on.
-        """
-        while True:
-            try:
-                return self.call(lambda conn: _watched(conn, keys, body))
-            except WatchError:
-                continue
-
-    def pubsub(self) -> PubSub:
-        return PubSub(self)
 
 
 def _flatten(mapping: Mapping[str, Arg]) -> list[Arg]:
@@ -476,43 +414,6 @@ def _flatten(mapping: Mapping[str, Arg]) -> list[Arg]:
 def _pairs(reply: Any) -> dict[str, str]:
     items = list(reply or [])
     return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
-
-
-class Watched:
-    """What a transaction's body reads through: the connection holding the WATCH."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def execute(self, *args: Arg) -> Any:
-        return self._conn.command(*args)
-
-    def get(self, key: str) -> str | None:
-        reply = self._conn.command("GET", key)
-        return None if reply is None else str(reply)
-
-
-def _watched(conn: Connection, keys: Sequence[str], body: Callable[[Watched], Sequence[Command] | None]
-             ) -> list[Any] | None:
-    conn.command("WATCH", *keys)
-    try:
-        commands = body(Watched(conn))
-    except BaseException:
-        _unwatch(conn)
-        raise
-    if not commands:
-        _unwatch(conn)
-        return None
-    return conn.pipeline(commands, transaction=True)
-
-
-def _unwatch(conn: Connection) -> None:
-    if conn.broken:
-        return
-    try:
-        conn.command("UNWATCH")
-    except RedisError:
-        conn.broken = True  # it may still watch: never lend it again
 
 
 class Pipeline:
@@ -558,87 +459,3 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self._commands = []
-
-
-# -- pub/sub ------------------------------------------------------------------------------------------------
-
-
-class Message(NamedTuple):
-    """One pub/sub event: `kind` "message" (with `data`, the payload) or "subscribe"/"unsubscribe"
-    (with `data`, the number of channels now subscribed)."""
-
-    kind: str
-    channel: str
-    data: Any
-
-
-class PubSub:
-    """Subscriptions on a connection of their own (a subscribed connection can do nothing else).
-
-    For one thread. It does not reconnect by itself: when the connection is lost, `get_message` raises
-    ConnectionFailed and the caller subscribes again on a new PubSub (and catches up on what it missed,
-    since pub/sub drops messages while nobody listens). After `health_check_interval` seconds without
-    any traffic it sends a PING; no answer within the socket timeout counts as a lost connection, which
-    a half-open socket would otherwise never report.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._conn: Connection | None = None
-        self._last_heard = time.monotonic()
-        self._ping_sent: float | None = None
-
-    def subscribe(self, *channels: str) -> None:
-        """Subscribe (connecting first, with the client's retries); confirmations arrive as messages."""
-        if self._conn is None:
-            self._conn = self._client.retrying(self._client.connect)
-            self._last_heard = time.monotonic()
-        self._conn.send([("SUBSCRIBE", *channels)])
-
-    def get_message(self, timeout: float) -> Message | None:
-        """The next message, or None if none arrived within `timeout` seconds."""
-        conn = self._conn
-        if conn is None or conn.broken:
-            raise ConnectionFailed("not subscribed" if conn is None else "the subscription's connection is closed")
-        deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            wait = deadline - now
-            if self._ping_sent is None and now - self._last_heard >= self._client.health_check_interval:
-                conn.send([("PING",)])
-                self._ping_sent = now
-            if self._ping_sent is not None:
-                overdue = self._ping_sent + self._client.socket_timeout - now
-                if overdue <= 0:
-                    conn.close()
-                    raise Timeout(f"no answer to PING within {self._client.socket_timeout:g} s")
-                wait = min(wait, overdue)
-            reply = conn.read(wait=max(wait, 0.0))
-            if reply is NOTHING:
-                if time.monotonic() >= deadline:
-                    return None
-                continue
-            self._last_heard = time.monotonic()
-            if isinstance(reply, RedisError):
-                raise reply
-            if not isinstance(reply, list) or len(reply) < 2:
-                raise ProtocolError(f"unexpected reply on a subscribed connection: {str(reply)[:80]!r}")
-            kind = str(reply[0])
-            if kind == "pong":
-                self._ping_sent = None
-                continue
-            if kind == "pmessage" and len(reply) == 4:
-                return Message(kind, str(reply[2]), reply[3])
-            return Message(kind, str(reply[1]), reply[2] if len(reply) > 2 else None)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> PubSub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-

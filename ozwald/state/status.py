@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 
 from ozwald.records import ActiveService
+from ozwald.state.errors import StateError
 from ozwald.state.keys import DEFAULT_PREFIX, Keyspace
 from ozwald.state.redis_conn import redis_errors
 from ozwald.state.resp import Client
@@ -43,6 +44,14 @@ class StatusCache:
             if fields:
                 pipe.hset(self.keys.status, fields)
             pipe.execute()
+
+    def reachable(self) -> bool:
+        """Whether Redis answers a PING (the health endpoint's `cache`)."""
+        try:
+            with redis_errors(self.redis, "pinging"):
+                return self.redis.ping()
+        except StateError:
+            return False
 
     def read_all(self) -> list[ActiveService]:
         """Every cached entry, sorted by instance name (a stable order for API answers and diffs)."""

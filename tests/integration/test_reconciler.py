@@ -188,7 +188,7 @@ def test_one_update_is_one_pass_and_an_idle_reconciler_reads_nothing(drivers: Dr
         time.sleep(2.0)
         assert (reconciler.passes, reconciler.unit_reads, len(published.history)) == (passes, reads, publishes)
 
-        # The same update announced twice (in-process and through Redis pub/sub) is one pass.
+        # The same update announced twice is one pass.
         desired.set(DesiredInstance(name="other", service="other"))
         reconciler.wake(desired.value.generation)
         reconciler.wake(desired.value.generation)

@@ -13,7 +13,7 @@ import pytest
 from ozwald.config import resolve
 from ozwald.provisioner.core import Provisioner
 from ozwald.quadlet import render_unit
-from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, ServiceRequest, UpdateError
+from ozwald.records import ActiveService, AdmissionError, DesiredSet, ServiceRequest, UpdateError
 from ozwald.state.resp import Client
 from tests.support.provisioner_kit import StubReconciler, make_provisioner
 from tests.support.redis_server import RedisServer
@@ -113,15 +113,30 @@ def test_configured_services_and_health(core: tuple[Provisioner, StubReconciler]
     assert provisioner.health() == {"cache": "ok", "systemd": "ok", "reconciler": "ok"}
 
 
-def test_a_lost_cache_is_reported_as_unavailable(core: tuple[Provisioner, StubReconciler],
-                                                 redis_server: RedisServer) -> None:
-    provisioner, _ = core
-    redis_server.stop()
+def test_with_redis_down_updates_and_gets_are_answered_and_the_copies_come_back(
+        redis_client: Client, redis_server: RedisServer, tmp_path: Path) -> None:
+    provisioner, reconciler = make_provisioner(SETTINGS, redis_client, tmp_path)
+    provisioner.status_writer.keep_every = 0.05
+    provisioner.start()
     try:
-        with pytest.raises(CoreUnavailable):
-            provisioner.update([ServiceRequest(name="llm")])
-        assert provisioner.health()["cache"] == "unreachable"
-        with pytest.raises(CoreUnavailable):
-            provisioner.profile_requests()
+        provisioner.update([ServiceRequest(name="llm")])
+        redis_server.stop()
+        try:
+            second = provisioner.update([ServiceRequest(name="docs", service="sources")])
+            assert second.generation == 2 and provisioner.desired.read() == second
+            assert 2 in reconciler.woken
+            assert provisioner.health()["cache"] == "unreachable"
+            request = provisioner.enqueue_profile({"service": "llm"})["request_id"]
+            assert [r["request_id"] for r in provisioner.profile_requests()] == [request]
+        finally:
+            redis_server.start()  # empty: it ran without persistence
+        deadline = time.monotonic() + 10  # the status writer's thread copies the files again, unasked
+        while (redis_client.get("ozwald:test:desired") is None or redis_client.get("ozwald:test:profile-queue") is None
+               ) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert DesiredSet.model_validate_json(str(redis_client.get("ozwald:test:desired"))) == second
+        assert request in str(redis_client.get("ozwald:test:profile-queue"))
+        assert provisioner.health()["cache"] == "ok"
+        assert provisioner.update([]).generation == 3
     finally:
-        redis_server.start()
+        provisioner.stop()

@@ -19,6 +19,8 @@ from ozwald.state import (
     validate_profile_request,
 )
 from ozwald.state.resp import Client
+from tests.support.race import race
+from tests.support.redis_server import RedisServer
 
 SETTINGS = parse_settings("""\
 services:
@@ -36,8 +38,8 @@ services:
 """)
 
 
-def test_enqueue_and_list(redis_client: Client) -> None:
-    queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
+def test_enqueue_and_list(redis_client: Client, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", settings=SETTINGS, state_dir=state_dir)
     before = datetime.now(UTC)
     first = queue.enqueue({"service": "qwen1.5-vllm", "variety": "nvidia", "profile": "fast-gpu"})
     second = queue.enqueue(ProfileRequestBody(service="qwen1.5-vllm"))
@@ -60,8 +62,8 @@ def test_enqueue_and_list(redis_client: Client) -> None:
     assert queue.count() == 2
 
 
-def test_remove_and_pop(redis_client: Client) -> None:
-    queue = ProfileQueue(redis_client, "local")
+def test_remove_and_pop(redis_client: Client, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
     ids = [queue.enqueue({"service": name}) for name in ("a", "b", "c")]
     assert queue.remove(ids[1]) is True
     assert queue.remove(ids[1]) is False
@@ -82,8 +84,8 @@ def test_remove_and_pop(redis_client: Client) -> None:
     (["not", "an", "object"], "body", "a profiling request is a JSON object"),
 ])
 def test_invalid_requests_are_update_errors(redis_client: Client, body: object, field: str,
-                                            message: str) -> None:
-    queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
+                                            message: str, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", settings=SETTINGS, state_dir=state_dir)
     with pytest.raises(UpdateError) as caught:
         queue.enqueue(body)
     assert caught.value.field == field and caught.value.index is None
@@ -97,8 +99,8 @@ def test_validation_without_settings_checks_only_the_shape() -> None:
         validate_profile_request({"service": ""})
 
 
-def test_queue_is_bounded(redis_client: Client) -> None:
-    queue = ProfileQueue(redis_client, "local", max_pending=2)
+def test_queue_is_bounded(redis_client: Client, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", max_pending=2, state_dir=state_dir)
     queue.enqueue({"service": "a"})
     queue.enqueue({"service": "b"})
     with pytest.raises(QueueFull, match="2 profiling requests are pending"):
@@ -106,15 +108,16 @@ def test_queue_is_bounded(redis_client: Client) -> None:
     assert queue.count() == 2
 
 
-def test_a_damaged_queue_is_an_error_not_an_empty_queue(redis_client: Client) -> None:
-    queue = ProfileQueue(redis_client, "local")
+def test_a_damaged_queue_is_an_error_not_an_empty_queue(redis_client: Client, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
     redis_client.set("ozwald:local:profile-queue", "{garbage")
     with pytest.raises(StateCorrupt, match="the profiling queue in Redis key ozwald:local:profile-queue is damaged"):
         queue.requests()
 
 
-def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_client: Client) -> None:
-    queue = ProfileQueue(redis_client, "local", settings=SETTINGS)
+def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_client: Client,
+                                                                         state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", settings=SETTINGS, state_dir=state_dir)
     other = queue.enqueue({"service": "qwen1.5-vllm"})
     rid = queue.enqueue_many([ProfileRequestBody(service="qwen1.5-vllm", variety="cpu-only", profile=p)
                               for p in ("no-gpu", "fast-gpu")])
@@ -134,20 +137,28 @@ def test_one_request_many_items_and_preemption_puts_an_item_back_in_front(redis_
                                            "phase_since": None}
 
 
-def test_queue_and_results_survive_a_redis_restart(redis_client: Client, restart_redis: Callable[[], None],
-                                                   tmp_path: Path) -> None:
-    queue = ProfileQueue(redis_client, "local", state_dir=tmp_path)
-    results = ProfileResults(redis_client, "local", state_dir=tmp_path)
+def measured(service: str, ram: float) -> ProfileResult:
+    now = datetime.now(UTC)
+    return ProfileResult(service=service, spec_hash="h1", outcome="measured", started_at=now, finished_at=now,
+                         ram_peak_mib=ram)
+
+
+def test_queue_and_results_survive_restarts_of_redis_and_of_the_provisioner(
+        redis_client: Client, restart_redis: Callable[[], None], state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
+    results = ProfileResults(redis_client, "local", state_dir=state_dir)
     first = queue.enqueue({"service": "a"})
     second = queue.enqueue({"service": "b"})
     queue.mark(queue.requests()[0].item_id, "holding", attempt=True)
-    now = datetime.now(UTC)
-    results.record(ProfileResult(service="a", spec_hash="h1", outcome="measured", started_at=now, finished_at=now,
-                                 ram_peak_mib=300.0))
+    results.record(measured("a", 300.0))
     restart_redis()
     assert redis_client.get("ozwald:local:profile-queue") is None  # Redis came back empty
     assert [r.request_id for r in queue.requests()] == [first, second]
-    assert redis_client.get("ozwald:local:profile-queue") is not None  # restored from the file
+    assert queue.document.sync_cache() and redis_client.get("ozwald:local:profile-queue") is not None
+    # The provisioner restarts, with Redis wiped again: the files have everything.
+    redis_client.execute("FLUSHALL")
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
+    results = ProfileResults(redis_client, "local", state_dir=state_dir)
     queue.reset_running()  # what a restarted provisioner does
     assert [r.state for r in queue.requests()] == ["queued", "queued"]
     third = queue.enqueue({"service": "c"})  # the revision continues from the file's
@@ -156,8 +167,42 @@ def test_queue_and_results_survive_a_redis_restart(redis_client: Client, restart
     assert [(r.service, r.ram_peak_mib) for r in results.all()] == [("a", 300.0)]
 
 
-def test_results_are_keyed_by_spec_hash(redis_client: Client) -> None:
-    results = ProfileResults(redis_client, "local")
+def test_racing_threads_lose_no_queued_item_and_no_result(redis_client: Client, state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
+    results = ProfileResults(redis_client, "local", state_dir=state_dir)
+    writers, per_writer = 4, 25
+    ids: list[str] = []
+
+    def writer(worker: int) -> None:
+        for i in range(per_writer):
+            ids.append(queue.enqueue({"service": f"w{worker}-{i}"}))
+            results.record(measured(f"w{worker}-{i}", float(i)))
+
+    race(writer, writers)
+    assert sorted(r.request_id for r in queue.requests()) == sorted(ids) and len(ids) == writers * per_writer
+    assert len(results.all()) == writers * per_writer
+    assert queue.document.read().revision == writers * per_writer
+    reopened = ProfileQueue(redis_client, "local", state_dir=state_dir)
+    assert reopened.requests() == queue.requests()
+
+
+def test_with_redis_down_the_queue_and_results_go_on(redis_client: Client, redis_server: RedisServer,
+                                                      state_dir: Path) -> None:
+    queue = ProfileQueue(redis_client, "local", state_dir=state_dir)
+    results = ProfileResults(redis_client, "local", state_dir=state_dir)
+    redis_server.stop()
+    try:
+        rid = queue.enqueue({"service": "a"})
+        results.record(measured("a", 1.0))
+        assert [r.request_id for r in queue.requests()] == [rid] and [r.service for r in results.all()] == ["a"]
+    finally:
+        redis_server.start()
+    assert results.document.sync_cache()
+    assert ProfileResults(redis_client, "local", state_dir=state_dir / "elsewhere").all() == results.all()
+
+
+def test_results_are_keyed_by_spec_hash(redis_client: Client, state_dir: Path) -> None:
+    results = ProfileResults(redis_client, "local", state_dir=state_dir)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     t1 = datetime(2026, 1, 2, tzinfo=UTC)
     old = ProfileResult(service="a", variety="cpu-only", spec_hash="h1", outcome="measured", started_at=t0,

@@ -10,7 +10,6 @@ peers a real deployment can meet.
 from __future__ import annotations
 
 import contextlib
-import functools
 import socket
 import threading
 import time
@@ -22,8 +21,8 @@ import pytest
 import redis
 
 from ozwald.state import resp
-from ozwald.state.redis_conn import LuaScript
-from ozwald.state.resp import Client, Watched
+from ozwald.state.resp import Client
+from tests.support.race import race
 from tests.support.redis_server import PASSWORD, RedisServer, free_port
 
 
@@ -146,132 +145,6 @@ def test_transaction_applies_all_or_nothing(client: Client, reference_client: re
     assert client.ping()
 
 
-def test_transaction_runs_again_when_a_watched_key_changes(client: Client, reference_client: redis.Redis) -> None:
-    client.set("doc", "0")
-    calls: list[str | None] = []
-
-    def bump(watched: Watched) -> list[resp.Command]:
-        value = watched.get("doc")
-        calls.append(value)
-        if len(calls) == 1:
-            reference_client.set("doc", "10")  # another writer gets in between WATCH and EXEC
-        return [("SET", "doc", str(int(value or "0") + 1))]
-
-    assert client.transaction(["doc"], bump) == ["OK"]
-    assert calls == ["0", "10"]  # the first EXEC was refused, the second saw the other write
-    assert reference_client.get("doc") == "11"
-
-
-def test_low_level_watch_conflict_raises_watch_error(redis_server: RedisServer, redis_client: Client,
-                                                     reference_client: redis.Redis) -> None:
-    conn = tcp(redis_server).connect()
-    try:
-        conn.command("WATCH", "k")
-        reference_client.set("k", "theirs")
-        with pytest.raises(resp.WatchError):
-            conn.pipeline([("SET", "k", "ours")], transaction=True)
-        assert reference_client.get("k") == "theirs"
-        assert conn.command("PING") == "PONG"
-    finally:
-        conn.close()
-
-
-def test_transaction_body_can_abort_or_write_nothing(client: Client, reference_client: redis.Redis) -> None:
-    client.set("doc", "1")
-
-    def refuse(watched: Watched) -> list[resp.Command]:
-        watched.get("doc")
-        raise LookupError("not this one")
-
-    with pytest.raises(LookupError):
-        client.transaction(["doc"], refuse)
-    assert client.transaction(["doc"], lambda watched: []) is None
-    # Both left the connection unwatched: another writer's change does not abort the next transaction.
-    reference_client.set("doc", "2")
-    calls: list[int] = []
-
-    def write(watched: Watched) -> list[resp.Command]:
-        calls.append(1)
-        return [("SET", "doc", "3")]
-
-    assert client.transaction(["doc"], write) == ["OK"] and calls == [1]
-    assert reference_client.get("doc") == "3"
-
-
-# -- scripts -------------------------------------------------------------------------------------------------
-
-
-def test_evalsha_reloads_the_script_after_script_flush(client: Client, reference_client: redis.Redis) -> None:
-    script = LuaScript(client, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
-    assert script(["n"], [5]) == 5
-    reference_client.script_flush()
-    assert script(["n"], [2]) == 7  # NOSCRIPT, then SCRIPT LOAD and EVALSHA again
-    sha = client.script_load("return 1")
-    reference_client.script_flush()
-    with pytest.raises(resp.NoScriptError):
-        client.evalsha(sha, [], [])
-
-
-# -- pub/sub ----------------------------------------------------------------------------------------------------
-
-
-def test_pubsub_confirms_delivers_and_times_out(client: Client, reference_client: redis.Redis) -> None:
-    with client.pubsub() as pubsub:
-        pubsub.subscribe("ch")
-        assert pubsub.get_message(timeout=2) == resp.Message("subscribe", "ch", 1)
-        started = time.monotonic()
-        assert pubsub.get_message(timeout=0.2) is None
-        assert 0.19 <= time.monotonic() - started < 2.0  # generous: two shared cores
-        assert reference_client.publish("ch", "hello") == 1
-        assert client.publish("ch", 42) == 1
-        assert pubsub.get_message(timeout=2) == resp.Message("message", "ch", "hello")
-        assert pubsub.get_message(timeout=2) == resp.Message("message", "ch", "42")
-        assert pubsub.get_message(timeout=0) is None
-
-
-def test_pubsub_health_check_pings_a_quiet_connection(redis_server: RedisServer, redis_client: Client,
-                                                      reference_client: redis.Redis) -> None:
-    client = tcp(redis_server, health_check_interval=0.05)
-    with client.pubsub() as pubsub:
-        pubsub.subscribe("ch")
-        assert pubsub.get_message(timeout=2) is not None
-        for _ in range(5):  # pings go out and their pongs are swallowed
-            assert pubsub.get_message(timeout=0.1) is None
-        reference_client.publish("ch", "still here")
-        assert pubsub.get_message(timeout=2) == resp.Message("message", "ch", "still here")
-
-
-def test_pubsub_notices_a_peer_that_stopped_answering() -> None:
-    def subscribed_then_silent(conn: socket.socket) -> None:
-        conn.recv(1024)
-        conn.sendall(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n")
-        time.sleep(3)  # reads nothing more, answers nothing more: a half-open peer
-
-    with fake_server(subscribed_then_silent) as port:
-        client = Client(port=port, socket_timeout=0.3, health_check_interval=0.1, retries=0)
-        pubsub = client.pubsub()
-        pubsub.subscribe("ch")
-        assert pubsub.get_message(timeout=1) == resp.Message("subscribe", "ch", 1)
-        started = time.monotonic()
-        with pytest.raises(resp.Timeout, match="PING"):
-            while time.monotonic() - started < 3:
-                pubsub.get_message(timeout=0.1)
-        assert time.monotonic() - started < 2.5  # 0.1 s of silence, then 0.3 s for the pong
-        with pytest.raises(resp.ConnectionFailed):
-            pubsub.get_message(timeout=0.1)  # closed: the caller subscribes again on a new one
-
-
-def test_pubsub_raises_when_the_server_dies(redis_server: RedisServer, redis_client: Client) -> None:
-    client = tcp(redis_server, retries=0)
-    pubsub = client.pubsub()
-    pubsub.subscribe("ch")
-    assert pubsub.get_message(timeout=2) is not None
-    kill_and_restart(redis_server)
-    with pytest.raises(resp.ConnectionFailed):
-        pubsub.get_message(timeout=2)
-    pubsub.close()
-
-
 # -- faults -----------------------------------------------------------------------------------------------------
 
 
@@ -384,36 +257,20 @@ def test_a_db_out_of_range_is_refused(redis_server: RedisServer, redis_client: C
 # -- threads ------------------------------------------------------------------------------------------------
 
 
-def set_to(key: str, value: str, watched: Watched) -> list[resp.Command]:
-    return [("SET", key, value)]
-
-
 def test_threads_share_one_client_without_mixing_replies(client: Client, reference_client: redis.Redis) -> None:
     threads, rounds = 8, 150
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads)
 
     def work(worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(rounds):
-                value = f"{worker}-{i}"
-                client.set(f"key-{worker}", value)
-                assert client.get(f"key-{worker}") == value
-                client.execute("INCR", "shared")
-                if i % 10 == 0:
-                    replies = client.pipeline(transaction=True).set(f"p-{worker}", value).get(f"p-{worker}").execute()
-                    assert replies == ["OK", value]
-                    assert client.transaction([f"t-{worker}"], functools.partial(set_to, f"t-{worker}", value))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(rounds):
+            value = f"{worker}-{i}"
+            client.set(f"key-{worker}", value)
+            assert client.get(f"key-{worker}") == value
+            client.execute("INCR", "shared")
+            if i % 10 == 0:
+                replies = client.pipeline(transaction=True).set(f"p-{worker}", value).get(f"p-{worker}").execute()
+                assert replies == ["OK", value]
 
-    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=60)
-    assert errors == []
+    race(work, threads, timeout=60)
     assert reference_client.get("shared") == str(threads * rounds)
     named = [c for c in reference_client.client_list() if c["name"] == "resp-test"]
     assert 1 <= len(named) <= threads  # a pool, not a connection per command

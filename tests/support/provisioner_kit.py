@@ -91,7 +91,8 @@ def make_provisioner(settings_text: str, client: Client, tmp_path: Path) -> tupl
         made.append(StubReconciler(settings, units, read_desired, publish))
         return made[0]
 
-    provisioner = Provisioner(settings, DesiredStateStore(client, "test", tmp_path / "state"),
-                              StatusCache(client, "test"), ProfileQueue(client, "test", settings=settings),
+    state = tmp_path / "state"
+    provisioner = Provisioner(settings, DesiredStateStore(client, "test", state), StatusCache(client, "test"),
+                              ProfileQueue(client, "test", settings=settings, state_dir=state),
                               StubResources(), StubSystemd(), factory)  # type: ignore[arg-type]
     return provisioner, made[0]

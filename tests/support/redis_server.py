@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Real redis-server instances for the tests that need Redis (state, provisioner core).
 
-Like rq, these tests run against a real Redis: Lua scripts, pub/sub timing, reconnection after a
-restart and AUTH errors are exactly what a fake would get wrong. A missing redis-server is a test
+Like rq, these tests run against a real Redis: transactions, reconnection after a restart and AUTH
+errors are exactly what a fake would get wrong. A missing redis-server is a test
 failure, not a skip, so CI cannot go green without having run them.
 
 - `redis_server` (session): an instance on a free loopback port and a unix socket, without
-  persistence (`--save "" --appendonly no`), so `restart()` brings it back empty, as the provisioner's
-  own Redis comes back after a reboot.
+  persistence (`--save "" --appendonly no`), so `restart()` brings it back empty, as a Redis comes
+  back whose data was lost.
 - `redis_client`: Ozwald's client of it (`ozwald.state.resp.Client`), on a freshly flushed database.
 - `reference_client`: redis-py's client of the same database: an independent reader and writer for
   checking what Ozwald's client did (redis-py is a test dependency only).
