@@ -46,7 +46,7 @@ dist: venv
 
 # The wheels tools/gpu-check carries to a machine with a real NVIDIA GPU (Python 3.12), into build/gpu-check/wheels.
 gpu-check-wheels: venv
-	PYTHON=$(BIN)/python tools/gpu-check --prepare
+	PYTHON=$(CURDIR)/$(BIN)/python tools/gpu-check --prepare
 
 # The cached test-host root file system (about 90 s once per machine, then instant).
 testhost-build: venv system-deps

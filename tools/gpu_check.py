@@ -268,7 +268,8 @@ def overall(checks: dict[str, dict[str, Any]]) -> tuple[str, int]:
 
 def prepare(wheels: Path, python_version: str) -> int:
     """The carried folder: tools/build-wheelhouse.sh for the target Python, plus pip to install them with."""
-    env = {**os.environ, "OZWALD_GUEST_PYTHON": python_version, "OZWALD_GUEST_GLIBC": TARGET_GLIBC}
+    env = {**os.environ, "OZWALD_GUEST_PYTHON": python_version, "OZWALD_GUEST_GLIBC": TARGET_GLIBC,
+           "PYTHON": os.path.abspath(sys.executable)}  # this Python runs pip and the wheel build, from any directory
     built = subprocess.run([str(ROOT / "tools" / "build-wheelhouse.sh"), str(wheels)], env=env, check=False)
     if built.returncode != 0:
         return built.returncode
