@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv quadlet system-deps testhost-build lint packages dist spdx test test-fast demo clean
+.PHONY: all venv quadlet system-deps testhost-build lint packages dist gpu-check-wheels spdx test test-fast demo clean
 
 all: test
 
@@ -43,6 +43,10 @@ packages: system-deps
 dist: venv
 	rm -f dist/ozwald-*.whl dist/ozwald-*.tar.gz
 	$(BIN)/python -m build --outdir dist .
+
+# The wheels tools/gpu-check carries to a machine with a real NVIDIA GPU (Python 3.12), into build/gpu-check/wheels.
+gpu-check-wheels: venv
+	PYTHON=$(CURDIR)/$(BIN)/python tools/gpu-check --prepare
 
 # The cached test-host root file system (about 90 s once per machine, then instant).
 testhost-build: venv system-deps

@@ -26,7 +26,7 @@ INTERFACE = "Apache-2.0"
 APACHE = {"ozwald/client.py", "ozwald/records.py", "ozwald/resources/views.py", "api/openapi.yaml"}
 # Not .yml: settings files are test fixtures whose line numbers tests check (errors are file:line).
 SUFFIXES = {".py", ".sh", ".service", ".target", ".conf", ".yaml", ".spec", ".rpmlintrc", ".toml"}
-NAMES = {"Makefile", "rules", "ozwald.postinst", "ozwald.prerm", "ozwald.postrm", "redis-server", "run"}
+NAMES = {"Makefile", "rules", "ozwald.postinst", "ozwald.prerm", "ozwald.postrm", "redis-server", "run", "gpu-check"}
 SKIP_PREFIXES = ("LICENSES/", "packaging/debian/source/")
 HEADER = re.compile(r"^(#|//) SPDX-License-Identifier: (?P<id>\S+)\s*$")
 

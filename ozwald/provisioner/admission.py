@@ -10,9 +10,11 @@ and never used. `vram_gb` is needed on every GPU the instance's devices give it
 totals, not with what is free right now, because free memory already counts Ozwald's own running
 services; memory used by processes Ozwald does not manage is not subtracted (see `doctor`).
 
-Placement: an instance that declares `gpus: 1` and whose devices would give it every GPU of a vendor is
-pinned to the single GPU with the most VRAM left after the other instances, by UUID
-(`nvidia.com/gpu=GPU-…`), so a restart or a renumbering never moves it. Existing pins are kept.
+Placement: an instance that declares `gpus: 1` and whose devices would give it more than one GPU, or every
+GPU of a vendor by name (`nvidia.com/gpu=all`, also on a host with one GPU, which may have two tomorrow), is
+pinned to the single GPU with the most VRAM left after the other instances, by UUID (`nvidia.com/gpu=GPU-…`),
+so a restart, a renumbering or a GPU added to the host never moves it or hands it a second one. The pin
+replaces only the devices that give it GPUs; others (`/dev/fuse`) stay. Existing pins are kept.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ozwald.config import Settings
+from ozwald.config import EffectiveSpec, Settings
 from ozwald.provisioner.requests import effective_spec
 from ozwald.records import DesiredInstance
 from ozwald.resources import HostSnapshot
-from ozwald.resources.cdi import gpus_for_cdi_devices
+from ozwald.resources.cdi import gpus_for_cdi_device, gpus_for_cdi_devices
 from ozwald.resources.models import GpuInfo
 
 GIB_MIB = 1024
@@ -107,6 +109,24 @@ def _vram_gb(spec_vram: float | None, instance: DesiredInstance, lookup: Footpri
     return (measured.vram_gb or 0.0) if measured is not None else 0.0
 
 
+def _to_pin(spec: EffectiveSpec, taken: Sequence[GpuInfo]) -> bool:
+    """`gpus: 1` with devices that give it more than one GPU, or a vendor's every GPU by `=all` (one GPU on
+    this host, maybe more after the next maintenance window); a GPU without a UUID cannot be pinned."""
+    if spec.resources.gpus != 1 or not taken or not all(g.uuid for g in taken):
+        return False
+    return len(taken) > 1 or any(d.endswith("=all") and gpus_for_cdi_device(d, taken) for d in spec.devices)
+
+
+def _pinned_devices(devices: Sequence[str], pin: str, gpus: Sequence[GpuInfo]) -> tuple[str, ...]:
+    """`devices` with every name that gives the instance a GPU replaced by `pin`, once; the others kept."""
+    out: list[str] = []
+    for device in devices:
+        keep = device if not gpus_for_cdi_device(device, gpus) else pin
+        if keep not in out:
+            out.append(keep)
+    return tuple(out)
+
+
 def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: HostSnapshot,
           lookup: FootprintLookup | None = None) -> list[DesiredInstance]:
     """Pin single-GPU instances to the GPU with the most VRAM left; others are returned unchanged.
@@ -119,8 +139,7 @@ def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: Ho
     for instance in instances:
         spec = specs[instance.name]
         taken = gpus_for_cdi_devices(spec.devices, snapshot.gpus) if spec.devices else ()
-        wants_one = spec.resources.gpus == 1 and len(taken) > 1 and instance.devices is None
-        if wants_one and all(g.uuid for g in taken):
+        if instance.devices is None and _to_pin(spec, taken):
             to_place.append(instance)
             continue
         for gpu in taken:
@@ -132,7 +151,8 @@ def place(settings: Settings, instances: Sequence[DesiredInstance], snapshot: Ho
         best: GpuInfo = max(candidates, key=lambda g: (left[g.id], -g.index))
         left[best.id] -= vram[instance.name] * GIB_MIB
         kind = best.cdi_name.split("=", 1)[0]
-        placed[instance.name] = instance.model_copy(update={"devices": (f"{kind}={best.uuid}",)})
+        devices = _pinned_devices(spec.devices, f"{kind}={best.uuid}", snapshot.gpus)
+        placed[instance.name] = instance.model_copy(update={"devices": devices})
     return [placed.get(i.name, i) for i in instances]
 
 

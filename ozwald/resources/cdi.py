@@ -6,7 +6,8 @@ while `amd.com/gpu=1` takes one AMD card. Names accepted, per vendor toolkit:
 - nvidia-ctk: `N` (NVML index), `GPU-<uuid>`, `all`, the legacy `gpuN` of toolkit 1.12, and MIG
   devices `N:M`, which count against their parent GPU N (a MIG UUID cannot be resolved here);
 - ROCm container-toolkit: `N` (PCI order) and `all`.
-A device part equal to a detected GPU's UUID matches for either vendor.
+A device part equal to a detected GPU's UUID matches for either vendor. A host device path (`/dev/fuse`,
+which the settings accept next to CDI names) selects no GPU.
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ def _index(vendor: Vendor, device: str) -> int | None:
 def gpus_for_cdi_device(name: str, gpus: Iterable[GpuInfo]) -> tuple[GpuInfo, ...]:
     """The detected GPUs that CDI device `name` selects, in snapshot order.
 
-    Empty when the name is for another kind of device or for a GPU that was not detected.
+    Empty when the name is for another kind of device (a `/dev/…` path included) or for a GPU that was not
+    detected.
     """
+    if name.startswith("/"):  # a host device path: the settings validated it; it is no CDI name
+        return ()
     parsed = parse_cdi_device_name(name)
     vendor = _VENDOR_BY_KIND.get(parsed.kind)
     if vendor is None:

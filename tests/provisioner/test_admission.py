@@ -63,6 +63,32 @@ def test_single_gpu_services_are_pinned_by_uuid_to_the_emptiest_gpu() -> None:
     assert fit.vram_mib == {"nvidia:1": {"a": 51200}, "nvidia:0": {"b": 30720, "c": 30720}}
 
 
+ONE_GPU_HOST = parse_settings("""\
+services:
+  - name: llm
+    image: x
+    varieties:
+      nvidia: {resources: {vram_gb: 30, gpus: 1}}
+      fuse: {devices: ["/dev/fuse", "nvidia.com/gpu=all"], resources: {vram_gb: 30, gpus: 1}}
+      gpu0: {devices: ["nvidia.com/gpu=0"], resources: {gpus: 1}}
+""")
+
+
+def test_a_host_with_one_gpu_pins_by_uuid_too() -> None:
+    # `all` gives every GPU, one here: pinned, so a GPU added to the host later is not handed to it as well.
+    host = snapshot(gpu("nvidia", 0, 80))
+    placed = place(ONE_GPU_HOST, [inst("a", "llm", "nvidia"), inst("b", "llm", "gpu0")], host)
+    assert [i.devices for i in placed] == [("nvidia.com/gpu=GPU-nvidia-0",), None]  # a GPU named by index stays
+
+
+def test_pinning_keeps_the_devices_that_are_no_gpu() -> None:
+    for host in (snapshot(gpu("nvidia", 0, 80)), TWO_NVIDIA):
+        placed = place(ONE_GPU_HOST, [inst("a", "llm", "fuse")], host)
+        assert placed[0].devices == ("/dev/fuse", "nvidia.com/gpu=GPU-nvidia-0")
+        fit = assess(ONE_GPU_HOST, placed, host)
+        assert fit.conflicts == [] and fit.gpus == {"a": ("nvidia:0",)}
+
+
 def test_existing_pins_are_kept() -> None:
     pinned = DesiredInstance(name="b", service="llm", variety="nvidia", devices=("nvidia.com/gpu=GPU-nvidia-1",))
     assert place(SETTINGS, [pinned], TWO_NVIDIA)[0].devices == ("nvidia.com/gpu=GPU-nvidia-1",)

@@ -39,6 +39,8 @@ def ids(gpus: Iterable[GpuInfo]) -> list[str]:
         ("amd.com/gpu=gpu0", []),  # not an AMD spelling
         ("intel.com/gpu=0", []),
         ("vendor.com/device=all", []),
+        ("/dev/fuse", []),  # host device paths sit next to CDI names in `devices`
+        ("/dev/dri/renderD128:/dev/dri/renderD128:rw", []),
     ],
 )
 def test_mapping(name: str, expected: list[str]) -> None:
