@@ -12,6 +12,7 @@ import pytest
 
 from ozwald import cli
 from ozwald.api import ApiServer, create_server
+from ozwald.cli import common, provisioner
 from ozwald.records import ActiveService
 from tests.api.conftest import API_KEY, FakeCore
 
@@ -133,7 +134,7 @@ def test_key_from_the_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     env.write_text("# generated\nOZWALD_SYSTEM_KEY=from-the-file-0123456789\nOTHER=x\n")
     monkeypatch.delenv("OZWALD_SYSTEM_KEY", raising=False)
     monkeypatch.setenv("OZWALD_ENV_FILE", str(env))
-    cli._load_env_file()
+    common.load_env_file()
     import os
 
     assert os.environ["OZWALD_SYSTEM_KEY"] == "from-the-file-0123456789"
@@ -141,36 +142,55 @@ def test_key_from_the_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_parse_item() -> None:
-    assert cli.parse_item("a") == {"name": "a"}
-    assert cli.parse_item("a::p") == {"name": "a", "profile": "p"}
-    assert cli.parse_item("a:v:p") == {"name": "a", "variety": "v", "profile": "p"}
-    with pytest.raises(cli.UsageError):
-        cli.parse_item("a:b:c:d")
+    assert common.parse_item("a") == {"name": "a"}
+    assert common.parse_item("a::p") == {"name": "a", "profile": "p"}
+    assert common.parse_item("a:v:p") == {"name": "a", "variety": "v", "profile": "p"}
+    with pytest.raises(common.UsageError):
+        common.parse_item("a:b:c:d")
 
 
 def test_drop_ins_written_once_and_read_back(tmp_path: Path) -> None:
     args = cli.build_parser().parse_args(["start_provisioner", "--api-port", "8001", "--redis-port", "6380"])
-    written = cli.write_drop_ins(args, tmp_path)
+    written = provisioner.write_drop_ins(args, tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
         "ozwald-redis.service.d/50-cli.conf", "ozwald.service.d/50-cli.conf"]
     assert "Environment=OZWALD_REDIS_PORT=6380\n" in (tmp_path / "ozwald-redis.service.d/50-cli.conf").read_text()
-    assert cli.write_drop_ins(args, tmp_path) == []  # unchanged: no daemon-reload needed
-    assert cli.drop_in_port(cli.PROVISIONER_UNIT, "OZWALD_API_PORT", tmp_path) == 8001
+    assert provisioner.write_drop_ins(args, tmp_path) == []  # unchanged: no daemon-reload needed
+    assert common.drop_in_port(common.PROVISIONER_UNIT, "OZWALD_API_PORT", tmp_path) == 8001
 
 
-def test_contract_options_parse_for_every_contract_action() -> None:
+def test_contract_options_parse_where_they_apply() -> None:
     parser = cli.build_parser()
-    for action in ("start_provisioner", "stop_provisioner", "list_configured_services", "list_active_services",
-                   "show_host_resources", "status"):
-        args = parser.parse_args([action, "--api-port", "8001", "--redis-port", "6380", "--port", "8002",
-                                  "--no-restart", "--use-api"])
-        assert (args.api_port, args.redis_port, args.port, args.no_restart, args.use_api) == (8001, 6380, 8002,
-                                                                                             True, True)
-        assert cli.api_port(args) == 8002
+    args = parser.parse_args(["start_provisioner", "--api-port", "8001", "--redis-port", "6380", "--no-restart"])
+    assert (args.api_port, args.redis_port, args.no_restart) == (8001, 6380, True)
+    for action in ("list_configured_services", "list_active_services", "show_host_resources", "status"):
+        assert common.api_port(parser.parse_args([action, "--port", "8002"])) == 8002
+        assert common.api_port(parser.parse_args([action, "--api-port", "8003"])) == 8003
+    assert parser.parse_args(["show_host_resources", "--use-api"]).use_api
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["list_active_services", "--no-restart"], "--no-restart"),
+    (["list_active_services", "--redis-port", "5"], "--redis-port"),
+    (["list_active_services", "--use-api"], "--use-api"),
+    (["update_services", "x", "--redis-port", "5"], "--redis-port"),
+    (["update_services", "x", "--use-api"], "--use-api"),
+    (["update_services", "x", "--no-restart"], "--no-restart"),
+    (["stop_provisioner", "--api-port", "1"], "--api-port"),
+    (["start_provisioner", "--port", "1"], "--port"),
+    (["check_config", "--port", "1"], "--port"),
+    (["logs", "x", "--config", "y"], "--config"),
+])
+def test_an_action_refuses_flags_it_does_not_use(argv: list[str], flag: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.EXIT_USAGE
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
 
 
 def test_man_page_and_completion_cover_every_action_and_option() -> None:
-    from ozwald.cli_docs import bash_completion, manpage
+    from ozwald.cli.docs import bash_completion, manpage
 
     page, completion = manpage(), bash_completion()
     for action in ("start_provisioner", "update_services", "plan", "logs", "status", "check_config"):

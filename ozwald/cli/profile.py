@@ -7,7 +7,7 @@
     ozwald profile --results                      the results (stale ones marked)
 
 With `--wait`, the queued items are followed until each has a result; the exit status is 1 if a run
-failed, 4 on `--timeout`. Kept apart from `ozwald/cli.py`, which registers it with one call.
+failed, 4 on `--timeout`.
 """
 
 from __future__ import annotations
@@ -18,28 +18,16 @@ import sys
 import time
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_TIMEOUT = 4
-
-
-def parse_item(text: str) -> dict[str, Any]:
-    """`NAME[:VARIETY[:PROFILE]]`, empty parts left out (`llm::fast` is llm, its host's variety, profile fast)."""
-    parts = text.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise ValueError(f"{text!r}: expected NAME[:VARIETY[:PROFILE]]")
-    item: dict[str, Any] = {"name": parts[0]}
-    if len(parts) > 1 and parts[1]:
-        item["variety"] = parts[1]
-    if len(parts) > 2 and parts[2]:
-        item["profile"] = parts[2]
-    return item
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from ozwald.cli import _client as client_of  # the CLI's own: env file, ports, key
-
-    return client_of(args)
+from ozwald.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Actions,
+    api_flags,
+    client_of,
+    json_flag,
+    parse_item,
+)
 
 
 def _what(entry: dict[str, Any]) -> str:
@@ -65,7 +53,7 @@ def queue_line(entry: dict[str, Any]) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = client_of(args)
     if args.results:
         results = client.profile_results()
         if args.json:
@@ -112,16 +100,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.get("outcome") == "failed" for r in results) else EXIT_OK
 
 
-def register(actions: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `profile` action to `ozwald`'s subcommands."""
-    sub: argparse.ArgumentParser = actions.add_parser(
-        "profile", parents=list(parents), help="queue profiling runs, list the queue, show results")
+def register(actions: Actions) -> None:
+    sub = actions.add("profile", cmd_profile, "queue profiling runs, list the queue, show results")
     sub.add_argument("items", nargs="*", metavar="NAME[:VARIETY[:PROFILE]]",
                      help="what to profile (the service is NAME)")
     sub.add_argument("--all", action="store_true", help="every container service × variety × profile")
     sub.add_argument("--results", action="store_true", help="show the results")
     sub.add_argument("--wait", "-w", action="store_true", help="follow the queued items until each has a result")
     sub.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="with --wait: give up after S s")
-    sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(func=cmd_profile)
-    return sub
+    api_flags(sub)
+    json_flag(sub, "print the queue, the results or the answer as JSON")
