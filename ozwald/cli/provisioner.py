@@ -27,7 +27,7 @@ JOB_TIMEOUT = 120.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ozwald.provisioner.process import serve
+    from ozwald.process import serve
     from ozwald.state import select_provisioner
 
     path, settings = settings_of(args)
