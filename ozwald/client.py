@@ -24,6 +24,7 @@ from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, TypeAdapter
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from ozwald.resources.views import AvailableResource, HostResources
 
@@ -33,6 +34,7 @@ __all__ = [
     "OzwaldClient",
     "OzwaldClientError",
     "OzwaldConnectionError",
+    "OzwaldTimeout",
     "UpdateAccepted",
 ]
 
@@ -58,22 +60,52 @@ class HealthStatus(TypedDict, total=False):
     components: dict[str, str]
 
 
-class OzwaldClientError(Exception):
+class OzwaldClientError(OzwaldError):
     """Base class of the client's errors."""
+
+    exit_status = Exit.FAILED
 
 
 class OzwaldAPIError(OzwaldClientError):
-    """The API answered with an error status; `detail` is the body's `detail` (or its text)."""
+    """The API answered with an error status; `detail` is the body's `detail` (or its text).
+
+    On the command line: a 503 (Ozwald's Redis or systemd cannot be reached) exits 3, another 4xx (a
+    request the API refused, a full queue) 2, a 5xx 1."""
 
     def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
+        self.status = self.http_status = status
         self.detail = detail
         self.headers = dict(headers or {})
+        self.exit_status = (Exit.UNREACHABLE if status == 503 else Exit.USAGE if 400 <= status < 500
+                            else Exit.FAILED)
         super().__init__(f"HTTP {status}: {detail}")
+
+    def cli_lines(self) -> list[str]:
+        detail = self.detail if isinstance(self.detail, str) else json.dumps(self.detail)
+        return [f"the API answered {self.status}: {detail}"]
+
+    def api_detail(self) -> Any:
+        return self.detail
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.headers["retry-after"]} if "retry-after" in self.headers else {}
 
 
 class OzwaldConnectionError(OzwaldClientError):
     """The API could not be reached, or its answer could not be read."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
+
+    def cli_lines(self) -> list[str]:
+        return [f"{self} (is the provisioner, ozwald.service, running? `ozwald status`)"]
+
+
+class OzwaldTimeout(OzwaldClientError, TimeoutError):
+    """A wait did not see its condition before its deadline."""
+
+    exit_status = Exit.TIMEOUT
+    http_status = 504
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -142,7 +174,7 @@ class OzwaldClient:
         while not check(services):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the statuses did not reach the condition within {timeout:g} s")
+                raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s")
             revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S))
         return services
 

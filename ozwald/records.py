@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ozwald.config.values import Name
+from ozwald.errors import Exit, OzwaldError
 
 Status = Literal["starting", "available", "stopping", "failed"]
 
@@ -82,8 +83,11 @@ class ActiveService(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
-class UpdateError(Exception):
+class UpdateError(OzwaldError):
     """A request item is invalid; `index` and `field` say which item and which field to fix."""
+
+    exit_status = Exit.USAGE
+    http_status = 400
 
     def __init__(self, index: int | None, field: str, message: str) -> None:
         self.index = index
@@ -95,20 +99,32 @@ class UpdateError(Exception):
     def detail(self) -> dict[str, Any]:
         return {"index": self.index, "field": self.field, "message": self.message}
 
+    def api_detail(self) -> dict[str, Any]:
+        return self.detail()
 
-class AdmissionError(Exception):
+
+class AdmissionError(OzwaldError):
     """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
 
     `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
     """
 
+    exit_status = Exit.USAGE
+    http_status = 409
+
     def __init__(self, detail: Any) -> None:
         self.detail = detail
         super().__init__(detail if isinstance(detail, str) else "request not admitted")
 
+    def api_detail(self) -> Any:
+        return self.detail
 
-class CoreUnavailable(Exception):
+
+class CoreUnavailable(OzwaldError):
     """A dependency of the core (the cache, the service manager) cannot be reached right now."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
     def __init__(self, detail: str) -> None:
         self.detail = detail

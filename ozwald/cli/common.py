@@ -16,16 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ozwald.errors import Exit, OzwaldError
+
 if TYPE_CHECKING:
     from ozwald.client import OzwaldClient
     from ozwald.config import Settings
     from ozwald.systemd import SystemdClient
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_TIMEOUT = 4
+EXIT_OK = Exit.OK
+EXIT_FAILED = Exit.FAILED
+EXIT_USAGE = Exit.USAGE
+EXIT_UNREACHABLE = Exit.UNREACHABLE
+EXIT_TIMEOUT = Exit.TIMEOUT
+EXIT_BUG = Exit.BUG
 
 EXIT_CODES_TEXT = """\
 exit status:
@@ -35,7 +38,8 @@ exit status:
   2  operator error: settings that do not validate (file:line), an unknown name, a bad argument,
      a request the API refused
   3  something needed cannot be reached: the API, systemd (D-Bus), Redis
-  4  timed out waiting (update_services --wait, profile --wait)"""
+  4  timed out waiting (update_services --wait, profile --wait)
+  70 a bug in Ozwald: an error it did not expect; `ozwald --debug ACTION ...` shows the traceback"""
 
 ENVIRONMENT_TEXT = """\
 environment:
@@ -55,12 +59,27 @@ DEFAULT_API_PORT = 8000
 Command = Callable[[argparse.Namespace], int]
 
 
-class UsageError(Exception):
+class UsageError(OzwaldError):
     """An operator error: printed without a traceback, exit status 2."""
 
+    exit_status = Exit.USAGE
+    http_status = 400
 
-class Unreachable(Exception):
+
+class Unreachable(OzwaldError):
     """Something the command needs cannot be reached: exit status 3."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
+
+
+def failure(exc: BaseException) -> tuple[Exit, list[str]]:
+    """The one mapping of errors to `ozwald`'s exit status and `error: ` lines: what each error declares
+    (`ozwald.errors`). Anything else is a bug in Ozwald, never an operator error: 70."""
+    if isinstance(exc, OzwaldError):
+        return exc.exit_status, exc.cli_lines()
+    return Exit.BUG, [f"a bug in Ozwald: {type(exc).__name__}: {exc}",
+                      "the traceback is in the debug log: run again as `ozwald --debug ACTION ...`"]
 
 
 class Actions:
@@ -81,6 +100,17 @@ class Actions:
 # -- flags more than one action takes -----------------------------------------------------------------
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535 (argparse names the flag when it refuses one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="settings file (default: $OZWALD_CONFIG, ./ozwald.yml, /etc/ozwald/ozwald.yml)")
@@ -98,7 +128,7 @@ def provisioner_flag(parser: argparse.ArgumentParser) -> None:
 
 def api_flags(parser: argparse.ArgumentParser) -> None:
     """The API's port, for actions that talk to the API (`--api-port` is the same option, as the contract has it)."""
-    parser.add_argument("--port", "--api-port", dest="port", type=int, metavar="N",
+    parser.add_argument("--port", "--api-port", dest="port", type=port, metavar="N",
                         help="the API's port (default: $OZWALD_API_PORT, the start_provisioner drop-in, 8000)")
 
 
@@ -166,7 +196,11 @@ def client_of(args: argparse.Namespace, timeout: float = 10.0) -> OzwaldClient:
 
     load_env_file()
     base = os.environ.get("OZWALD_BASE") or f"http://127.0.0.1:{api_port(args)}"
-    return OzwaldClient(base, key_from_env(), timeout=timeout)
+    key = key_from_env()
+    try:
+        return OzwaldClient(base, key, timeout=timeout)
+    except ValueError as exc:  # OZWALD_BASE is not an http(s) URL
+        raise UsageError(f"OZWALD_BASE: {exc}") from None
 
 
 # -- systemd -------------------------------------------------------------------------------------------

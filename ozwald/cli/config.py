@@ -41,7 +41,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     spec = resolve(settings, args.service, args.variety, args.profile)
     if spec.type != "container":
         raise UsageError(f"service {spec.service!r} is of type {spec.type!r}; only container services have units")
-    version = parse_version(args.podman_version) if args.podman_version else NEWEST_KNOWN
+    try:
+        version = parse_version(args.podman_version) if args.podman_version else NEWEST_KNOWN
+    except ValueError as exc:
+        raise UsageError(f"--podman-version: {exc}") from None
     unit = render_unit(spec, args.name or args.service, version)
     for warning in unit.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -15,9 +15,11 @@ from ozwald.cli.common import (
     PROVISIONER_UNIT,
     TARGET_UNIT,
     Actions,
+    UsageError,
     config_flag,
     drop_in_path,
     json_flag,
+    port,
     provisioner_flag,
     settings_of,
     systemd,
@@ -51,10 +53,14 @@ def write_drop_ins(args: argparse.Namespace, unit_dir: Path | None = None) -> li
         text = drop_in_text(variable, value)
         if path.exists() and path.read_text() == text:
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        except OSError as exc:  # not root, most likely
+            raise UsageError(f"{path}: {exc.strerror} (start_provisioner writes systemd drop-ins: run it as root)"
+                             ) from None
         changed.append(path)
     return changed
 
@@ -124,14 +130,14 @@ def register(actions: Actions) -> None:
     provisioner_flag(serve)
     serve.add_argument("--bind", metavar="ADDR", help="API bind address (default: $OZWALD_API_HOST, api.bind, "
                                                       "127.0.0.1)")
-    serve.add_argument("--api-port", type=int, metavar="N", help="API port (default: $OZWALD_API_PORT, api.port, "
+    serve.add_argument("--api-port", type=port, metavar="N", help="API port (default: $OZWALD_API_PORT, api.port, "
                                                                  "8000)")
     start = actions.add("start_provisioner", cmd_start_provisioner,
                         "start Ozwald's Redis and the provisioner (ozwald.target) over D-Bus; the port options "
                         "become drop-ins")
-    start.add_argument("--api-port", type=int, metavar="N",
+    start.add_argument("--api-port", type=port, metavar="N",
                        help="API port (default 8000), written into a drop-in of ozwald.service")
-    start.add_argument("--redis-port", type=int, metavar="N",
+    start.add_argument("--redis-port", type=port, metavar="N",
                        help="also serve Ozwald's Redis on this loopback port (default: unix socket only)")
     start.add_argument("--no-restart", action="store_true", help="leave running units alone")
     json_flag(start, "print the outcome of each unit as JSON")

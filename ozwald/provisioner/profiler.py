@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.config.model import ProfilingSettings
+from ozwald.errors import OzwaldError
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.quadlet.naming import unit_name
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet, ServiceRequest, UpdateError
@@ -60,8 +61,8 @@ def has_containers(settings: Settings, desired: DesiredSet) -> bool:
     return False
 
 
-class Preempted(Exception):
-    pass
+class Preempted(OzwaldError):
+    """A profiling run gave way to a desired-set change; caught by the profiler (escaping, a bug: 70, 500)."""
 
 
 class Profiler:

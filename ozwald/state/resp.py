@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import hiredis
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.sockets import connect_unix
 
 Arg = str | bytes | int | float
@@ -55,12 +56,17 @@ _RECV_SIZE = 65536
 # -- errors -------------------------------------------------------------------------------------------
 
 
-class RedisError(Exception):
+class RedisError(OzwaldError):
     """Anything that went wrong talking to Redis."""
+
+    exit_status = Exit.FAILED
 
 
 class ConnectionFailed(RedisError):
     """No usable connection: refused, reset, closed by the server, timed out. Retried by `Client`."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
 
 class Timeout(ConnectionFailed):
@@ -96,9 +102,15 @@ class NoScriptError(ReplyError):
 class ServerNotReady(ReplyError):
     """The server cannot serve now: loading its data set, a read-only replica, or out of client slots."""
 
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
+
 
 class WatchError(RedisError):
-    """A watched key changed before EXEC: the transaction was not applied."""
+    """A watched key changed before EXEC: the transaction was not applied. Control flow for the retrying
+    caller: escaping it would be a bug (exit 70, 500)."""
+
+    exit_status = Exit.BUG
 
 
 def reply_error(message: str) -> RedisError:

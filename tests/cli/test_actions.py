@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import pytest
 
 from ozwald import cli
 from ozwald.api import ApiServer, create_server
-from ozwald.cli import common, provisioner
-from ozwald.records import ActiveService
+from ozwald.cli import common, provisioner, services
+from ozwald.records import ActiveService, CoreUnavailable
 from tests.api.conftest import API_KEY, FakeCore
 
 
@@ -127,6 +128,51 @@ def test_unreachable_api_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv("OZWALD_ENV_FILE", str(tmp_path / "absent.env"))
     assert cli.main(["list_active_services", "--port", "1"]) == cli.EXIT_UNREACHABLE
     assert "127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_an_api_answering_503_exits_3(served: ApiServer, core: SettlingCore,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    core.raise_on["configured_services"] = CoreUnavailable("cache unavailable")
+    assert cli.main(["list_configured_services"]) == cli.EXIT_UNREACHABLE
+    assert capsys.readouterr().err == "error: the API answered 503: cache unavailable\n"
+
+
+def test_a_bug_exits_70_with_the_traceback_only_in_the_debug_log(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    def broken(args: object) -> int:
+        raise ValueError("invalid literal for int() with base 10: 'x'")
+
+    monkeypatch.setattr(services, "cmd_list_active", broken)
+    caplog.set_level(logging.DEBUG, logger="ozwald.cli")
+    assert cli.main(["list_active_services"]) == cli.EXIT_BUG == 70
+    err = capsys.readouterr().err
+    assert err.startswith("error: a bug in Ozwald: ValueError: invalid literal") and "Traceback" not in err
+    [record] = [r for r in caplog.records if r.name == "ozwald.cli"]
+    assert record.levelno == logging.DEBUG and record.exc_info is not None
+
+
+def test_debug_prints_the_traceback_of_a_bug(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from ozwald import cli; from ozwald.cli import services\n"
+            "def broken(args): raise KeyError('generation')\n"
+            "services.cmd_list_active = broken\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    plain = subprocess.run([sys.executable, "-c", code, "list_active_services"], capture_output=True, text=True,
+                           timeout=60)
+    debug = subprocess.run([sys.executable, "-c", code, "--debug", "list_active_services"], capture_output=True,
+                           text=True, timeout=60)
+    assert plain.returncode == debug.returncode == 70
+    assert "Traceback" not in plain.stderr and "KeyError: 'generation'" in plain.stderr
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_port_out_of_range_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["list_active_services", "--port", "99999"])
+    assert exited.value.code == cli.EXIT_USAGE
+    assert "--port/--api-port: expected a port from 1 to 65535, got '99999'" in capsys.readouterr().err
 
 
 def test_key_from_the_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
