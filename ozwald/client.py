@@ -146,11 +146,24 @@ class OzwaldClient:
         """GET /srv/services/active/."""
         return _ACTIVE_LIST.validate_python(self._request("GET", "/srv/services/active/"))
 
-    def watch_active(self, after: int | None = None, wait: float = 30.0) -> tuple[int, list[ActiveService]]:
+    def watch_active(self, after: int | None = None, wait: float = 30.0, deadline: float | None = None
+                     ) -> tuple[int, list[ActiveService]]:
         """GET /srv/services/active/?after=&wait=: (revision, statuses). With `after`, the server answers
         when the statuses differ from that revision, or after `wait` seconds; pass the returned revision
-        to the next call. Too many waiters already (429): the call retries after the server's Retry-After."""
-        path = "/srv/services/active/"
+        to the next call. Too many waiters already (429): the call retries after the server's Retry-After,
+        but never past `deadline` (a `time.monotonic()` value): then it raises OzwaldTimeout."""
+        revision, body = self._watch("/srv/services/active/", after, wait, deadline)
+        return revision, _ACTIVE_LIST.validate_python(body)
+
+    def watch_profile(self, after: int | None = None, wait: float = 30.0, deadline: float | None = None
+                      ) -> tuple[int, list[dict[str, Any]]]:
+        """GET /srv/services/profile?after=&wait=: (revision, the profiling queue), a blocking query like
+        `watch_active`. The revision changes with the queue and with the results: an item leaves the queue
+        once its result is recorded."""
+        revision, body = self._watch("/srv/services/profile", after, wait, deadline)
+        return revision, cast(list[dict[str, Any]], body)
+
+    def _watch(self, path: str, after: int | None, wait: float, deadline: float | None) -> tuple[int, Any]:
         if after is not None:
             path += f"?after={int(after)}&wait={wait:g}"
         while True:
@@ -159,9 +172,12 @@ class OzwaldClient:
             except OzwaldAPIError as exc:
                 if exc.status != 429:
                     raise
-                time.sleep(_retry_after(exc.headers))
+                pause = _retry_after(exc.headers)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise OzwaldTimeout(f"GET {path}: the server had too many waiters until the deadline") from None
+                time.sleep(pause)
                 continue
-            return int(headers.get("x-ozwald-revision", "0")), _ACTIVE_LIST.validate_python(body)
+            return int(headers.get("x-ozwald-revision", "0")), body
 
     def wait_for(self, check: Callable[[list[ActiveService]], bool], timeout: float) -> list[ActiveService]:
         """The statuses once `check` holds for them, waiting on changes rather than polling.
@@ -170,12 +186,18 @@ class OzwaldClient:
         the end: `lambda ss: all(s.status in ("available", "failed") for s in ss)`.
         """
         deadline = time.monotonic() + timeout
-        revision, services = self.watch_active()
+        try:
+            revision, services = self.watch_active(deadline=deadline)
+        except OzwaldTimeout:
+            raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s") from None
         while not check(services):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s")
-            revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S))
+            try:
+                revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S), deadline=deadline)
+            except OzwaldTimeout:
+                raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s") from None
         return services
 
     def update(self, items: Sequence[ServiceItem], force: bool = False) -> UpdateAccepted:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import bottle
@@ -62,6 +62,7 @@ DEFAULT_MAX_WAITERS = 4
 Environ = Mapping[str, Any]
 Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
 Handler = Callable[[Environ], Reply]
+T = TypeVar("T")
 
 
 class ApiError(OzwaldError):
@@ -286,25 +287,28 @@ class _Routes:
     def configured(self, environ: Environ) -> Reply:
         return 200, dumps(self.core.configured_services())
 
-    def active(self, environ: Environ) -> Reply:
-        """With `after`, a blocking query: answered when the statuses differ from that revision, or after
-        `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait."""
+    def _blocking(self, environ: Environ, watch: Callable[[int | None, float], tuple[int, T]]) -> tuple[int, T]:
+        """With `after`, a blocking query: answered when the watched data differ from that revision, or after
+        `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait (the
+        statuses' and the profiling queue's waiters together)."""
         after, wait = _watch_query(environ)
         if after is None or wait == 0:
-            revision, services = self.core.watch_active(after, 0)
-        else:
-            if not self._waiters.acquire(blocking=False):
-                raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
-                                    "or ask without after", {"Retry-After": "1"})
-            try:
-                deadline = time.monotonic() + wait
-                while True:
-                    left = deadline - time.monotonic()
-                    revision, services = self.core.watch_active(after, max(0.0, min(left, WAIT_SLICE_S)))
-                    if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
-                        break
-            finally:
-                self._waiters.release()
+            return watch(after, 0)
+        if not self._waiters.acquire(blocking=False):
+            raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
+                                "or ask without after", {"Retry-After": "1"})
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                left = deadline - time.monotonic()
+                revision, data = watch(after, max(0.0, min(left, WAIT_SLICE_S)))
+                if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
+                    return revision, data
+        finally:
+            self._waiters.release()
+
+    def active(self, environ: Environ) -> Reply:
+        revision, services = self._blocking(environ, self.core.watch_active)
         return 200, self._active_body(services), {REVISION_HEADER: str(revision)}
 
     def _active_body(self, services: list[ActiveService]) -> bytes:
@@ -343,7 +347,8 @@ class _Routes:
         return 200, dumps(self.core.host_resources())
 
     def profile_list(self, environ: Environ) -> Reply:
-        return 200, dumps(self.core.profile_requests())
+        revision, queue = self._blocking(environ, self.core.watch_profile)
+        return 200, dumps(queue), {REVISION_HEADER: str(revision)}
 
     def profile_results(self, environ: Environ) -> Reply:
         return 200, dumps(self.core.profile_results())

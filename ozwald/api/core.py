@@ -76,6 +76,12 @@ class ProvisionerCore(Protocol):
         position, state and progress."""
         ...
 
+    def watch_profile(self, after: int | None, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        """GET /srv/services/profile?after=R&wait=S: the queue as `profile_requests` answers it, with a revision
+        that grows with every change of the queue or the results (a finished item leaves the queue after its
+        result is recorded). Blocks like `watch_active`."""
+        ...
+
     def profile_results(self) -> list[dict[str, Any]]:
         """GET /srv/services/profile/results: every profiling result, newest first, each with `stale`."""
         ...

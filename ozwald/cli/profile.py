@@ -6,14 +6,14 @@
     ozwald profile                                the queue (position, state, phase)
     ozwald profile --results                      the results (stale ones marked)
 
-With `--wait`, the queued items are followed until each has a result; the exit status is 1 if a run
-failed, 4 on `--timeout`.
+With `--wait`, the queued items are followed (with the API's blocking queries, no polling) until each
+has a result; the exit status is 1 if a run failed, 4 on `--timeout`. With `--json`, stdout holds only
+JSON (the results), the progress lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -28,6 +28,7 @@ from ozwald.cli.common import (
     json_flag,
     parse_item,
 )
+from ozwald.cli.output import print_json
 
 
 def _what(entry: dict[str, Any]) -> str:
@@ -57,46 +58,60 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.results:
         results = client.profile_results()
         if args.json:
-            print(json.dumps(results, indent=2, sort_keys=True))
+            print_json(results)
         for result in [] if args.json else results:
             print(result_line(result))
         return EXIT_OK
     if not args.items and not args.all:
         queued = client.profile_requests()
         if args.json:
-            print(json.dumps(queued, indent=2, sort_keys=True))
+            print_json(queued)
         elif not queued:
             print("(no profiling requests)")
         for entry in [] if args.json else queued:
             print(queue_line(entry))
         return EXIT_OK
     body: dict[str, Any] = {"all": True} if args.all else {"services": [parse_item(t) for t in args.items]}
+    revision, _ = client.watch_profile()  # before queuing: no change can slip between the two
     accepted = client.enqueue_profile(body)
     request_id = accepted["request_id"]
     items = accepted.get("items") or []
+    progress = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
     if not args.wait:
-        print(json.dumps(accepted, indent=2, sort_keys=True) if args.json else
-              f"queued request {request_id}: " + ", ".join(_what(i) for i in items))
+        if args.json:
+            print_json(accepted)
+        else:
+            print(f"queued request {request_id}: " + ", ".join(_what(i) for i in items))
         return EXIT_OK
-    print(f"queued request {request_id}: {len(items)} item(s); waiting", flush=True)
+    print(f"queued request {request_id}: {len(items)} item(s); waiting", file=progress, flush=True)
     deadline = time.monotonic() + args.timeout
     shown: dict[str, str] = {}
+    from ozwald.client import MAX_WAIT_S, OzwaldTimeout
+
     while True:
-        results = [r for r in client.profile_results() if r.get("request_id") == request_id]
-        for entry in client.profile_requests():
-            if entry.get("request_id") == request_id:
-                line = queue_line(entry)
-                if shown.get(entry["item_id"]) != line:
-                    print(line, flush=True)
-                    shown[entry["item_id"]] = line
-        if len(results) >= len(items):
+        # Blocking queries: the server answers when the queue or the results change (or after the wait).
+        try:
+            revision, queue = client.watch_profile(revision, wait=min(max(deadline - time.monotonic(), 0.0),
+                                                                      MAX_WAIT_S), deadline=deadline)
+        except OzwaldTimeout:
+            queue = None
+        mine = [entry for entry in queue or () if entry.get("request_id") == request_id]
+        for entry in mine:
+            line = queue_line(entry)
+            key = str(entry.get("item_id") or entry.get("service"))
+            if shown.get(key) != line:
+                print(line, file=progress, flush=True)
+                shown[key] = line
+        if queue is not None and not mine:  # each item left the queue: its result is recorded
             break
-        if time.monotonic() > deadline:
-            print(f"timed out after {args.timeout:g} s; {len(results)} of {len(items)} done", file=sys.stderr)
+        if queue is None or time.monotonic() >= deadline:
+            print(f"error: timed out after {args.timeout:g} s waiting for request {request_id}", file=sys.stderr)
             return EXIT_TIMEOUT
-        time.sleep(1.0)
-    for result in results:
-        print(json.dumps(result, sort_keys=True) if args.json else result_line(result))
+    results = [r for r in client.profile_results() if r.get("request_id") == request_id]
+    if args.json:
+        print_json(results)
+    for result in [] if args.json else results:
+        print(result_line(result))
     return EXIT_FAILED if any(r.get("outcome") == "failed" for r in results) else EXIT_OK
 
 

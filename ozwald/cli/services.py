@@ -96,6 +96,10 @@ def _progress(service: Any) -> str:
 
 def cmd_update_services(args: argparse.Namespace) -> int:
     items = read_items(args)
+    if args.none and items:
+        raise UsageError("--none asks to stop every instance: give no instances with it")
+    if not items and not args.none:
+        raise UsageError("no instances given: that would stop every instance; say --none if that is what you want")
     client = client_of(args)
     accepted = client.update(items, force=args.force)
     if not args.wait:
@@ -106,29 +110,34 @@ def cmd_update_services(args: argparse.Namespace) -> int:
         return EXIT_OK
     generation = int(accepted.get("generation", 0))
     names = [str(item["name"]) for item in items]
-    if not args.json:
-        print(f"accepted: generation {generation}; waiting for {', '.join(names) or 'nothing'}")
+    progress = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
+    print(f"accepted: generation {generation}; waiting for {', '.join(names) or 'nothing'}", file=progress)
     deadline = time.monotonic() + args.timeout
     shown: dict[str, str] = {}
     revision, services = client.watch_active()
+    from ozwald.client import MAX_WAIT_S, OzwaldTimeout
+
     while True:
         by_name = {s.name: s for s in services}
         for name in names:
             service = by_name.get(name)
             line = _progress(service) if service is not None else f"{name}: waiting"
-            if shown.get(name) != line and not args.json:
-                print(line, flush=True)
+            if shown.get(name) != line:
+                print(line, file=progress, flush=True)
             shown[name] = line
         done = [by_name[n] for n in names if n in by_name and by_name[n].status in ("available", "failed")
                 and int((by_name[n].info or {}).get("generation", 0)) >= generation]
         if len(done) == len(names):
             break
         left = deadline - time.monotonic()
-        if left <= 0:
+        try:
+            if left <= 0:
+                raise OzwaldTimeout("deadline")
+            revision, services = client.watch_active(revision, wait=min(left, MAX_WAIT_S), deadline=deadline)
+        except OzwaldTimeout:
             pending = [n for n in names if n not in {d.name for d in done}]
             print(f"error: timed out after {args.timeout:g} s waiting for {', '.join(pending)}", file=sys.stderr)
             return EXIT_TIMEOUT
-        revision, services = client.watch_active(revision, wait=min(left, 30.0))
     failed = [s for s in done if s.status == "failed"]
     if args.json:
         print_json(done)
@@ -163,7 +172,10 @@ def register(actions: Actions) -> None:
     api_flags(active)
     json_flag(active)
     update = actions.add("update_services", cmd_update_services, "replace the desired set of active services")
-    items_flags(update, "instances wanted (the service is NAME); none and no --file: stop everything")
+    items_flags(update, "instances wanted (the service is NAME)")
+    update.add_argument("--none", action="store_true",
+                        help="the desired set is empty: stop every instance (refused without it when no instance "
+                             "is given)")
     update.add_argument("--wait", "-w", action="store_true",
                         help="follow each instance until it is available or failed (exit 1 if one failed)")
     update.add_argument("--timeout", type=float, default=900.0, metavar="S",

@@ -83,12 +83,14 @@ class Provisioner:
         # Milliseconds since the epoch at start-up, then +1 per change: a revision from before a restart of
         # the provisioner is always lower than any of the new process's, so no client waits on a stale one.
         self._revision = time.time_ns() // 1_000_000
+        self._profile_revision = self._revision  # the same, for the profiling queue and its results
         self.reconciler: Reconciler = reconciler_factory(self._read_desired, self._publish)
         # The profiling queue runs only with a results store to record into.
         self.profiler: Profiler | None = None
         if results is not None:
             self.profiler = Profiler(settings, profiles, results, self._read_desired, systemd, resources,
-                                     self._host_capabilities, self._status_of, self.profiling)
+                                     self._host_capabilities, self._status_of, self.profiling,
+                                     on_change=self._profile_changed)
             self.profiler.attach(self.reconciler)
         self._remove_listener = self.desired.add_listener(self._desired_changed)
         self._stop = threading.Event()
@@ -369,6 +371,18 @@ class Provisioner:
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
 
+    def _profile_changed(self) -> None:
+        with self._changed:
+            self._profile_revision += 1
+            self._changed.notify_all()
+
+    def watch_profile(self, after: int | None, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        with self._changed:
+            if after is not None and after == self._profile_revision and wait > 0:
+                self._changed.wait_for(lambda: self._profile_revision != after, wait)
+            revision = self._profile_revision
+        return revision, self.profile_requests()
+
     def profile_results(self) -> list[dict[str, Any]]:
         if self.results is None:
             return []
@@ -386,6 +400,7 @@ class Provisioner:
             request_id = self.profiles.enqueue_many(items)
         except StateUnavailable as exc:
             raise CoreUnavailable("cache unavailable") from exc
+        self._profile_changed()
         if self.profiler is not None:
             self.profiler.wake()
         return {"status": "accepted", "request_id": request_id,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from ozwald.api import AdmissionError, ApiServer
-from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError
+from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError, OzwaldTimeout
 from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from tests.api.conftest import API_KEY, FakeCore
 
@@ -180,3 +181,45 @@ def test_redirects_are_not_followed(redirecting_server: tuple[str, list[str]]) -
         OzwaldClient(url, API_KEY).configured_services()
     assert info.value.status == 307
     assert len(seen) == 1
+
+
+@pytest.fixture
+def always_busy_server() -> Iterator[tuple[str, list[str]]]:
+    """A server whose every answer is 429 with `Retry-After: 5`, recording the paths asked."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"detail":"4 requests are already waiting for a change"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "5")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", asked
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_the_retry_on_429_honours_the_deadline(always_busy_server: tuple[str, list[str]]) -> None:
+    """Retry-After is 5 s, the deadline 1 s away: the wait gives up at once instead of sleeping past it (it
+    retried forever before)."""
+    url, asked = always_busy_server
+    client = OzwaldClient(url, API_KEY)
+    with pytest.raises(OzwaldTimeout):
+        client.wait_for(lambda services: False, timeout=1)
+    with pytest.raises(OzwaldTimeout):
+        client.watch_profile(7, wait=1, deadline=time.monotonic() + 1)
+    assert asked == ["/srv/services/active/", "/srv/services/profile?after=7&wait=1"]
+    with pytest.raises(TimeoutError):  # still a TimeoutError for callers that catch that
+        client.wait_for(lambda services: False, timeout=1)

@@ -5,53 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ozwald import cli
-from ozwald.api import ApiServer, create_server
+from ozwald.api import ApiServer
 from ozwald.cli import common, provisioner, services
-from ozwald.records import ActiveService, CoreUnavailable
-from tests.api.conftest import API_KEY, FakeCore
-
-
-class SettlingCore(FakeCore):
-    """Statuses follow the desired set: `broken` fails with a reason, everything else is available."""
-
-    def active_services(self) -> list[ActiveService]:
-        with self.lock:
-            desired = self.desired
-        out = []
-        for i in desired.instances:
-            failed = i.name == "broken"
-            info: dict[str, Any] = {"unit": f"ozwald-{i.name}.service", "generation": desired.generation}
-            if failed:
-                info["reason"] = "image localhost/nope:latest not found"
-            out.append(ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile,
-                                     status="failed" if failed else "available", info=info))
-        return out
-
-
-@pytest.fixture
-def core() -> SettlingCore:
-    core = SettlingCore(strict_services=False)
-    return core
-
-
-@pytest.fixture
-def served(core: SettlingCore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ApiServer]:
-    server = create_server(core, API_KEY, host="127.0.0.1", port=0)
-    server.start()
-    monkeypatch.setenv("OZWALD_BASE", f"http://127.0.0.1:{server.port}")
-    monkeypatch.setenv("OZWALD_SYSTEM_KEY", API_KEY)
-    monkeypatch.setenv("OZWALD_ENV_FILE", str(tmp_path / "absent.env"))
-    try:
-        yield server
-    finally:
-        server.close()
+from ozwald.records import CoreUnavailable
+from tests.api.conftest import API_KEY
+from tests.cli.conftest import SettlingCore
 
 
 def test_update_services_wait_reports_available(served: ApiServer, core: SettlingCore,
