@@ -29,12 +29,16 @@ from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from ozwald.resources.views import AvailableResource, HostResources
 
 __all__ = [
+    "ConfiguredService",
     "HealthStatus",
     "OzwaldAPIError",
     "OzwaldClient",
     "OzwaldClientError",
     "OzwaldConnectionError",
     "OzwaldTimeout",
+    "ProfileAccepted",
+    "ProfileQueueEntry",
+    "ProfileResultRecord",
     "UpdateAccepted",
 ]
 
@@ -58,6 +62,71 @@ class HealthStatus(TypedDict, total=False):
 
     status: str
     components: dict[str, str]
+
+
+class ConfiguredService(TypedDict, total=False):
+    """A service definition of the settings (secrets masked); more keys may appear."""
+
+    name: str
+    type: str
+    description: str | None
+    image: str | None
+    environment: dict[str, Any] | None
+    varieties: dict[str, Any] | None
+    profiles: dict[str, Any] | None
+
+
+class ProfileQueueEntry(TypedDict, total=False):
+    """An item of the profiling queue (GET /srv/services/profile)."""
+
+    service: str
+    variety: str | None
+    profile: str | None
+    request_id: str
+    requested_at: str
+    item_id: str
+    request_items: int
+    state: str
+    attempts: int
+    preempted: int
+    position: int
+    progress: dict[str, Any]
+
+
+class ProfileAccepted(TypedDict, total=False):
+    """The answer to a queued profiling request."""
+
+    status: str
+    request_id: str
+    items: list[dict[str, Any]]
+
+
+class ProfileResultRecord(TypedDict, total=False):
+    """A profiling result (GET /srv/services/profile/results)."""
+
+    service: str
+    variety: str | None
+    profile: str | None
+    spec_hash: str
+    outcome: str
+    reason: str | None
+    request_id: str | None
+    item_id: str | None
+    started_at: str
+    finished_at: str
+    ready_s: float | None
+    ready_by: str | None
+    ram_peak_mib: float | None
+    ram_steady_mib: float | None
+    ram_method: str | None
+    cpu_seconds_to_ready: float | None
+    cpu_cores_steady: float | None
+    cpu_cores_peak: float | None
+    vram_peak_mib: dict[str, float]
+    vram_method: str | None
+    held_s: float | None
+    samples: int
+    stale: bool
 
 
 class OzwaldClientError(OzwaldError):
@@ -138,9 +207,9 @@ class OzwaldClient:
         """GET /health (no auth). Answers the body for 200 and for 503 (unhealthy) alike."""
         return cast(HealthStatus, self._request("GET", "/health", auth=False, accept=(200, 503)))
 
-    def configured_services(self) -> list[dict[str, Any]]:
+    def configured_services(self) -> list[ConfiguredService]:
         """GET /srv/services/configured/."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/configured/"))
+        return cast(list[ConfiguredService], self._request("GET", "/srv/services/configured/"))
 
     def active_services(self) -> list[ActiveService]:
         """GET /srv/services/active/."""
@@ -156,12 +225,12 @@ class OzwaldClient:
         return revision, _ACTIVE_LIST.validate_python(body)
 
     def watch_profile(self, after: int | None = None, wait: float = 30.0, deadline: float | None = None
-                      ) -> tuple[int, list[dict[str, Any]]]:
+                      ) -> tuple[int, list[ProfileQueueEntry]]:
         """GET /srv/services/profile?after=&wait=: (revision, the profiling queue), a blocking query like
         `watch_active`. The revision changes with the queue and with the results: an item leaves the queue
         once its result is recorded."""
         revision, body = self._watch("/srv/services/profile", after, wait, deadline)
-        return revision, cast(list[dict[str, Any]], body)
+        return revision, cast(list[ProfileQueueEntry], body)
 
     def _watch(self, path: str, after: int | None, wait: float, deadline: float | None) -> tuple[int, Any]:
         if after is not None:
@@ -217,19 +286,19 @@ class OzwaldClient:
         """GET /srv/resources/available/."""
         return cast(list[AvailableResource], self._request("GET", "/srv/resources/available/"))
 
-    def profile_requests(self) -> list[dict[str, Any]]:
+    def profile_requests(self) -> list[ProfileQueueEntry]:
         """GET /srv/services/profile: the pending and running profiling items, with position, state, progress."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile"))
+        return cast(list[ProfileQueueEntry], self._request("GET", "/srv/services/profile"))
 
-    def profile_results(self) -> list[dict[str, Any]]:
+    def profile_results(self) -> list[ProfileResultRecord]:
         """GET /srv/services/profile/results: profiling results, newest first, each with `stale`."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile/results"))
+        return cast(list[ProfileResultRecord], self._request("GET", "/srv/services/profile/results"))
 
-    def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> ProfileAccepted:
         """POST /srv/services/profile: queue a profiling request: `{service, variety?, profile?}`,
         `{"services": [{name, variety?, profile?}, ...]}` or `{"all": True}`."""
         body = request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else dict(request)
-        return cast(dict[str, Any], self._request("POST", "/srv/services/profile", body=body))
+        return cast(ProfileAccepted, self._request("POST", "/srv/services/profile", body=body))
 
     # -- transport ---------------------------------------------------------------------------------
 

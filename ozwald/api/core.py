@@ -32,7 +32,7 @@ class ProvisionerCore(Protocol):
     def configured_services(self) -> list[dict[str, Any]]:
         """GET /srv/services/configured/: the settings' service definitions as JSON-ready dicts.
 
-        Secrets (passwords, secret env values) must already be left out or masked.
+        Secrets (passwords, secret env values) must already be masked.
         """
         ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ozwald.cli.common import (
@@ -31,11 +32,11 @@ from ozwald.cli.common import (
 from ozwald.cli.output import print_json
 
 
-def _what(entry: dict[str, Any]) -> str:
+def _what(entry: Mapping[str, Any]) -> str:
     return f"{entry.get('service')}/{entry.get('variety') or '-'}/{entry.get('profile') or '-'}"
 
 
-def result_line(result: dict[str, Any]) -> str:
+def result_line(result: Mapping[str, Any]) -> str:
     what = _what(result)
     if result.get("outcome") == "failed":
         return f"{what}: failed: {result.get('reason')}"
@@ -47,7 +48,7 @@ def result_line(result: dict[str, Any]) -> str:
             f"{result.get('finished_at')}{stale}")
 
 
-def queue_line(entry: dict[str, Any]) -> str:
+def queue_line(entry: Mapping[str, Any]) -> str:
     progress = entry.get("progress") or {}
     return (f"{entry.get('position')}: {_what(entry)} {entry.get('state')} ({progress.get('phase')}); request "
             f"{entry.get('request_id')}, {progress.get('request_items_done')}/{progress.get('request_items')} done")

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ozwald.cli.common import (
     EXIT_FAILED,
@@ -26,6 +26,9 @@ from ozwald.cli.common import (
 )
 from ozwald.cli.output import print_json, print_table
 
+if TYPE_CHECKING:
+    from ozwald.records import ActiveService
+
 
 def cmd_list_configured(args: argparse.Namespace) -> int:
     services = client_of(args).configured_services()
@@ -38,9 +41,8 @@ def cmd_list_configured(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reason(service: Any) -> str:
-    info = service.info if isinstance(service.info, dict) else {}
-    return str(info.get("reason") or "")
+def _reason(service: ActiveService) -> str:
+    return service.info.reason or ""
 
 
 def cmd_list_active(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def cmd_list_active(args: argparse.Namespace) -> int:
     if args.json:
         print_json(services)
         return EXIT_OK
-    rows = [(s.name, s.status, s.service, s.variety or "-", s.profile or "-", (s.info or {}).get("since") or "",
+    rows = [(s.name, s.status, s.service, s.variety or "-", s.profile or "-", s.info.since or "",
              _reason(s)) for s in services]
     print_table(("INSTANCE", "STATUS", "SERVICE", "VARIETY", "PROFILE", "SINCE", "REASON"), rows,
                 "(no active services)")
@@ -88,7 +90,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress(service: Any) -> str:
+def _progress(service: ActiveService) -> str:
     what = f"{service.service}/{service.variety or '-'}/{service.profile or '-'}"
     reason = _reason(service)
     return f"{service.name}: {service.status} ({what})" + (f": {reason}" if reason else "")
@@ -126,7 +128,7 @@ def cmd_update_services(args: argparse.Namespace) -> int:
                 print(line, file=progress, flush=True)
             shown[name] = line
         done = [by_name[n] for n in names if n in by_name and by_name[n].status in ("available", "failed")
-                and int((by_name[n].info or {}).get("generation", 0)) >= generation]
+                and (by_name[n].info.generation or 0) >= generation]
         if len(done) == len(names):
             break
         left = deadline - time.monotonic()

@@ -23,6 +23,7 @@ from ozwald.records import (
     DesiredInstance,
     DesiredSet,
     PlanEntry,
+    ServiceInfo,
     ServiceRequest,
     UpdateError,
 )
@@ -96,7 +97,7 @@ class FakeCore:
             instances = self.desired.instances
         return [
             ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile, status="starting",
-                          info={"unit": f"ozwald-{i.name}.service"})
+                          info=ServiceInfo(unit=f"ozwald-{i.name}.service"))
             for i in instances
         ]
 

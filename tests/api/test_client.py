@@ -13,7 +13,7 @@ import pytest
 
 from ozwald.api import AdmissionError, ApiServer
 from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError, OzwaldTimeout
-from ozwald.records import ActiveService, PlanEntry, ServiceRequest
+from ozwald.records import ActiveService, PlanEntry, ServiceInfo, ServiceRequest
 from tests.api.conftest import API_KEY, FakeCore
 
 QWEN = {"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}
@@ -39,7 +39,7 @@ def test_update_plan_and_active(client: OzwaldClient, core: FakeCore) -> None:
     assert accepted["status"] == "accepted" and accepted["generation"] == 1
     active = client.active_services()
     assert active == [ActiveService(name="qwen1.5-vllm", service="qwen1.5-vllm", variety="cpu-only", profile="no-gpu",
-                                    status="starting", info={"unit": "ozwald-qwen1.5-vllm.service"})]
+                                    status="starting", info=ServiceInfo(unit="ozwald-qwen1.5-vllm.service"))]
     plan = client.plan([ServiceRequest(name="fiction", service="fiction-sources")])
     assert all(isinstance(entry, PlanEntry) for entry in plan)
     assert {(entry.name, entry.action) for entry in plan} == {("fiction", "start"), ("qwen1.5-vllm", "stop")}

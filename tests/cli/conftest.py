@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ozwald.api import ApiServer, create_server
-from ozwald.records import ActiveService
+from ozwald.records import ActiveService, ServiceInfo
 from tests.api.conftest import API_KEY, FakeCore
 
 
@@ -29,7 +29,7 @@ class SettlingCore(FakeCore):
                 info["reason"] = "image localhost/nope:latest not found"
             out.append(ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile,
                                      status="failed" if failed else "starting" if i.name == "slow" else "available",
-                                     info=info))
+                                     info=ServiceInfo.model_validate(info)))
         return out
 
 
