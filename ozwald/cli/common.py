@@ -39,7 +39,7 @@ exit status:
      a request the API refused
   3  something needed cannot be reached: the API, systemd (D-Bus), Redis
   4  timed out waiting (update_services --wait, profile --wait)
-  70 a bug in Ozwald: an error it did not expect; `ozwald --debug ACTION ...` shows the traceback"""
+  70  a bug in Ozwald: an error it did not expect; `ozwald --debug ACTION ...` shows the traceback"""
 
 ENVIRONMENT_TEXT = """\
 environment:
