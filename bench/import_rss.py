@@ -4,7 +4,7 @@
     python bench/import_rss.py            # with the Python (and venv) that runs Ozwald
 
 Run it twice: the first run may compile bytecode, which inflates the numbers when no .pyc is cached.
-Prints the RSS at start, after `import ozwald.cli` and after `import ozwald.provisioner.process` (what
+Prints the RSS at start, after `import ozwald.cli` and after `import ozwald.process` (what
 `ozwald serve` imports before it does anything), the number of modules loaded, and whether redis-py,
 asyncio or ssl came along.
 """
@@ -27,12 +27,12 @@ def main() -> None:
     import ozwald.cli
 
     cli = vm_rss_mb()
-    import ozwald.provisioner.process  # noqa: F401
+    import ozwald.process  # noqa: F401
 
     serve = vm_rss_mb()
     loaded = ", ".join(f"{name}: {'yes' if name in sys.modules else 'no'}" for name in ("redis", "asyncio", "ssl"))
     print(f"Python {sys.version.split()[0]}: start {start:.1f} MB, after import ozwald.cli {cli:.1f} MB, "
-          f"after import ozwald.provisioner.process {serve:.1f} MB; {len(sys.modules)} modules ({loaded})")
+          f"after import ozwald.process {serve:.1f} MB; {len(sys.modules)} modules ({loaded})")
 
 
 if __name__ == "__main__":

@@ -24,15 +24,21 @@ from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, TypeAdapter
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.records import ActiveService, PlanEntry, ServiceRequest
 from ozwald.resources.views import AvailableResource, HostResources
 
 __all__ = [
+    "ConfiguredService",
     "HealthStatus",
     "OzwaldAPIError",
     "OzwaldClient",
     "OzwaldClientError",
     "OzwaldConnectionError",
+    "OzwaldTimeout",
+    "ProfileAccepted",
+    "ProfileQueueEntry",
+    "ProfileResultRecord",
     "UpdateAccepted",
 ]
 
@@ -58,22 +64,117 @@ class HealthStatus(TypedDict, total=False):
     components: dict[str, str]
 
 
-class OzwaldClientError(Exception):
+class ConfiguredService(TypedDict, total=False):
+    """A service definition of the settings (secrets masked); more keys may appear."""
+
+    name: str
+    type: str
+    description: str | None
+    image: str | None
+    environment: dict[str, Any] | None
+    varieties: dict[str, Any] | None
+    profiles: dict[str, Any] | None
+
+
+class ProfileQueueEntry(TypedDict, total=False):
+    """An item of the profiling queue (GET /srv/services/profile)."""
+
+    service: str
+    variety: str | None
+    profile: str | None
+    request_id: str
+    requested_at: str
+    item_id: str
+    request_items: int
+    state: str
+    attempts: int
+    preempted: int
+    position: int
+    progress: dict[str, Any]
+
+
+class ProfileAccepted(TypedDict, total=False):
+    """The answer to a queued profiling request."""
+
+    status: str
+    request_id: str
+    items: list[dict[str, Any]]
+
+
+class ProfileResultRecord(TypedDict, total=False):
+    """A profiling result (GET /srv/services/profile/results)."""
+
+    service: str
+    variety: str | None
+    profile: str | None
+    spec_hash: str
+    outcome: str
+    reason: str | None
+    request_id: str | None
+    item_id: str | None
+    started_at: str
+    finished_at: str
+    ready_s: float | None
+    ready_by: str | None
+    ram_peak_mib: float | None
+    ram_steady_mib: float | None
+    ram_method: str | None
+    cpu_seconds_to_ready: float | None
+    cpu_cores_steady: float | None
+    cpu_cores_peak: float | None
+    vram_peak_mib: dict[str, float]
+    vram_method: str | None
+    held_s: float | None
+    samples: int
+    stale: bool
+
+
+class OzwaldClientError(OzwaldError):
     """Base class of the client's errors."""
+
+    exit_status = Exit.FAILED
 
 
 class OzwaldAPIError(OzwaldClientError):
-    """The API answered with an error status; `detail` is the body's `detail` (or its text)."""
+    """The API answered with an error status; `detail` is the body's `detail` (or its text).
+
+    On the command line: a 503 (Ozwald's Redis or systemd cannot be reached) exits 3, another 4xx (a
+    request the API refused, a full queue) 2, a 5xx 1."""
 
     def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
+        self.status = self.http_status = status
         self.detail = detail
         self.headers = dict(headers or {})
+        self.exit_status = (Exit.UNREACHABLE if status == 503 else Exit.USAGE if 400 <= status < 500
+                            else Exit.FAILED)
         super().__init__(f"HTTP {status}: {detail}")
+
+    def cli_lines(self) -> list[str]:
+        detail = self.detail if isinstance(self.detail, str) else json.dumps(self.detail)
+        return [f"the API answered {self.status}: {detail}"]
+
+    def api_detail(self) -> Any:
+        return self.detail
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.headers["retry-after"]} if "retry-after" in self.headers else {}
 
 
 class OzwaldConnectionError(OzwaldClientError):
     """The API could not be reached, or its answer could not be read."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
+
+    def cli_lines(self) -> list[str]:
+        return [f"{self} (is the provisioner, ozwald.service, running? `ozwald status`)"]
+
+
+class OzwaldTimeout(OzwaldClientError, TimeoutError):
+    """A wait did not see its condition before its deadline."""
+
+    exit_status = Exit.TIMEOUT
+    http_status = 504
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -106,19 +207,32 @@ class OzwaldClient:
         """GET /health (no auth). Answers the body for 200 and for 503 (unhealthy) alike."""
         return cast(HealthStatus, self._request("GET", "/health", auth=False, accept=(200, 503)))
 
-    def configured_services(self) -> list[dict[str, Any]]:
+    def configured_services(self) -> list[ConfiguredService]:
         """GET /srv/services/configured/."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/configured/"))
+        return cast(list[ConfiguredService], self._request("GET", "/srv/services/configured/"))
 
     def active_services(self) -> list[ActiveService]:
         """GET /srv/services/active/."""
         return _ACTIVE_LIST.validate_python(self._request("GET", "/srv/services/active/"))
 
-    def watch_active(self, after: int | None = None, wait: float = 30.0) -> tuple[int, list[ActiveService]]:
+    def watch_active(self, after: int | None = None, wait: float = 30.0, deadline: float | None = None
+                     ) -> tuple[int, list[ActiveService]]:
         """GET /srv/services/active/?after=&wait=: (revision, statuses). With `after`, the server answers
         when the statuses differ from that revision, or after `wait` seconds; pass the returned revision
-        to the next call. Too many waiters already (429): the call retries after the server's Retry-After."""
-        path = "/srv/services/active/"
+        to the next call. Too many waiters already (429): the call retries after the server's Retry-After,
+        but never past `deadline` (a `time.monotonic()` value): then it raises OzwaldTimeout."""
+        revision, body = self._watch("/srv/services/active/", after, wait, deadline)
+        return revision, _ACTIVE_LIST.validate_python(body)
+
+    def watch_profile(self, after: int | None = None, wait: float = 30.0, deadline: float | None = None
+                      ) -> tuple[int, list[ProfileQueueEntry]]:
+        """GET /srv/services/profile?after=&wait=: (revision, the profiling queue), a blocking query like
+        `watch_active`. The revision changes with the queue and with the results: an item leaves the queue
+        once its result is recorded."""
+        revision, body = self._watch("/srv/services/profile", after, wait, deadline)
+        return revision, cast(list[ProfileQueueEntry], body)
+
+    def _watch(self, path: str, after: int | None, wait: float, deadline: float | None) -> tuple[int, Any]:
         if after is not None:
             path += f"?after={int(after)}&wait={wait:g}"
         while True:
@@ -127,9 +241,12 @@ class OzwaldClient:
             except OzwaldAPIError as exc:
                 if exc.status != 429:
                     raise
-                time.sleep(_retry_after(exc.headers))
+                pause = _retry_after(exc.headers)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise OzwaldTimeout(f"GET {path}: the server had too many waiters until the deadline") from None
+                time.sleep(pause)
                 continue
-            return int(headers.get("x-ozwald-revision", "0")), _ACTIVE_LIST.validate_python(body)
+            return int(headers.get("x-ozwald-revision", "0")), body
 
     def wait_for(self, check: Callable[[list[ActiveService]], bool], timeout: float) -> list[ActiveService]:
         """The statuses once `check` holds for them, waiting on changes rather than polling.
@@ -138,12 +255,18 @@ class OzwaldClient:
         the end: `lambda ss: all(s.status in ("available", "failed") for s in ss)`.
         """
         deadline = time.monotonic() + timeout
-        revision, services = self.watch_active()
+        try:
+            revision, services = self.watch_active(deadline=deadline)
+        except OzwaldTimeout:
+            raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s") from None
         while not check(services):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the statuses did not reach the condition within {timeout:g} s")
-            revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S))
+                raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s")
+            try:
+                revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S), deadline=deadline)
+            except OzwaldTimeout:
+                raise OzwaldTimeout(f"the statuses did not reach the condition within {timeout:g} s") from None
         return services
 
     def update(self, items: Sequence[ServiceItem], force: bool = False) -> UpdateAccepted:
@@ -163,19 +286,19 @@ class OzwaldClient:
         """GET /srv/resources/available/."""
         return cast(list[AvailableResource], self._request("GET", "/srv/resources/available/"))
 
-    def profile_requests(self) -> list[dict[str, Any]]:
+    def profile_requests(self) -> list[ProfileQueueEntry]:
         """GET /srv/services/profile: the pending and running profiling items, with position, state, progress."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile"))
+        return cast(list[ProfileQueueEntry], self._request("GET", "/srv/services/profile"))
 
-    def profile_results(self) -> list[dict[str, Any]]:
+    def profile_results(self) -> list[ProfileResultRecord]:
         """GET /srv/services/profile/results: profiling results, newest first, each with `stale`."""
-        return cast(list[dict[str, Any]], self._request("GET", "/srv/services/profile/results"))
+        return cast(list[ProfileResultRecord], self._request("GET", "/srv/services/profile/results"))
 
-    def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    def enqueue_profile(self, request: Mapping[str, Any] | BaseModel) -> ProfileAccepted:
         """POST /srv/services/profile: queue a profiling request: `{service, variety?, profile?}`,
         `{"services": [{name, variety?, profile?}, ...]}` or `{"all": True}`."""
         body = request.model_dump(mode="json", exclude_none=True) if isinstance(request, BaseModel) else dict(request)
-        return cast(dict[str, Any], self._request("POST", "/srv/services/profile", body=body))
+        return cast(ProfileAccepted, self._request("POST", "/srv/services/profile", body=body))
 
     # -- transport ---------------------------------------------------------------------------------
 

@@ -8,13 +8,14 @@ ServiceInformation, so existing orchestrators keep working.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ozwald.config.values import Name
+from ozwald.errors import Exit, OzwaldError
 
 Status = Literal["starting", "available", "stopping", "failed"]
 
@@ -58,7 +59,7 @@ class DesiredInstance(BaseModel):
 
 
 class DesiredSet(BaseModel):
-    """The whole desired set; `generation` increases by one with every accepted update."""
+    """The whole desired set; `generation` grows with every accepted update (a retried write may skip one)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,6 +71,82 @@ class DesiredSet(BaseModel):
         return {instance.name: instance for instance in self.instances}
 
 
+class _Details(BaseModel):
+    """A record of details whose keys appear only when set, as the contract's `info` dict always had them.
+
+    A key given (even as null) is answered; one never given is left out, so the wire format is that of
+    the dict it replaces. It reads like that dict too (`info.get("reason")`, `info["unit"]`, `"pending" in
+    info`, `info == {...}`), so code written against the dict keeps working. Keys not declared are kept
+    (`extra="allow"`): the contract promises a dict of details, and a newer provisioner may add some.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        given = self.model_fields_set
+        return {key: value for key, value in dumped.items() if key in given or key not in type(self).model_fields}
+
+    def _keys(self) -> list[str]:
+        return [key for key in type(self).model_fields if key in self.model_fields_set] + list(
+            self.__pydantic_extra__ or {})
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self._keys() else default
+
+    def keys(self) -> list[str]:
+        return self._keys()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Details):
+            return self.model_dump() == other.model_dump()
+        if isinstance(other, Mapping):
+            return self.model_dump() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dict it replaces
+
+
+class PendingChange(_Details):
+    """`info.pending`: the spec a change under way moves the instance to, and systemd's job doing it."""
+
+    variety: str | None = None
+    profile: str | None = None
+    spec_hash: str | None = None
+    job: str | None = None  # start, restart, stop: the job queued for the unit, if any
+
+
+class ServiceInfo(_Details):
+    """`info` of an instance: what systemd and Podman say of it (README, "Statuses tell what runs")."""
+
+    # In the order the provisioner sets them, which is the order the keys are answered in.
+    unit: str | None = None  # the systemd unit; null for a resource (nothing runs)
+    generation: int | None = None  # of the desired set this status was computed for
+    spec_hash: str | None = None  # of the spec desired now
+    variety_chosen: str | None = None  # when the variety was picked for this host
+    active_state: str | None = None  # systemd's ActiveState, SubState
+    sub_state: str | None = None
+    since: str | None = None  # ISO 8601: when the unit entered its state
+    restarts: int | None = None  # systemd's NRestarts
+    running_spec_hash: str | None = None  # of the spec the running container was started from; null: none or unknown
+    pending: PendingChange | None = None  # while a change is under way
+    restarting: bool | None = None  # true while systemd restarts the unit after a crash
+    reason: str | None = None  # why it failed or restarts; what a resource is
+    container_id: str | None = None  # when available: Podman's container id (null until asked)
+    invocation: str | None = None  # when available: systemd's invocation id of this run
+    result: str | None = None  # when failed: systemd's Result
+    exit_status: int | None = None  # when failed: the main process's exit status
+
+
 class ActiveService(BaseModel):
     """What GET /srv/services/active/ answers per instance (the contract's ServiceInformation)."""
 
@@ -79,11 +156,14 @@ class ActiveService(BaseModel):
     profile: str | None = None
     status: Status
     properties: dict[str, Any] = Field(default_factory=dict)
-    info: dict[str, Any] = Field(default_factory=dict)
+    info: ServiceInfo = Field(default_factory=ServiceInfo)
 
 
-class UpdateError(Exception):
+class UpdateError(OzwaldError):
     """A request item is invalid; `index` and `field` say which item and which field to fix."""
+
+    exit_status = Exit.USAGE
+    http_status = 400
 
     def __init__(self, index: int | None, field: str, message: str) -> None:
         self.index = index
@@ -95,20 +175,32 @@ class UpdateError(Exception):
     def detail(self) -> dict[str, Any]:
         return {"index": self.index, "field": self.field, "message": self.message}
 
+    def api_detail(self) -> dict[str, Any]:
+        return self.detail()
 
-class AdmissionError(Exception):
+
+class AdmissionError(OzwaldError):
     """A valid request that cannot be admitted now (not enough resources, system not unloaded, ...).
 
     `detail` is JSON-ready: a message, or a mapping that says which item and resource are at fault.
     """
 
+    exit_status = Exit.USAGE
+    http_status = 409
+
     def __init__(self, detail: Any) -> None:
         self.detail = detail
         super().__init__(detail if isinstance(detail, str) else "request not admitted")
 
+    def api_detail(self) -> Any:
+        return self.detail
 
-class CoreUnavailable(Exception):
+
+class CoreUnavailable(OzwaldError):
     """A dependency of the core (the cache, the service manager) cannot be reached right now."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
     def __init__(self, detail: str) -> None:
         self.detail = detail

@@ -42,12 +42,22 @@ def test_wheel_and_sdist_carry_code_licences_and_metadata() -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert "ozwald/client.py" in names and "ozwald/cli.py" in names
+    assert "ozwald/client.py" in names and "ozwald/cli/__init__.py" in names and "ozwald/errors.py" in names
     assert any(n.endswith("licenses/LICENSES/Apache-2.0.txt") or n.endswith("/Apache-2.0.txt") for n in names)
-    assert "AGPL-3.0-or-later AND Apache-2.0" in metadata
+    assert "License-Expression: AGPL-3.0-or-later AND Apache-2.0\n" in metadata  # PEP 639
+    assert "Classifier: License ::" not in metadata  # deprecated next to an expression
     with tarfile.open(sdist) as tf:
         members = tf.getnames()
     assert any(m.endswith("/LICENSE") for m in members) and any(m.endswith("/pyproject.toml") for m in members)
+
+
+def test_the_build_warns_of_nothing_deprecated(tmp_path: Path) -> None:
+    """setuptools warned that a licence table and licence classifiers stop building after 2027-02-18."""
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    output = built.stdout + built.stderr
+    assert "Deprecat" not in output and "deprecat" not in output, output[-4000:]
 
 
 def test_fresh_venv_with_only_the_wheel_talks_to_a_provisioner(tmp_path: Path) -> None:

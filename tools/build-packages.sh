@@ -21,6 +21,22 @@ mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     [ -e "$f" ] && printf '%s\0' "$f"
 done | tar --null -T - -cf - | tar -xf - -C "$src"
+# pyproject.toml states its licence as PEP 639 has it (an SPDX `license` string and `license-files`), which
+# setuptools reads from 77 on; Debian 13's has 78. A build host with an older one (Debian 12's 66) builds
+# from the older spelling of the same metadata, written into the build tree only.
+if ! /usr/bin/python3 -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)'; then
+    /usr/bin/python3 - "$src/pyproject.toml" <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+text = re.sub(r'^license = "([^"]+)"(.*)$', r'license = { text = "\1" }', text, count=1, flags=re.M)
+files = re.search(r'^license-files = (.*)\n', text, flags=re.M)
+text = text.replace(files.group(0), "")
+text = re.sub(r'"setuptools>=77"', '"setuptools"', text)
+text += f"\n[tool.setuptools]\nlicense-files = {files.group(1)}\n"
+open(path, "w", encoding="utf-8").write(text)
+PY
+fi
 tar -C "$work" -czf "$work/ozwald-$version.tar.gz" "ozwald-$version"
 
 if [ "$what" = all ] || [ "$what" = deb ]; then

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import bottle
@@ -25,15 +25,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from ozwald.api.auth import bearer_matches, check_key
 from ozwald.api.core import ProvisionerCore
-from ozwald.records import (
-    ActiveService,
-    AdmissionError,
-    CoreUnavailable,
-    PlanEntry,
-    ServiceRequest,
-    UpdateError,
-    check_unique_names,
-)
+from ozwald.errors import Exit, OzwaldError
+from ozwald.records import ActiveService, PlanEntry, ServiceRequest, check_unique_names
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +44,12 @@ _REASONS = {
     400: "bad request",
     401: "unauthorized",
     404: "not found",
+    409: "request not admitted",
     405: "method not allowed",
     413: "request body too large",
     429: "too many requests",
     500: "internal error",
+    503: "service unavailable",
 }
 
 REVISION_HEADER = "X-Ozwald-Revision"
@@ -67,16 +62,26 @@ DEFAULT_MAX_WAITERS = 4
 Environ = Mapping[str, Any]
 Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
 Handler = Callable[[Environ], Reply]
+T = TypeVar("T")
 
 
-class ApiError(Exception):
-    """An error answered as `{"detail": detail}` with `status` (and any extra headers)."""
+class ApiError(OzwaldError):
+    """An error of the HTTP layer itself (a bad query, a body too large, no token), answered as
+    `{"detail": detail}` with `status` (and any extra headers)."""
+
+    exit_status = Exit.USAGE
 
     def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
+        self.status = self.http_status = status
         self.detail = detail
         self.headers = dict(headers or {})
         super().__init__(f"{status}: {detail}")
+
+    def api_detail(self) -> Any:
+        return self.detail
+
+    def http_headers(self) -> dict[str, str]:
+        return dict(self.headers)
 
 
 def dumps(value: Any) -> bytes:
@@ -282,25 +287,28 @@ class _Routes:
     def configured(self, environ: Environ) -> Reply:
         return 200, dumps(self.core.configured_services())
 
-    def active(self, environ: Environ) -> Reply:
-        """With `after`, a blocking query: answered when the statuses differ from that revision, or after
-        `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait."""
+    def _blocking(self, environ: Environ, watch: Callable[[int | None, float], tuple[int, T]]) -> tuple[int, T]:
+        """With `after`, a blocking query: answered when the watched data differ from that revision, or after
+        `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait (the
+        statuses' and the profiling queue's waiters together)."""
         after, wait = _watch_query(environ)
         if after is None or wait == 0:
-            revision, services = self.core.watch_active(after, 0)
-        else:
-            if not self._waiters.acquire(blocking=False):
-                raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
-                                    "or ask without after", {"Retry-After": "1"})
-            try:
-                deadline = time.monotonic() + wait
-                while True:
-                    left = deadline - time.monotonic()
-                    revision, services = self.core.watch_active(after, max(0.0, min(left, WAIT_SLICE_S)))
-                    if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
-                        break
-            finally:
-                self._waiters.release()
+            return watch(after, 0)
+        if not self._waiters.acquire(blocking=False):
+            raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
+                                "or ask without after", {"Retry-After": "1"})
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                left = deadline - time.monotonic()
+                revision, data = watch(after, max(0.0, min(left, WAIT_SLICE_S)))
+                if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
+                    return revision, data
+        finally:
+            self._waiters.release()
+
+    def active(self, environ: Environ) -> Reply:
+        revision, services = self._blocking(environ, self.core.watch_active)
         return 200, self._active_body(services), {REVISION_HEADER: str(revision)}
 
     def _active_body(self, services: list[ActiveService]) -> bytes:
@@ -339,7 +347,8 @@ class _Routes:
         return 200, dumps(self.core.host_resources())
 
     def profile_list(self, environ: Environ) -> Reply:
-        return 200, dumps(self.core.profile_requests())
+        revision, queue = self._blocking(environ, self.core.watch_profile)
+        return 200, dumps(queue), {REVISION_HEADER: str(revision)}
 
     def profile_results(self, environ: Environ) -> Reply:
         return 200, dumps(self.core.profile_results())
@@ -386,16 +395,13 @@ def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
             if len(reply) == 3:
                 for name, value in reply[2].items():
                     response.set_header(name, value)
-        except ApiError as exc:
-            status, body = exc.status, error_body(exc.detail)
-            for name, value in exc.headers.items():
+        except OzwaldError as exc:
+            if exc.http_status >= 500 and exc.http_status != 503:
+                log.error("internal error answering %s %r", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                          exc_info=exc)
+            status, body, headers = error_answer(exc)
+            for name, value in headers.items():
                 response.set_header(name, value)
-        except UpdateError as exc:
-            status, body = 400, error_body(exc.detail())
-        except AdmissionError as exc:
-            status, body = 409, _safe_error_body(exc.detail, "request not admitted")
-        except CoreUnavailable as exc:
-            status, body = 503, _safe_error_body(exc.detail, "service unavailable")
         except Exception:
             log.exception("internal error answering %s %r", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             status, body = 500, error_body("internal error")
@@ -408,12 +414,16 @@ def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
     return callback
 
 
-def _safe_error_body(detail: Any, fallback: str) -> bytes:
+def error_answer(exc: OzwaldError) -> tuple[int, bytes, dict[str, str]]:
+    """The one mapping of Ozwald's errors to answers: the status, `{"detail": ...}` and headers each
+    error declares (`ozwald.errors`)."""
+    status = exc.http_status
     try:
-        return error_body(detail)
+        body = error_body(exc.api_detail())
     except (TypeError, ValueError):
         log.exception("unserializable error detail")
-        return error_body(fallback)
+        body = error_body(_REASONS.get(status, "error"))
+    return status, body, exc.http_headers()
 
 
 def create_app(core: ProvisionerCore, key: str, *, max_waiters: int = DEFAULT_MAX_WAITERS,

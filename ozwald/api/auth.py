@@ -11,12 +11,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ozwald.errors import Exit, OzwaldError
+
 KEY_ENV = "OZWALD_SYSTEM_KEY"
 MIN_KEY_LENGTH = 16
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(OzwaldError, ValueError):
     """The configured API key is unusable; the server refuses to start. The message never holds the key."""
+
+    exit_status = Exit.USAGE
 
 
 def check_key(key: str | None) -> bytes:

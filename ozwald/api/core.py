@@ -6,10 +6,13 @@ The API never touches Redis, systemd or the settings itself: every endpoint call
 `ozwald.records`), is called from several server threads at once, and should answer fast:
 `watch_active` in particular sits on the hot path that orchestrators poll.
 
-Errors the API maps to statuses (anything else becomes a logged 500 `{"detail": "internal error"}`):
+Errors: every error of Ozwald declares the status and `{"detail": ...}` it is answered with
+(`ozwald.errors.OzwaldError`); the API reads that in one place (`ozwald.api.app.error_answer`). Anything
+else becomes a logged 500 `{"detail": "internal error"}`. The ones a core raises on purpose:
 
 - `ozwald.records.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
 - `ozwald.records.AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
+- `ozwald.state.QueueFull` -> 429 `{"detail": ...}` with Retry-After (the profiling queue is full);
 - `ozwald.records.CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
 """
 
@@ -29,7 +32,7 @@ class ProvisionerCore(Protocol):
     def configured_services(self) -> list[dict[str, Any]]:
         """GET /srv/services/configured/: the settings' service definitions as JSON-ready dicts.
 
-        Secrets (passwords, secret env values) must already be left out or masked.
+        Secrets (passwords, secret env values) must already be masked.
         """
         ...
 
@@ -73,6 +76,12 @@ class ProvisionerCore(Protocol):
         position, state and progress."""
         ...
 
+    def watch_profile(self, after: int | None, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        """GET /srv/services/profile?after=R&wait=S: the queue as `profile_requests` answers it, with a revision
+        that grows with every change of the queue or the results (a finished item leaves the queue after its
+        result is recorded). Blocks like `watch_active`."""
+        ...
+
     def profile_results(self) -> list[dict[str, Any]]:
         """GET /srv/services/profile/results: every profiling result, newest first, each with `stale`."""
         ...
@@ -81,8 +90,9 @@ class ProvisionerCore(Protocol):
         """POST /srv/services/profile: queue a profiling request; `body` is the parsed JSON as sent:
         `{service, variety?, profile?}`, `{"services": [{name, variety?, profile?}, ...]}` or `{"all": true}`.
 
-        Raises UpdateError when the body is not a valid request, AdmissionError when the system is
-        not unloaded. Returns what to answer, e.g. `{"status": "accepted", "request_id": "..."}`.
+        The run waits in the queue until the system is unloaded; it is never refused for load. Raises
+        UpdateError when the body is not a valid request, QueueFull when the queue already holds its
+        maximum. Returns what to answer, e.g. `{"status": "accepted", "request_id": "...", "items": [...]}`.
         """
         ...
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from ozwald.errors import Exit, OzwaldError
 
 
 @dataclass(frozen=True)
@@ -30,25 +33,39 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(OzwaldError):
     """Raised for any invalid settings; carries every issue found, not just the first."""
+
+    exit_status = Exit.USAGE
 
     def __init__(self, issues: Sequence[ConfigIssue]) -> None:
         self.issues = tuple(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
+    def cli_lines(self) -> list[str]:
+        return [str(issue) for issue in self.issues]
 
-class ResolveError(Exception):
+
+class ResolveError(OzwaldError):
     """Raised when a request names a service, variety or profile the settings do not define.
 
     `field` is the request field at fault (`service`, `variety`, `profile`), so an API can say which
     item and which field to fix.
     """
 
+    exit_status = Exit.USAGE
+    http_status = 400
+
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
         super().__init__(message)
+
+    def cli_lines(self) -> list[str]:
+        return [f"{self.field}: {self.message}"]
+
+    def api_detail(self) -> dict[str, Any]:
+        return {"index": None, "field": self.field, "message": self.message}
 
 
 def format_path(parts: Sequence[str | int]) -> str:

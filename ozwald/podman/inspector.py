@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.sockets import connect_unix
 
 DEFAULT_SOCKET = "unix:///run/podman/podman.sock"
@@ -28,8 +29,11 @@ API_PREFIX = "/v4.0.0/libpod"  # Podman 4.0 and later serve this version of the 
 _FRAME_HEADER = struct.Struct(">BxxxL")  # stream (0 stdin, 1 stdout, 2 stderr), 3 padding bytes, length
 
 
-class PodmanUnavailable(Exception):
+class PodmanUnavailable(OzwaldError):
     """The Podman API socket cannot be reached (is podman.socket enabled?)."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,9 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = connect_unix(self._path, self.timeout)
 
 
-class _ApiError(Exception):
-    """Podman answered with an unexpected HTTP status (its JSON `message` when it sent one)."""
+class _ApiError(OzwaldError):
+    """Podman answered with an unexpected HTTP status (its JSON `message` when it sent one). Caught inside this
+    module; escaping it would be a bug (the defaults: exit 70, 500)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")

@@ -87,12 +87,14 @@ class Provisioner:
         # Milliseconds since the epoch at start-up, then +1 per change: a revision from before a restart of
         # the provisioner is always lower than any of the new process's, so no client waits on a stale one.
         self._revision = time.time_ns() // 1_000_000
+        self._profile_revision = self._revision  # the same, for the profiling queue and its results
         self.reconciler: Reconciler = reconciler_factory(self.desired.read, self._publish)
         # The profiling queue runs only with a results store to record into.
         self.profiler: Profiler | None = None
         if results is not None:
             self.profiler = Profiler(settings, profiles, results, self.desired.read, systemd, resources,
-                                     self._host_capabilities, self._status_of, self.profiling)
+                                     self._host_capabilities, self._status_of, self.profiling,
+                                     on_change=self._profile_changed)
             self.profiler.attach(self.reconciler)
 
     # Life cycle --------------------------------------------------------------------------------------
@@ -335,6 +337,18 @@ class Provisioner:
     def profile_requests(self) -> list[dict[str, Any]]:
         return self.profiles.list()
 
+    def _profile_changed(self) -> None:
+        with self._changed:
+            self._profile_revision += 1
+            self._changed.notify_all()
+
+    def watch_profile(self, after: int | None, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        with self._changed:
+            if after is not None and after == self._profile_revision and wait > 0:
+                self._changed.wait_for(lambda: self._profile_revision != after, wait)
+            revision = self._profile_revision
+        return revision, self.profile_requests()
+
     def profile_results(self) -> list[dict[str, Any]]:
         return [self._result_json(r) for r in self.results.all()] if self.results is not None else []
 
@@ -348,6 +362,7 @@ class Provisioner:
             raise
         except StateError as exc:
             raise CoreUnavailable(f"nothing was queued: {exc}") from exc
+        self._profile_changed()
         if self.profiler is not None:
             self.profiler.wake()
         return {"status": "accepted", "request_id": request_id,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.config.model import ProfilingSettings
+from ozwald.errors import OzwaldError
 from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.quadlet.naming import unit_name
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet, ServiceRequest, UpdateError
@@ -60,16 +61,18 @@ def has_containers(settings: Settings, desired: DesiredSet) -> bool:
     return False
 
 
-class Preempted(Exception):
-    pass
+class Preempted(OzwaldError):
+    """A profiling run gave way to a desired-set change; caught by the profiler (escaping, a bug: 70, 500)."""
 
 
 class Profiler:
     def __init__(self, settings: Settings, queue: ProfileQueue, results: ProfileResults,
                  read_desired: Callable[[], DesiredSet], systemd: SystemdClient, resources: HostResourceMonitor,
                  capabilities: Callable[[], HostCapabilities], status_of: Callable[[str], ActiveService | None],
-                 profiling: ProfilingSettings | None = None) -> None:
+                 profiling: ProfilingSettings | None = None, on_change: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        # Called after each write to the queue or the results: the API's blocking queries wake on it.
+        self.on_change = on_change or (lambda: None)
         self.profiling = profiling or ProfilingSettings()
         self.queue = queue
         self.results = results
@@ -138,6 +141,7 @@ class Profiler:
         while not self._stop.is_set():
             try:
                 self.queue.reset_running()
+                self.on_change()
                 break
             except StateError as exc:
                 log.warning("profiling queue unreadable: %s; retrying", exc)
@@ -166,6 +170,7 @@ class Profiler:
             why = f"waiting: generation {desired.generation} desires {len(desired.instances)} instance(s)"
             if item.phase != why or item.state != "queued":
                 self.queue.mark(item.item_id, why, running=False)
+                self.on_change()
             self._pause(IDLE_POLL_S)
             return
         self.run_item(item)
@@ -187,6 +192,7 @@ class Profiler:
                                    item_id=item.item_id, started_at=started_at, finished_at=datetime.now(UTC))
             self.results.record(result)
             self.queue.finish(item.item_id)
+            self.on_change()
             return result
         unit = unit_name(name)
         # A clean slate: nothing of a previous run may be measured, and a failed unit left by one (its file
@@ -195,6 +201,7 @@ class Profiler:
         snapshot = self.resources.snapshot()
         baseline = {g.id: g.vram_used_mib for g in snapshot.gpus if g.vram_used_mib is not None}
         self.queue.mark(item.item_id, "starting", attempt=True)
+        self.on_change()
         log.info("profiling %s (variety %s, profile %s, spec %s)", item.service, instance.variety, instance.profile,
                  spec.spec_hash)
         start_wall_usec = int(time.time() * 1e6)
@@ -240,6 +247,7 @@ class Profiler:
                         ready_s = round((state.active_enter_usec - state.exec_main_start_usec) / 1e6, 3)
                         cpu_to_ready = sampler.cpu_seconds()
                         self.queue.mark(item.item_id, f"holding for {profiling.hold:g} s")
+                        self.on_change()
                     else:
                         status = self.status_of(name)
                         reason = self._failure(status, state)
@@ -265,9 +273,11 @@ class Profiler:
             log.info("profiling %s: %s", item.service, exc)
             if not self._stop.is_set():
                 self.queue.requeue_front(item.item_id, str(exc))
+                self.on_change()
             return None
         held_until = time.monotonic()
         self.queue.mark(item.item_id, "stopping")
+        self.on_change()
         self._set_current(None)
         self._wait_down(unit, spec.stop_timeout + 15)
         self._wait_unpublished(name, STATUS_WAIT_S)
@@ -287,6 +297,7 @@ class Profiler:
             held_s=round(held_until - ready_at, 2) if ready_at is not None else None, samples=sampler.samples)
         self.results.record(result)
         self.queue.finish(item.item_id)
+        self.on_change()
         self.runs += 1
         log.info("profiled %s/%s/%s: %s", item.service, instance.variety, instance.profile,
                  failure or f"ready in {ready_s} s, RAM peak {result.ram_peak_mib} MiB, steady {steady} MiB, "

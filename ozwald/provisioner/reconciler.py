@@ -111,7 +111,7 @@ class Reconciler:
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Set when the connection to systemd is gone for good: statuses can no longer be true, so the
-        # process should exit and be restarted (it adopts what runs); see ozwald.provisioner.process.
+        # process should exit and be restarted (it adopts what runs); see ozwald.process.
         self.bus_lost = threading.Event()
         # For the service manager: set once the first pass has read systemd (READY=1), and the monotonic
         # time of the worker's last turn (WATCHDOG=1 only while it keeps turning).

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ozwald.diagnose import describe_exit
-from ozwald.records import ActiveService, DesiredInstance, Status
+from ozwald.records import ActiveService, DesiredInstance, ServiceInfo, Status
 from ozwald.systemd.protocol import UnitState
 
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
@@ -118,15 +118,15 @@ def describe(instance: DesiredInstance, target_hash: str | None, observed: Obser
             info["result"] = state.result
             info["exit_status"] = state.exec_main_status
     return ActiveService(name=instance.name, service=instance.service, variety=variety, profile=profile,
-                         status=status, info=info)
+                         status=status, info=ServiceInfo.model_validate(info))
 
 
 def describe_resource(instance: DesiredInstance, kind: str, generation: int) -> ActiveService:
     """A desired instance of a non-container service (source files, …): nothing runs, so nothing can fail."""
     return ActiveService(name=instance.name, service=instance.service, variety=instance.variety,
                          profile=instance.profile, status="available",
-                         info={"unit": None, "generation": generation,
-                               "reason": f"{kind}: a resource, not a container"})
+                         info=ServiceInfo(unit=None, generation=generation,
+                                          reason=f"{kind}: a resource, not a container"))
 
 
 def describe_unresolved(instance: DesiredInstance, reason: str, state: UnitState | None, generation: int,
@@ -140,7 +140,7 @@ def describe_unresolved(instance: DesiredInstance, reason: str, state: UnitState
         info.update({"active_state": state.active_state, "sub_state": state.sub_state, "since": since(state),
                      "restarts": state.n_restarts})
     return ActiveService(name=instance.name, service=instance.service, variety=instance.variety,
-                         profile=instance.profile, status="failed", info=info)
+                         profile=instance.profile, status="failed", info=ServiceInfo.model_validate(info))
 
 
 def describe_leaving(name: str, state: UnitState, running: RunningSpec | None, generation: int) -> ActiveService:
@@ -148,5 +148,5 @@ def describe_leaving(name: str, state: UnitState, running: RunningSpec | None, g
     return ActiveService(name=name, service=(running.service if running and running.service else name),
                          variety=running.variety if running else None, profile=running.profile if running else None,
                          status="stopping",
-                         info={"unit": state.name, "generation": generation, "active_state": state.active_state,
-                               "sub_state": state.sub_state, "since": since(state), "restarts": state.n_restarts})
+                         info=ServiceInfo(unit=state.name, generation=generation, active_state=state.active_state,
+                                          sub_state=state.sub_state, since=since(state), restarts=state.n_restarts))

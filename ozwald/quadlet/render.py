@@ -14,6 +14,7 @@ from ozwald import __version__
 from ozwald.config.model import Health
 from ozwald.config.resolve import EffectiveSpec
 from ozwald.config.values import check_name
+from ozwald.errors import Exit, OzwaldError
 from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_token
 from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
 from ozwald.quadlet.naming import container_name, env_filename, unit_filename, unit_name
@@ -27,8 +28,11 @@ START_LIMIT_INTERVAL_S = 300
 SLEEP = "/usr/bin/sleep"
 
 
-class RenderError(ValueError):
+class RenderError(OzwaldError, ValueError):
     """The spec cannot be rendered for the target Podman; the message names the key and version."""
+
+    exit_status = Exit.USAGE
+    http_status = 400
 
 
 @dataclass(frozen=True)

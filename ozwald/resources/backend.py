@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import ClassVar, Protocol, TypedDict, TypeVar, Unpack
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.resources._failures import FailureLog, describe
 from ozwald.resources.models import GpuInfo, Vendor, VendorStatus
 from ozwald.resources.pci import describe_pci_device
@@ -52,12 +53,15 @@ class GpuBackend(Protocol):
     def close(self) -> None: ...
 
 
-class Unavailable(Exception):
+class Unavailable(OzwaldError):
     """Raised while opening a vendor library to mark the vendor unavailable with `reason`.
 
     `absent` marks the ordinary case of a host without that vendor's hardware or software, which
     is logged at INFO; a broken stack on a host that has the hardware is logged as a WARNING.
     """
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
     def __init__(
         self,

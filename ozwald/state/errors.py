@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import pydantic
 
+from ozwald.errors import Exit, OzwaldError
 
-class StateError(Exception):
+
+class StateError(OzwaldError):
     """The state store refused or failed an operation."""
+
+    exit_status = Exit.FAILED
 
 
 class StateUnavailable(StateError):
@@ -21,6 +25,9 @@ class StateUnavailable(StateError):
     `endpoint` names host:port or the socket path so that an operator knows where to look; the
     password never appears in it, nor in the message.
     """
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
     def __init__(self, message: str, endpoint: str) -> None:
         super().__init__(message)
@@ -40,15 +47,29 @@ class StateCorrupt(StateError):
 
 
 class QueueFull(StateError):
-    """The profiling queue already holds its maximum number of pending requests."""
+    """The profiling queue already holds its maximum number of pending requests.
+
+    429, not 503: the provisioner is healthy and answers every other request; what the callers asked for
+    is over a limit, and a 503 would read as "Ozwald or its Redis is down" (exit 3 on the command line, an
+    unhealthy backend to a proxy). A queued run takes minutes, hence the long Retry-After.
+    """
+
+    exit_status = Exit.USAGE
+    http_status = 429
+    retry_after_s = 60
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
-class IdentityError(Exception):
+class IdentityError(OzwaldError):
     """This process cannot tell which configured provisioner it is.
 
     `candidates` lists the configured provisioner names, for the error message and for callers that
     want to offer a choice.
     """
+
+    exit_status = Exit.USAGE
 
     def __init__(self, message: str, candidates: tuple[str, ...] = ()) -> None:
         super().__init__(message)

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import hiredis
 
+from ozwald.errors import Exit, OzwaldError
 from ozwald.sockets import connect_unix
 
 Arg = str | bytes | int | float
@@ -50,12 +51,17 @@ _RECV_SIZE = 65536
 # -- errors -------------------------------------------------------------------------------------------
 
 
-class RedisError(Exception):
+class RedisError(OzwaldError):
     """Anything that went wrong talking to Redis."""
+
+    exit_status = Exit.FAILED
 
 
 class ConnectionFailed(RedisError):
     """No usable connection: refused, reset, closed by the server, timed out. Retried by `Client`."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
 
 class Timeout(ConnectionFailed):
@@ -86,6 +92,9 @@ class ReplyError(RedisError):
 
 class ServerNotReady(ReplyError):
     """The server cannot serve now: loading its data set, a read-only replica, or out of client slots."""
+
+    exit_status = Exit.UNREACHABLE
+    http_status = 503
 
 
 def reply_error(message: str) -> RedisError:

@@ -29,7 +29,7 @@ from jeepney.io.threading import DBusRouter, Proxy, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from ozwald.systemd import protocol
-from ozwald.systemd.errors import BusUnavailable, JobFailed, SystemdError, error_for
+from ozwald.systemd.errors import BusUnavailable, JobFailed, SystemdError, WaitTimeout, error_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -343,7 +343,7 @@ class SystemdClient:
                     message = removed.get(timeout=remaining)
                 except Empty:
                     names = ", ".join(sorted(unit for unit, _ in pending.values()))
-                    raise TimeoutError(f"{operation} jobs still running after {timeout:g} s: {names}") from None
+                    raise WaitTimeout(f"{operation} jobs still running after {timeout:g} s: {names}") from None
                 if message.header.message_type is not MessageType.signal:
                     continue
                 event = protocol.parse_job_removed(message.body)
@@ -367,7 +367,7 @@ class SystemdClient:
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise TimeoutError(f"{unit}: still {state.active_state}/{state.sub_state} after {timeout:g} s")
+                        raise WaitTimeout(f"{unit}: still {state.active_state}/{state.sub_state} after {timeout:g} s")
                     try:
                         message = changes.get(timeout=remaining)
                     except Empty:

@@ -23,6 +23,7 @@ from ozwald.records import (
     DesiredInstance,
     DesiredSet,
     PlanEntry,
+    ServiceInfo,
     ServiceRequest,
     UpdateError,
 )
@@ -62,6 +63,12 @@ class FakeCore:
         self.raise_on: dict[str, BaseException] = {}
         self.changed = threading.Condition(self.lock)
         self.revision = 7_000_000_001  # +1 per update: the statuses here follow the desired set
+        self.profile_revision = 9_000_000_001  # +1 per change of the queue or the results
+        self.results: list[dict[str, Any]] = [
+            {"service": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu", "spec_hash": "0123456789abcdef",
+             "outcome": "measured", "started_at": "2026-12-02T16:00:00Z", "finished_at": "2026-12-02T16:00:20Z",
+             "ready_s": 3.2, "ram_peak_mib": 312.5, "vram_peak_mib": {}, "samples": 40, "stale": False}]
+        self.profile_waits = 0  # how many blocking queries of the queue have begun to wait
 
     def _maybe_raise(self, method: str) -> None:
         exc = self.raise_on.get(method)
@@ -90,7 +97,7 @@ class FakeCore:
             instances = self.desired.instances
         return [
             ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile, status="starting",
-                          info={"unit": f"ozwald-{i.name}.service"})
+                          info=ServiceInfo(unit=f"ozwald-{i.name}.service"))
             for i in instances
         ]
 
@@ -174,11 +181,31 @@ class FakeCore:
         with self.lock:
             return list(self.profiles)
 
+    def watch_profile(self, after: int | None, wait: float) -> tuple[int, list[dict[str, Any]]]:
+        self._maybe_raise("profile_requests")
+        with self.changed:
+            if after == self.profile_revision and wait > 0:
+                self.profile_waits += 1
+                self.changed.notify_all()
+                self.changed.wait_for(lambda: self.profile_revision != after, wait)
+            return self.profile_revision, list(self.profiles)
+
+    def await_profile_waits(self, count: int, timeout: float = 10.0) -> None:
+        """Block until `count` blocking queries of the queue have begun to wait (a test's profiler runs on it)."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.profile_waits >= count, timeout)
+
+    def profile_changed(self, change: Any) -> None:
+        """Apply `change()` to the queue or the results under the lock, then wake the blocking queries."""
+        with self.changed:
+            change()
+            self.profile_revision += 1
+            self.changed.notify_all()
+
     def profile_results(self) -> list[dict[str, Any]]:
         self._maybe_raise("profile_results")
-        return [{"service": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu", "spec_hash": "0123456789abcdef",
-                 "outcome": "measured", "started_at": "2026-12-02T16:00:00Z", "finished_at": "2026-12-02T16:00:20Z",
-                 "ready_s": 3.2, "ram_peak_mib": 312.5, "vram_peak_mib": {}, "samples": 40, "stale": False}]
+        with self.lock:
+            return list(self.results)
 
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
         self._maybe_raise("enqueue_profile")
@@ -194,6 +221,8 @@ class FakeCore:
                 raise AdmissionError("profiling requires an unloaded system")
             request_id = request.request_id or f"req-{len(self.profiles) + 1}"
             self.profiles.append({**body, "request_id": request_id})
+            self.profile_revision += 1
+            self.changed.notify_all()
         return {"status": "accepted", "request_id": request_id}
 
     def health(self) -> dict[str, str]:

@@ -7,7 +7,7 @@ import pytest
 
 from ozwald.api import ApiServer
 from ozwald.cli import main
-from ozwald.cli_profile import parse_item
+from ozwald.cli.common import UsageError, parse_item
 from tests.api.conftest import API_KEY, FakeCore
 
 
@@ -21,7 +21,7 @@ def test_item_syntax_is_update_services_syntax() -> None:
     assert parse_item("llm") == {"name": "llm"}
     assert parse_item("llm:nvidia:fast") == {"name": "llm", "variety": "nvidia", "profile": "fast"}
     assert parse_item("llm::fast") == {"name": "llm", "profile": "fast"}
-    with pytest.raises(ValueError, match="NAME"):
+    with pytest.raises(UsageError, match="NAME"):
         parse_item(":x")
 
 

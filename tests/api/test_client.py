@@ -6,13 +6,14 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from ozwald.api import AdmissionError, ApiServer
-from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError
-from ozwald.records import ActiveService, PlanEntry, ServiceRequest
+from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError, OzwaldTimeout
+from ozwald.records import ActiveService, PlanEntry, ServiceInfo, ServiceRequest
 from tests.api.conftest import API_KEY, FakeCore
 
 QWEN = {"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}
@@ -38,7 +39,7 @@ def test_update_plan_and_active(client: OzwaldClient, core: FakeCore) -> None:
     assert accepted["status"] == "accepted" and accepted["generation"] == 1
     active = client.active_services()
     assert active == [ActiveService(name="qwen1.5-vllm", service="qwen1.5-vllm", variety="cpu-only", profile="no-gpu",
-                                    status="starting", info={"unit": "ozwald-qwen1.5-vllm.service"})]
+                                    status="starting", info=ServiceInfo(unit="ozwald-qwen1.5-vllm.service"))]
     plan = client.plan([ServiceRequest(name="fiction", service="fiction-sources")])
     assert all(isinstance(entry, PlanEntry) for entry in plan)
     assert {(entry.name, entry.action) for entry in plan} == {("fiction", "start"), ("qwen1.5-vllm", "stop")}
@@ -180,3 +181,45 @@ def test_redirects_are_not_followed(redirecting_server: tuple[str, list[str]]) -
         OzwaldClient(url, API_KEY).configured_services()
     assert info.value.status == 307
     assert len(seen) == 1
+
+
+@pytest.fixture
+def always_busy_server() -> Iterator[tuple[str, list[str]]]:
+    """A server whose every answer is 429 with `Retry-After: 5`, recording the paths asked."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"detail":"4 requests are already waiting for a change"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "5")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", asked
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_the_retry_on_429_honours_the_deadline(always_busy_server: tuple[str, list[str]]) -> None:
+    """Retry-After is 5 s, the deadline 1 s away: the wait gives up at once instead of sleeping past it (it
+    retried forever before)."""
+    url, asked = always_busy_server
+    client = OzwaldClient(url, API_KEY)
+    with pytest.raises(OzwaldTimeout):
+        client.wait_for(lambda services: False, timeout=1)
+    with pytest.raises(OzwaldTimeout):
+        client.watch_profile(7, wait=1, deadline=time.monotonic() + 1)
+    assert asked == ["/srv/services/active/", "/srv/services/profile?after=7&wait=1"]
+    with pytest.raises(TimeoutError):  # still a TimeoutError for callers that catch that
+        client.wait_for(lambda services: False, timeout=1)

@@ -14,6 +14,7 @@ import pytest
 
 from ozwald.api import AdmissionError, CoreUnavailable
 from ozwald.records import UpdateError
+from ozwald.state import QueueFull, StateUnavailable
 from tests.api.conftest import ENDPOINTS, Api, FakeCore, twin
 
 UPDATE = "/srv/services/active/update/"
@@ -268,6 +269,22 @@ def test_unavailable_core_is_503(api: Api, core: FakeCore, method: str) -> None:
     reply = api.get(path)
     assert reply.status == 503
     assert reply.json() == {"detail": "the cache is unreachable"}
+
+
+def test_a_full_profiling_queue_is_429_with_retry_after(api: Api, core: FakeCore) -> None:
+    core.raise_on["enqueue_profile"] = QueueFull("8 profiling requests are pending (at most 8)")
+    reply = api.post("/srv/services/profile", {"service": "qwen1.5-vllm"})
+    assert reply.status == 429
+    assert reply.json() == {"detail": "8 profiling requests are pending (at most 8)"}
+    assert int(reply.header("Retry-After") or 0) > 0
+
+
+def test_an_unreachable_redis_escaping_the_core_is_503_naming_no_password(api: Api, core: FakeCore) -> None:
+    core.raise_on["profile_requests"] = StateUnavailable("Redis at unix:/run/ozwald-redis/redis.sock: refused",
+                                                         "unix:/run/ozwald-redis/redis.sock")
+    reply = api.get("/srv/services/profile")
+    assert reply.status == 503
+    assert reply.json() == {"detail": "Redis at unix:/run/ozwald-redis/redis.sock: refused"}
 
 
 # -- body size ---------------------------------------------------------------------------------------

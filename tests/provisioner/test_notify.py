@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from ozwald.process import ServiceManagerLink, status_line
 from ozwald.provisioner.notify import Notifier, watchdog_interval
-from ozwald.provisioner.process import ServiceManagerLink, status_line
 
 CONTRACT = Path(__file__).resolve().parents[2] / "contrib" / "examples" / "contract.yml"
 

@@ -6,47 +6,37 @@
     ozwald profile                                the queue (position, state, phase)
     ozwald profile --results                      the results (stale ones marked)
 
-With `--wait`, the queued items are followed until each has a result; the exit status is 1 if a run
-failed, 4 on `--timeout`. Kept apart from `ozwald/cli.py`, which registers it with one call.
+With `--wait`, the queued items are followed (with the API's blocking queries, no polling) until each
+has a result; the exit status is 1 if a run failed, 4 on `--timeout`. With `--json`, stdout holds only
+JSON (the results), the progress lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_TIMEOUT = 4
+from ozwald.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Actions,
+    api_flags,
+    client_of,
+    json_flag,
+    parse_item,
+)
+from ozwald.cli.output import print_json
 
 
-def parse_item(text: str) -> dict[str, Any]:
-    """`NAME[:VARIETY[:PROFILE]]`, empty parts left out (`llm::fast` is llm, its host's variety, profile fast)."""
-    parts = text.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise ValueError(f"{text!r}: expected NAME[:VARIETY[:PROFILE]]")
-    item: dict[str, Any] = {"name": parts[0]}
-    if len(parts) > 1 and parts[1]:
-        item["variety"] = parts[1]
-    if len(parts) > 2 and parts[2]:
-        item["profile"] = parts[2]
-    return item
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from ozwald.cli import _client as client_of  # the CLI's own: env file, ports, key
-
-    return client_of(args)
-
-
-def _what(entry: dict[str, Any]) -> str:
+def _what(entry: Mapping[str, Any]) -> str:
     return f"{entry.get('service')}/{entry.get('variety') or '-'}/{entry.get('profile') or '-'}"
 
 
-def result_line(result: dict[str, Any]) -> str:
+def result_line(result: Mapping[str, Any]) -> str:
     what = _what(result)
     if result.get("outcome") == "failed":
         return f"{what}: failed: {result.get('reason')}"
@@ -58,70 +48,81 @@ def result_line(result: dict[str, Any]) -> str:
             f"{result.get('finished_at')}{stale}")
 
 
-def queue_line(entry: dict[str, Any]) -> str:
+def queue_line(entry: Mapping[str, Any]) -> str:
     progress = entry.get("progress") or {}
     return (f"{entry.get('position')}: {_what(entry)} {entry.get('state')} ({progress.get('phase')}); request "
             f"{entry.get('request_id')}, {progress.get('request_items_done')}/{progress.get('request_items')} done")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = client_of(args)
     if args.results:
         results = client.profile_results()
         if args.json:
-            print(json.dumps(results, indent=2, sort_keys=True))
+            print_json(results)
         for result in [] if args.json else results:
             print(result_line(result))
         return EXIT_OK
     if not args.items and not args.all:
         queued = client.profile_requests()
         if args.json:
-            print(json.dumps(queued, indent=2, sort_keys=True))
+            print_json(queued)
         elif not queued:
             print("(no profiling requests)")
         for entry in [] if args.json else queued:
             print(queue_line(entry))
         return EXIT_OK
     body: dict[str, Any] = {"all": True} if args.all else {"services": [parse_item(t) for t in args.items]}
+    revision, _ = client.watch_profile()  # before queuing: no change can slip between the two
     accepted = client.enqueue_profile(body)
     request_id = accepted["request_id"]
     items = accepted.get("items") or []
+    progress = sys.stderr if args.json else sys.stdout  # with --json, stdout holds only the JSON
     if not args.wait:
-        print(json.dumps(accepted, indent=2, sort_keys=True) if args.json else
-              f"queued request {request_id}: " + ", ".join(_what(i) for i in items))
+        if args.json:
+            print_json(accepted)
+        else:
+            print(f"queued request {request_id}: " + ", ".join(_what(i) for i in items))
         return EXIT_OK
-    print(f"queued request {request_id}: {len(items)} item(s); waiting", flush=True)
+    print(f"queued request {request_id}: {len(items)} item(s); waiting", file=progress, flush=True)
     deadline = time.monotonic() + args.timeout
     shown: dict[str, str] = {}
+    from ozwald.client import MAX_WAIT_S, OzwaldTimeout
+
     while True:
-        results = [r for r in client.profile_results() if r.get("request_id") == request_id]
-        for entry in client.profile_requests():
-            if entry.get("request_id") == request_id:
-                line = queue_line(entry)
-                if shown.get(entry["item_id"]) != line:
-                    print(line, flush=True)
-                    shown[entry["item_id"]] = line
-        if len(results) >= len(items):
+        # Blocking queries: the server answers when the queue or the results change (or after the wait).
+        try:
+            revision, queue = client.watch_profile(revision, wait=min(max(deadline - time.monotonic(), 0.0),
+                                                                      MAX_WAIT_S), deadline=deadline)
+        except OzwaldTimeout:
+            queue = None
+        mine = [entry for entry in queue or () if entry.get("request_id") == request_id]
+        for entry in mine:
+            line = queue_line(entry)
+            key = str(entry.get("item_id") or entry.get("service"))
+            if shown.get(key) != line:
+                print(line, file=progress, flush=True)
+                shown[key] = line
+        if queue is not None and not mine:  # each item left the queue: its result is recorded
             break
-        if time.monotonic() > deadline:
-            print(f"timed out after {args.timeout:g} s; {len(results)} of {len(items)} done", file=sys.stderr)
+        if queue is None or time.monotonic() >= deadline:
+            print(f"error: timed out after {args.timeout:g} s waiting for request {request_id}", file=sys.stderr)
             return EXIT_TIMEOUT
-        time.sleep(1.0)
-    for result in results:
-        print(json.dumps(result, sort_keys=True) if args.json else result_line(result))
+    results = [r for r in client.profile_results() if r.get("request_id") == request_id]
+    if args.json:
+        print_json(results)
+    for result in [] if args.json else results:
+        print(result_line(result))
     return EXIT_FAILED if any(r.get("outcome") == "failed" for r in results) else EXIT_OK
 
 
-def register(actions: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `profile` action to `ozwald`'s subcommands."""
-    sub: argparse.ArgumentParser = actions.add_parser(
-        "profile", parents=list(parents), help="queue profiling runs, list the queue, show results")
+def register(actions: Actions) -> None:
+    sub = actions.add("profile", cmd_profile, "queue profiling runs, list the queue, show results")
     sub.add_argument("items", nargs="*", metavar="NAME[:VARIETY[:PROFILE]]",
                      help="what to profile (the service is NAME)")
     sub.add_argument("--all", action="store_true", help="every container service × variety × profile")
     sub.add_argument("--results", action="store_true", help="show the results")
     sub.add_argument("--wait", "-w", action="store_true", help="follow the queued items until each has a result")
     sub.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="with --wait: give up after S s")
-    sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(func=cmd_profile)
-    return sub
+    api_flags(sub)
+    json_flag(sub, "print the queue, the results or the answer as JSON")

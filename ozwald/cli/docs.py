@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """The man page and the bash completion of `ozwald`, generated from the CLI's parser.
 
-    python3 -m ozwald.cli_docs --man build/ozwald.1 --bash build/ozwald.bash
+    python3 -m ozwald.cli.docs --man build/ozwald.1 --bash build/ozwald.bash
 
 The packages run this at build time; it needs only the standard library. Generated, not written by
 hand, so that neither can drift from `ozwald --help`.
@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ozwald import __version__
-from ozwald.cli import ENVIRONMENT_TEXT, EXIT_CODES_TEXT, build_parser
+from ozwald.cli import build_parser
+from ozwald.cli.common import ENVIRONMENT_TEXT, EXIT_CODES_TEXT
 
 FILES_TEXT = """\
 /etc/ozwald/ozwald.yml: the settings file (a commented example is installed)
@@ -97,7 +98,7 @@ def bash_completion(parser: argparse.ArgumentParser | None = None) -> str:
         cases.append(f'        {name}) opts="{" ".join(flags)} --help" ;;')
     names = " ".join(name for name, _, _ in _actions(parser))
     case_lines = "\n".join(cases)
-    return f"""# bash completion for ozwald, generated from its argument parser (python3 -m ozwald.cli_docs)
+    return f"""# bash completion for ozwald, generated from its argument parser (python3 -m ozwald.cli.docs)
 _ozwald() {{
     local cur prev action opts
     cur=${{COMP_WORDS[COMP_CWORD]}}
@@ -121,7 +122,7 @@ complete -F _ozwald ozwald
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m ozwald.cli_docs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m ozwald.cli.docs", description=__doc__.splitlines()[0])
     parser.add_argument("--man", type=Path, help="write the man page here")
     parser.add_argument("--bash", type=Path, help="write the bash completion here")
     args = parser.parse_args(argv)
