@@ -12,13 +12,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.config.model import AdmissionSettings, ProfilingSettings
 from ozwald.config.secrets import public_service
 from ozwald.provisioner.admission import Fit, Footprint, assess, place, reservations
+from ozwald.provisioner.observe import StatusObserver
 from ozwald.provisioner.ports import (
     PortConflict,
     host_listeners,
@@ -56,6 +58,9 @@ from ozwald.state import (
 )
 from ozwald.systemd import SystemdClient
 
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
 log = logging.getLogger(__name__)
 WATCH_RETRY_S = 2.0
 
@@ -78,6 +83,10 @@ class Provisioner:
         self.resources = resources
         self.systemd = systemd
         self._published: list[ActiveService] | None = None
+        # Restarts, failures, start times and transitions, counted from the published statuses (metrics).
+        self.observer = StatusObserver()
+        self._read_generation: int | None = None  # the generation the reconciler last read
+        self._reserved: tuple[Any, dict[str, float]] | None = None  # (what it was computed from, GPU id → MiB)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # Milliseconds since the epoch at start-up, then +1 per change: a revision from before a restart of
@@ -97,6 +106,7 @@ class Provisioner:
     # Life cycle --------------------------------------------------------------------------------------
 
     def _desired_changed(self, desired: DesiredSet) -> None:
+        self.observer.desired_changed(desired.generation)
         self.reconciler.wake(desired.generation)
         if self.profiler is not None:
             self.profiler.wake()
@@ -136,6 +146,7 @@ class Provisioner:
                     while not self._stop.is_set():
                         generation = listener.wait(1.0)
                         if generation is not None:
+                            self.observer.desired_changed(generation)
                             self.reconciler.wake(generation)
                             if self.profiler is not None:
                                 self.profiler.wake()
@@ -145,18 +156,23 @@ class Provisioner:
 
     def _read_desired(self) -> DesiredSet:
         try:
-            return self.desired.read()
+            desired = self.desired.read()
         except StateUnavailable:
             local = self.desired.read_local()
             log.warning("cache unreachable: reconciling against the local copy of the desired set")
-            return local or DesiredSet()
+            desired = local or DesiredSet()
+        self._read_generation = desired.generation
+        return desired
 
     def _publish(self, services: list[ActiveService]) -> None:
         with self._changed:
-            if services != self._published:
+            changed = services != self._published
+            if changed:
                 self._published = services
                 self._revision += 1
                 self._changed.notify_all()
+        if changed:
+            self.observer.observe(services, self._read_generation)
         if self.profiler is not None:
             self.profiler.wake()
         self.status_writer.offer(services)
@@ -354,6 +370,57 @@ class Provisioner:
         except StateError:
             return {}
         return reservations(self._assess(desired, snapshot))
+
+    def metrics(self) -> Iterable[Metric]:
+        """GET /metrics: the families of `ozwald.provisioner.metrics`, from what is in memory now, plus the
+        desired generation, the profiling results (Redis, else their local file) and a resource snapshot."""
+        from ozwald.provisioner.metrics import Footprint, ScrapeInputs, families, newest_footprints
+
+        with self._lock:
+            published = self._published
+        try:
+            generation: int | None = self.desired.generation()
+        except StateError:
+            local = self.desired.read_local()
+            generation = local.generation if local is not None else None
+        snapshot = self.resources.snapshot()
+        results = self._profile_results()
+        footprints = []
+        for result in newest_footprints(results):
+            try:
+                current: str | None = resolve(self.settings, result.service, result.variety, result.profile).spec_hash
+            except ResolveError:
+                current = None
+            footprints.append(Footprint(result, result.spec_hash == current))
+        report = getattr(self.reconciler, "last_report", None)  # the reconciler's public numbers only
+        passes = getattr(self.reconciler, "passes", None)
+        return families(ScrapeInputs(
+            statuses=published or [], observed=self.observer.snapshot(),
+            passes=passes if isinstance(passes, int) else None,
+            last_pass_seconds=getattr(report, "seconds", None), desired_generation=generation,
+            gpus=snapshot.gpus, reserved_vram_mib=self._reserved_vram(snapshot, generation, results),
+            footprints=footprints))
+
+    def _reserved_vram(self, snapshot: HostSnapshot, generation: int | None,
+                       results: list[ProfileResult]) -> dict[str, float]:
+        """MiB per GPU that admission counts the desired instances as needing (declared, else measured). Kept
+        while the desired set, the settings, the GPUs and the results are the same: 100 instances take ~10 ms."""
+        if not snapshot.gpus:
+            return {}
+        key = (generation, id(self.settings), tuple((g.id, g.uuid, g.vram_total_mib) for g in snapshot.gpus),
+               tuple((r.key, r.finished_at) for r in results))
+        cached = self._reserved
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            instances = self.desired.read().instances
+        except StateError:
+            local = self.desired.read_local()
+            instances = local.instances if local is not None else ()
+        fit = self._assess(list(instances), snapshot)
+        reserved = {gpu_id: float(sum(users.values())) for gpu_id, users in fit.vram_mib.items()}
+        self._reserved = (key, reserved)
+        return reserved
 
     def host_resources(self) -> dict[str, Any]:
         snapshot = self.resources.snapshot()
