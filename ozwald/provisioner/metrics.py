@@ -8,9 +8,9 @@ published statuses, the observer's counts, the reconciler's passes, a resource s
 profiling results), so nothing is counted on the API's hot path and a scrape costs only itself.
 
 Names follow Prometheus' rules: base units (bytes, seconds), `_total` for counters, `_info` for a constant 1
-with labels, `_timestamp_seconds` for a time since the epoch, no colons. Labels are bounded: instance,
-service, variety and profile come from the desired set and the settings, status from a fixed list, GPU ids
-from the host; never a reason, a hash or a time.
+with labels, `_timestamp_seconds` for a time since the epoch, no colons. Labels are bounded: an instance's
+name, service, variety and profile come from the desired set and the settings, status from a fixed list, GPU
+ids from the host; never a reason, a hash or a time.
 
 prometheus_client is imported only here and in the API's metrics module, and only when metrics are on
 (`api.metrics`, default true), so a provisioner with them off does not load it.
@@ -42,7 +42,9 @@ class Series(NamedTuple):
     labels: tuple[str, ...] = ()
 
 
-INSTANCE = ("instance", "service")
+# An instance's label is `name` (as in the API), not `instance`: Prometheus gives every scraped series the
+# target's `instance` label and would rename Ozwald's to `exported_instance`.
+INSTANCE = ("name", "service")
 CONFIG = ("service", "variety", "profile")
 GPU = ("gpu", "uuid", "vendor")
 
@@ -51,7 +53,7 @@ SERIES: tuple[Series, ...] = (
            ("version", "python_version")),
     Series("ozwald_instance_status", "gauge",
            "1 for the instance's current status, 0 for the others (one series per status).",
-           ("instance", "service", "variety", "profile", "status")),
+           ("name", "service", "variety", "profile", "status")),
     Series("ozwald_instance_restarts_total", "counter",
            "Automatic restarts systemd made of the instance after a crash, since this provisioner started.",
            INSTANCE),

@@ -85,10 +85,10 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def value(text: str, name: str, **labels: str) -> float:
+def value(text: str, series: str, **labels: str) -> float:
     found = samples(text)
-    key = (name, frozenset(labels.items()))
-    assert key in found, f"{name}{labels} not in the scrape: {[k for k in found if k[0] == name]}"
+    key = (series, frozenset(labels.items()))
+    assert key in found, f"{series}{labels} not in the scrape: {[k for k in found if k[0] == series]}"
     return found[key]
 
 
@@ -105,12 +105,12 @@ def test_statuses_restarts_and_failures_of_the_published_statuses(core: tuple[Pr
     reconciler.publish([active("a", "available", 1), active("b", "failed", 1, restarts=5)])
     text = scrape(provisioner)
     labels = {"service": "llm", "variety": "nvidia", "profile": "fast"}
-    assert value(text, "ozwald_instance_status", instance="a", status="available", **labels) == 1
-    assert value(text, "ozwald_instance_status", instance="a", status="starting", **labels) == 0
-    assert value(text, "ozwald_instance_status", instance="b", status="failed", **labels) == 1
-    assert value(text, "ozwald_instance_restarts_total", instance="b", service="llm") == 5
-    assert value(text, "ozwald_instance_failures_total", instance="b", service="llm") == 1
-    assert value(text, "ozwald_instance_failures_total", instance="a", service="llm") == 0
+    assert value(text, "ozwald_instance_status", name="a", status="available", **labels) == 1
+    assert value(text, "ozwald_instance_status", name="a", status="starting", **labels) == 0
+    assert value(text, "ozwald_instance_status", name="b", status="failed", **labels) == 1
+    assert value(text, "ozwald_instance_restarts_total", name="b", service="llm") == 5
+    assert value(text, "ozwald_instance_failures_total", name="b", service="llm") == 1
+    assert value(text, "ozwald_instance_failures_total", name="a", service="llm") == 0
     assert value(text, "ozwald_applied_generation") == 1
 
 
