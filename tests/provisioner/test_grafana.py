@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""contrib/grafana/ozwald.json queries only series Ozwald exports, and only labels those series have."""
+"""contrib/grafana/ozwald.json queries only series Ozwald exports, and only labels those series have; the
+README's list of series is the catalogue's."""
 
 from __future__ import annotations
 
@@ -95,3 +96,11 @@ def test_it_is_a_grafana_dashboard_with_a_prometheus_datasource_variable() -> No
     assert variables["datasource"]["query"] == "prometheus"
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_the_readme_lists_every_series_as_catalogued() -> None:
+    readme = (DASHBOARD.parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- metrics-table:", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    listed = [tuple(cell.strip().strip("`") for cell in row.strip("|").split(" | ")) for row in rows]
+    assert listed == [(s.name, s.kind, ", ".join(s.labels) or "–", s.help) for s in SERIES]
