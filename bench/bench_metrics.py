@@ -67,7 +67,7 @@ def in_process(scrapes: int) -> tuple[float, float, float, int]:
     from ozwald_fake_pynvml import FakeNvidiaGpu, FakeNvml, GiB
 
     from ozwald.api.app import RequestCounts
-    import ozwald.api.metrics as _m; exposition = _m.exposition
+    from ozwald.api.metrics import exposition
     from ozwald.records import ActiveService, DesiredInstance
     from ozwald.resources import HostResourceMonitor
     from ozwald.resources.nvidia import NvidiaBackend

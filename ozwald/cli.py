@@ -293,6 +293,9 @@ def _reason(service: Any) -> str:
 def cmd_list_active(args: argparse.Namespace) -> int:
     from ozwald.cli_output import print_json, print_table
 
+    if args.watch:
+        from ozwald.cli_watch import watch
+        return watch(_client(args), as_json=args.json)
     services = _client(args).active_services()
     if args.json:
         print_json(services)
@@ -605,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("instance", help="the instance name (as in list_active_services)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, metavar="N", help="how many lines (default 100)")
+    from ozwald.cli_watch import register as register_watch
+
+    register_watch(actions.choices["list_active_services"])
     from ozwald.cli_profile import register as register_profile
 
     register_profile(actions, common, ports)
