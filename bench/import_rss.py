@@ -6,7 +6,8 @@
 Run it twice: the first run may compile bytecode, which inflates the numbers when no .pyc is cached.
 Prints the RSS at start, after `import ozwald.cli` and after `import ozwald.process` (what
 `ozwald serve` imports before it does anything), the number of modules loaded, and whether redis-py,
-asyncio or ssl came along.
+asyncio or ssl came along; then what the metrics add when they are on (`import ozwald.api.metrics`, which
+brings prometheus_client: serve imports it only then).
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def main() -> None:
     import ozwald.cli
 
     cli = vm_rss_mb()
-    import ozwald.process  # noqa: F401
+    import ozwald.process
 
     serve = vm_rss_mb()
     loaded = ", ".join(f"{name}: {'yes' if name in sys.modules else 'no'}" for name in ("redis", "asyncio", "ssl"))
+    modules = len(sys.modules)
     print(f"Python {sys.version.split()[0]}: start {start:.1f} MB, after import ozwald.cli {cli:.1f} MB, "
-          f"after import ozwald.process {serve:.1f} MB; {len(sys.modules)} modules ({loaded})")
+          f"after import ozwald.process {serve:.1f} MB; {modules} modules ({loaded})")
+    import ozwald.api.metrics  # noqa: F401
+
+    metrics = vm_rss_mb()
+    print(f"metrics on (import ozwald.api.metrics, prometheus_client): {metrics:.1f} MB, "
+          f"+{metrics - serve:.1f} MB and +{len(sys.modules) - modules} modules")
 
 
 if __name__ == "__main__":

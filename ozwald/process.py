@@ -56,6 +56,7 @@ class Listen:
     host: str
     port: int
     threads: int
+    metrics: bool = True
 
 
 def listen_address(identity: Identity, host: str | None, port: int | None) -> Listen:
@@ -63,7 +64,7 @@ def listen_address(identity: Identity, host: str | None, port: int | None) -> Li
     api = identity.provisioner.api
     env_port = os.environ.get(PORT_ENV)
     return Listen(host=host or os.environ.get(HOST_ENV) or str(api.bind),
-                  port=port or (int(env_port) if env_port else api.port), threads=api.threads)
+                  port=port or (int(env_port) if env_port else api.port), threads=api.threads, metrics=api.metrics)
 
 
 def build(settings: Settings, identity: Identity) -> Provisioner:
@@ -200,7 +201,8 @@ def serve(settings: Settings, identity: Identity, host: str | None = None, port:
         return 2
     listen = listen_address(identity, host, port)
     provisioner = build(settings, identity)
-    server = create_server(provisioner, key, host=listen.host, port=listen.port, threads=listen.threads)
+    server = create_server(provisioner, key, host=listen.host, port=listen.port, threads=listen.threads,
+                           metrics=listen.metrics)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.close()

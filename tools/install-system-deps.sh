@@ -12,6 +12,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends redis-server
 fi
+# prometheus: promtool checks the exposition (tests/provisioner/test_metrics.py), and the server scrapes a
+# provisioner in a test host (tests/integration/test_prometheus.py)
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends prometheus
+fi
 # Package builds (tools/build-packages.sh): Debian's tools for the .deb, Debian's rpm and rpmlint for the RPM.
 # The distro's python3 modules because dpkg-buildpackage and rpmbuild use /usr/bin/python3.
 PKG_TOOLS="debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-build python3-installer lintian rpm rpmlint fakeroot"

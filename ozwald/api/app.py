@@ -7,7 +7,8 @@ which answers its own shape). Each documented path also answers at its slash twi
 `/srv/host/resources`) with the same response and no redirect.
 
 Per-request overhead is kept small on purpose: no Bottle plugins, no per-request schema building,
-one dict lookup to route, one constant-time compare to authenticate.
+one dict lookup to route, one constant-time compare to authenticate, and (with metrics on) one counter
+increment under a lock. `GET /metrics` answers the Prometheus text format (`ozwald.api.metrics`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ MAX_WAIT_S = 60.0
 DEFAULT_WAIT_S = 30.0
 WAIT_SLICE_S = 1.0  # a blocked request checks this often whether the server is closing
 DEFAULT_MAX_WAITERS = 4
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 Environ = Mapping[str, Any]
 Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
@@ -111,12 +114,35 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
+class RequestCounts:
+    """Answers by (method, route, status code), for `ozwald_api_requests_total`. The route is the documented
+    path (its slash twin counts with it) or `other` for a path no route matches, and a method outside HTTP's
+    usual ones is `other`: labels stay bounded whatever clients send."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, int], int] = {}
+
+    def add(self, method: str, route: str, code: int) -> None:
+        key = (method if method in METHODS else "other", route, code)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def snapshot(self) -> dict[tuple[str, str, int], int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class JsonBottle(bottle.Bottle):  # type: ignore[misc]  # bottle is untyped
     """A Bottle whose own errors (404, 405, a bad path, an escaped exception) are JSON, never HTML."""
+
+    counts: RequestCounts | None = None
 
     def default_error_handler(self, res: Any) -> bytes:
         bottle.response.content_type = JSON_TYPE
         code = int(getattr(res, "status_code", 500))
+        if self.counts is not None:
+            self.counts.add(str(bottle.request.environ.get("REQUEST_METHOD", "")), "other", code)
         reason = _REASONS.get(code)
         if reason is None:
             line = str(getattr(res, "status_line", "") or "")
@@ -266,7 +292,10 @@ class _Routes:
         self.core = core
         self.max_waiters = max_waiters
         self._waiters = threading.BoundedSemaphore(max_waiters)
+        self._waiting_lock = threading.Lock()
+        self.waiting = 0  # blocking queries waiting now (a gauge of the metrics)
         self._closing = closing
+        self.exposition: Callable[[], tuple[bytes, str]] | None = None  # GET /metrics, when metrics are on
         # The last statuses served and their JSON. The core hands out the same list object for as long as
         # nothing changed, so every GET of one revision serves these bytes: serializing 100 statuses
         # with pydantic costs ~1 ms, the rest of a GET ~0.3 ms. Keyed on identity, not revision: a core
@@ -297,6 +326,8 @@ class _Routes:
         if not self._waiters.acquire(blocking=False):
             raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
                                 "or ask without after", {"Retry-After": "1"})
+        with self._waiting_lock:
+            self.waiting += 1
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -305,6 +336,8 @@ class _Routes:
                 if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
                     return revision, data
         finally:
+            with self._waiting_lock:
+                self.waiting -= 1
             self._waiters.release()
 
     def active(self, environ: Environ) -> Reply:
@@ -357,6 +390,13 @@ class _Routes:
         body = read_json(environ, "a JSON profiling request")
         return 202, dumps(self.core.enqueue_profile(body))
 
+    def metrics(self, environ: Environ) -> Reply:
+        _query(environ, frozenset())
+        if self.exposition is None:
+            raise ApiError(404, "not found: metrics are off (api.metrics in the provisioner's settings)")
+        body, content_type = self.exposition()
+        return 200, body, {"Content-Type": content_type}
+
 
 def route_table(routes: _Routes) -> list[tuple[str, str, Handler, bool]]:
     """(method, documented path, handler, needs auth) for every endpoint."""
@@ -371,16 +411,19 @@ def route_table(routes: _Routes) -> list[tuple[str, str, Handler, bool]]:
         ("GET", "/srv/services/profile", routes.profile_list, True),
         ("POST", "/srv/services/profile", routes.profile_enqueue, True),
         ("GET", "/srv/services/profile/results", routes.profile_results, True),
+        ("GET", "/metrics", routes.metrics, True),
     ]
 
 
-def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
-    """Wrap a handler with auth (when `key` is given) and the error-to-JSON mapping."""
+def _endpoint(handler: Handler, key: bytes | None, route: str = "", counts: RequestCounts | None = None
+              ) -> Callable[[], bytes]:
+    """Wrap a handler with auth (when `key` is given), the error-to-JSON mapping and the request count."""
     request = bottle.request
     response = bottle.response
 
     def callback() -> bytes:
         environ = request.environ
+        content_type = JSON_TYPE
         try:
             if key is not None:
                 matched = bearer_matches(environ, key)
@@ -394,7 +437,10 @@ def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
             status, body = reply[0], reply[1]
             if len(reply) == 3:
                 for name, value in reply[2].items():
-                    response.set_header(name, value)
+                    if name == "Content-Type":
+                        content_type = value
+                    else:
+                        response.set_header(name, value)
         except OzwaldError as exc:
             if exc.http_status >= 500 and exc.http_status != 503:
                 log.error("internal error answering %s %r", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
@@ -407,7 +453,9 @@ def _endpoint(handler: Handler, key: bytes | None) -> Callable[[], bytes]:
             status, body = 500, error_body("internal error")
         if status != 200:
             response.status = status
-        response.content_type = JSON_TYPE
+        response.content_type = content_type
+        if counts is not None:
+            counts.add(str(environ.get("REQUEST_METHOD", "")), route, status)
         return body
 
     callback.__name__ = getattr(handler, "__name__", "endpoint")
@@ -427,10 +475,11 @@ def error_answer(exc: OzwaldError) -> tuple[int, bytes, dict[str, str]]:
 
 
 def create_app(core: ProvisionerCore, key: str, *, max_waiters: int = DEFAULT_MAX_WAITERS,
-               closing: threading.Event | None = None) -> bottle.Bottle:
+               closing: threading.Event | None = None, metrics: bool = True) -> bottle.Bottle:
     """The WSGI application for `core`, guarded by `key` (validated: raises ApiKeyError).
 
-    `max_waiters`: how many blocking queries may wait at once; `closing`, once set, ends them early.
+    `max_waiters`: how many blocking queries may wait at once; `closing`, once set, ends them early;
+    `metrics`: serve GET /metrics and count requests (off: neither, and prometheus_client is not loaded).
     """
     if max_waiters < 1:
         raise ValueError("max_waiters must be at least 1")
@@ -440,8 +489,15 @@ def create_app(core: ProvisionerCore, key: str, *, max_waiters: int = DEFAULT_MA
     # Handlers catch everything themselves. Whatever still escapes Bottle goes up to Waitress, which logs it
     # and answers with JsonErrorTask; Bottle's catch-all would answer with an HTML page instead.
     app.config["catchall"] = False
-    for method, path, handler, needs_auth in route_table(_Routes(core, max_waiters, closing or threading.Event())):
-        callback = _endpoint(handler, key_bytes if needs_auth else None)
+    routes = _Routes(core, max_waiters, closing or threading.Event())
+    counts = None
+    if metrics:
+        from ozwald.api.metrics import exposition  # only now: prometheus_client costs ~1.4 MB of RSS
+
+        counts = app.counts = RequestCounts()
+        routes.exposition = exposition(core, counts, lambda: routes.waiting, max_waiters)
+    for method, path, handler, needs_auth in route_table(routes):
+        callback = _endpoint(handler, key_bytes if needs_auth else None, path, counts)
         for served in dict.fromkeys(twins(path)):
             app.route(served, method, callback, name=None)
     return app

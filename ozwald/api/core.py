@@ -18,9 +18,13 @@ else becomes a logged 500 `{"detail": "internal error"}`. The ones a core raises
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, DesiredSet, PlanEntry, ServiceRequest
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["AdmissionError", "CoreUnavailable", "ProvisionerCore"]  # the errors live in ozwald.records
 
@@ -94,6 +98,11 @@ class ProvisionerCore(Protocol):
         UpdateError when the body is not a valid request, QueueFull when the queue already holds its
         maximum. Returns what to answer, e.g. `{"status": "accepted", "request_id": "...", "items": [...]}`.
         """
+        ...
+
+    def metrics(self) -> Iterable[Metric]:
+        """GET /metrics: the provisioner's metric families (`ozwald.provisioner.metrics`), read at scrape time
+        from what the core holds; the API adds its own request counts and the process's numbers."""
         ...
 
     def health(self) -> dict[str, str]:

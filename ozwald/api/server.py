@@ -123,13 +123,15 @@ class ApiServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         threads: int = DEFAULT_THREADS,
+        metrics: bool = True,
         **adjustments: Any,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         # Blocking queries may hold all but two threads, so a POST or a health check always finds one.
         self._closing = threading.Event()
-        self.app = create_app(core, key, max_waiters=max(1, threads - 2), closing=self._closing)  # checks the key
+        self.app = create_app(core, key, max_waiters=max(1, threads - 2), closing=self._closing,  # checks the key
+                              metrics=metrics)
         settings: dict[str, Any] = {
             "max_request_body_size": WAITRESS_BODY_LIMIT,
             "expose_tracebacks": False,
@@ -236,7 +238,8 @@ def create_server(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     threads: int = DEFAULT_THREADS,
+    metrics: bool = True,
     **adjustments: Any,
 ) -> ApiServer:
     """Create and bind the API server without serving yet. Raises ApiKeyError for an unusable key."""
-    return ApiServer(core, key, host=host, port=port, threads=threads, **adjustments)
+    return ApiServer(core, key, host=host, port=port, threads=threads, metrics=metrics, **adjustments)

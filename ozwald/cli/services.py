@@ -46,6 +46,10 @@ def _reason(service: ActiveService) -> str:
 
 
 def cmd_list_active(args: argparse.Namespace) -> int:
+    if args.watch:
+        from ozwald.cli.watch import watch
+
+        return watch(client_of(args), as_json=args.json)
     services = client_of(args).active_services()
     if args.json:
         print_json(services)
@@ -173,6 +177,9 @@ def register(actions: Actions) -> None:
                          "list services active or activating, with their status")
     api_flags(active)
     json_flag(active)
+    from ozwald.cli.watch import register as register_watch
+
+    register_watch(active)
     update = actions.add("update_services", cmd_update_services, "replace the desired set of active services")
     items_flags(update, "instances wanted (the service is NAME)")
     update.add_argument("--none", action="store_true",

@@ -67,6 +67,7 @@ class ApiSettings(Strict):
     bind: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address("127.0.0.1")
     port: int = Field(default=8000, ge=1, le=65535)
     threads: int = Field(default=8, ge=1, le=256)
+    metrics: bool = True  # GET /metrics (Prometheus); false: not served, and prometheus_client is not loaded
 
 
 class ProfilingSettings(Strict):

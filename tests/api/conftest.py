@@ -8,16 +8,17 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ozwald.api import AdmissionError, ApiServer, create_server
 from ozwald.config.values import Name
+from ozwald.provisioner.observe import StatusObserver
 from ozwald.records import (
     ActiveService,
     DesiredInstance,
@@ -27,6 +28,9 @@ from ozwald.records import (
     ServiceRequest,
     UpdateError,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 API_KEY = "test-key-0123456789abcdef"
 
@@ -229,6 +233,17 @@ class FakeCore:
         self._maybe_raise("health")
         return dict(self.components)
 
+    def metrics(self) -> Iterable[Metric]:
+        """The real families, of the statuses above (the families are what tests/provisioner checks)."""
+        from ozwald.provisioner.metrics import ScrapeInputs, families  # as the provisioner: only when scraped
+
+        self._maybe_raise("metrics")
+        observer = StatusObserver()
+        statuses = self.active_services()
+        observer.observe(statuses)
+        return families(ScrapeInputs(statuses=statuses, observed=observer.snapshot(),
+                                     desired_generation=self.desired.generation))
+
 
 class SwitchableCore:
     """The core the shared server talks to; each test swaps in a fresh FakeCore."""
@@ -333,6 +348,7 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/srv/services/profile", None),
     ("POST", "/srv/services/profile", {"service": "qwen1.5-vllm", "variety": "cpu-only"}),
     ("GET", "/srv/services/profile/results", None),
+    ("GET", "/metrics", None),
 ]
 PROTECTED = [endpoint for endpoint in ENDPOINTS if endpoint[1] != "/health"]
 

@@ -164,6 +164,11 @@ def test_slash_twins_answer_the_same_without_redirect(api: Api, method: str, pat
     assert first.status in (200, 202)
     assert second.status == first.status
     assert "location" not in first.headers and "location" not in second.headers
+    if path == "/metrics":  # the second scrape counts the first request, and the process's CPU has moved on
+        assert first.body.startswith(b"# HELP ") and second.body.startswith(b"# HELP ")
+        text = "text/plain; version=0.0.4; charset=utf-8"
+        assert first.header("Content-Type") == second.header("Content-Type") == text
+        return
     if method == "GET":
         assert first.body == second.body
     elif path.endswith("/update/"):  # the generation moves on with each accepted update

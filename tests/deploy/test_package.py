@@ -64,6 +64,7 @@ def test_install_creates_secrets_and_enables_the_target_without_starting(ozwald:
     assert ozwald.ozwald("check_config").returncode == 0
     assert host.guest_path("/usr/share/man/man1/ozwald.1.gz").exists()
     assert host.guest_path("/usr/share/bash-completion/completions/ozwald").exists()
+    assert json.loads(host.read_file("/usr/share/doc/ozwald/grafana/ozwald.json"))["uid"] == "ozwald"
     # Reinstalling (an upgrade of the same version) never overwrites the secrets.
     ozwald.install()
     assert ozwald.env_file()["OZWALD_SYSTEM_KEY"] == env["OZWALD_SYSTEM_KEY"]

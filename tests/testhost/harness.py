@@ -98,6 +98,7 @@ PACKAGES: tuple[str, ...] = (
     "python3-hiredis",
     "python3-psutil",
     "python3-jeepney",
+    "python3-prometheus-client",
     "python3-podman",
 )
 
