@@ -608,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ozwald.cli_profile import register as register_profile
 
     register_profile(actions, common, ports)
+    from ozwald import cli_export, cli_fleet
+
+    cli_export.add_parser(actions, common)
+    cli_fleet.add_parser(actions, common)
     return parser
 
 
