@@ -197,7 +197,9 @@ def export(settings: Settings, items: Sequence[ServiceRequest], options: ExportO
     (UpdateError names the item and field); a variety left out is the service's first. Measured footprints
     come from `results` (profiling results; only fresh ones, those of the spec hash exported, are used)."""
     options = options or ExportOptions()
-    instances = validate_requests(settings, items, ANY_HOST)
+    # Validated without reading secret files or credentials: their values go into the export only inline.
+    instances = validate_requests(settings if options.inline_secrets else _placeholder_secrets(settings), items,
+                                  ANY_HOST)
     names: dict[str, str] = {}
     out = Export(instances=[])
     volumes: dict[str, dict[str, Any]] = {}
@@ -259,20 +261,26 @@ def _has_secret_sources(service: Service) -> bool:
     return any(isinstance(v, EnvSource) and v.value is None for v in values)
 
 
-def _placeholder_secrets(settings: Settings, service: Service) -> Settings:
-    """The settings with the service's file and credential values replaced by empty inline ones."""
-    def blank(layer: Any) -> Any:
-        if not layer.environment:
-            return layer
-        env = {k: (EnvSource(value=SecretStr(""), secret=v.secret) if isinstance(v, EnvSource) and v.value is None
-                   else v) for k, v in layer.environment.items()}
-        return layer.model_copy(update={"environment": env})
+def _placeholder_secrets(settings: Settings, service: Service | None = None) -> Settings:
+    """The settings with the service's (or every service's) file and credential values replaced by empty
+    inline ones."""
+    return settings.model_copy(update={"services": tuple(
+        _blank_service(s) if service is None or s.name == service.name else s for s in settings.services)})
 
-    changed = blank(service).model_copy(update={
-        "varieties": {n: blank(v) for n, v in service.varieties.items()},
-        "profiles": {n: blank(p) for n, p in service.profiles.items()}})
-    return settings.model_copy(update={"services": tuple(changed if s.name == service.name else s
-                                                         for s in settings.services)})
+
+def _blank(layer: Any) -> Any:
+    if not layer.environment:
+        return layer
+    env = {k: (EnvSource(value=SecretStr(""), secret=v.secret) if isinstance(v, EnvSource) and v.value is None
+               else v) for k, v in layer.environment.items()}
+    return layer.model_copy(update={"environment": env})
+
+
+def _blank_service(service: Service) -> Service:
+    changed: Service = _blank(service).model_copy(update={
+        "varieties": {n: _blank(v) for n, v in service.varieties.items()},
+        "profiles": {n: _blank(p) for n, p in service.profiles.items()}})
+    return changed
 
 
 def _secret_sources(service: Service, instance: DesiredInstance) -> dict[str, str | EnvSource]:
