@@ -34,9 +34,10 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 
 def combinations(path: Path) -> list[tuple[str, str | None, str | None]]:
     found = load_settings(path)
-    out = []
+    out: list[tuple[str, str | None, str | None]] = []
     for service in found.services:
-        for variety in [*service.varieties] or [None]:
+        varieties: list[str | None] = [*service.varieties] or [None]
+        for variety in varieties:
             for profile in [None, *service.profiles]:
                 out.append((service.name, variety, profile))
     return out
