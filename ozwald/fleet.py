@@ -135,6 +135,27 @@ class Fleet:
     key: str
     timeout: float = DEFAULT_TIMEOUT_S
     keys: Mapping[str, str] = field(default_factory=dict)
+    # Kept between calls: starting the threads again costs more than a provisioner's answer on a busy host.
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
+    _clients: dict[str, OzwaldClient] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads (they also end with the process)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _run(self, calls: Sequence[Callable[[], T]]) -> list[tuple[T | BaseException, float]]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, 2 * len(self.members)),
+                                            thread_name_prefix="ozwald-fleet")
+        return _parallel(self._pool, calls)
 
     @classmethod
     def from_settings(cls, settings: SettingsLike, key: str, timeout: float = DEFAULT_TIMEOUT_S,
@@ -150,7 +171,12 @@ class Fleet:
         return cls(members, key, timeout, dict(keys or {}))
 
     def client(self, member: Member) -> OzwaldClient:
-        return OzwaldClient(member.url, self.keys.get(member.provisioner, self.key), timeout=self.timeout)
+        """The member's client (thread-safe; made once: building one costs about as much as a request)."""
+        client = self._clients.get(member.provisioner)
+        if client is None:
+            client = OzwaldClient(member.url, self.keys.get(member.provisioner, self.key), timeout=self.timeout)
+            self._clients[member.provisioner] = client
+        return client
 
     # -- the view ---------------------------------------------------------------------------------------
 
@@ -160,7 +186,7 @@ class Fleet:
         for member in self.members:
             client = self.client(member)
             calls += [client.active_services, client.host_resources]
-        answers = _parallel(calls)
+        answers = self._run(calls)
         out = []
         for index, member in enumerate(self.members):
             (active, active_s), (resources, resources_s) = answers[2 * index], answers[2 * index + 1]
@@ -188,7 +214,7 @@ class Fleet:
         the GPUs it would get, then available RAM); then those that do not, each with its reasons."""
         calls: list[Callable[[], dict[str, Any]]] = [
             functools.partial(self._ask_plan, m, service, variety, profile, name) for m in self.members]
-        answers = _parallel(calls)
+        answers = self._run(calls)
         candidates = []
         for member, (answer, seconds) in zip(self.members, answers, strict=True):
             if isinstance(answer, BaseException):
@@ -252,11 +278,9 @@ def _detail_text(detail: Any) -> str:
     return str(detail)
 
 
-def _parallel(calls: Sequence[Callable[[], T]]) -> list[tuple[T | BaseException, float]]:
+def _parallel(pool: ThreadPoolExecutor, calls: Sequence[Callable[[], T]]) -> list[tuple[T | BaseException, float]]:
     """Run every call at once; each answer or exception with its seconds, in the calls' order. The calls
     bound their own time (the client's timeout), so one slow provisioner delays the result by its timeout."""
-    if not calls:
-        return []
 
     def timed(call: Callable[[], T]) -> tuple[T | BaseException, float]:
         started = time.perf_counter()
@@ -266,5 +290,4 @@ def _parallel(calls: Sequence[Callable[[], T]]) -> list[tuple[T | BaseException,
             result = exc
         return result, time.perf_counter() - started
 
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="ozwald-fleet") as pool:
-        return list(pool.map(timed, calls))
+    return list(pool.map(timed, calls))
