@@ -7,6 +7,7 @@ form (unknown fields are errors).
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,3 +317,18 @@ def test_the_cli_prints_yaml_on_stdout_and_notes_on_stderr(capsys: pytest.Captur
     assert cli.main(["export", "kubernetes", "qwen1.5-vllm:tpu", "--config", config]) == 2
     assert "has no variety 'tpu'" in capsys.readouterr().err
     assert cli.main(["export", "kubernetes", "--config", config]) == 2
+
+
+GOLDEN = Path(__file__).parent / "golden" / "contract-qwen1.5-vllm-nvidia-fast-gpu"
+
+
+def test_the_contract_example_matches_its_golden_export(capsys: pytest.CaptureFixture[str]) -> None:
+    """The export the README and the issue show; OZWALD_UPDATE_GOLDEN=1 rewrites it (then review the diff)."""
+    config = str(ROOT / "contrib/examples/contract.yml")
+    assert cli.main(["export", "kubernetes", "qwen1.5-vllm:nvidia:fast-gpu", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    yml, stderr = GOLDEN.with_suffix(".yml"), GOLDEN.with_suffix(".stderr")
+    if os.environ.get("OZWALD_UPDATE_GOLDEN") == "1":
+        yml.write_text(out)
+        stderr.write_text(err)
+    assert (out, err) == (yml.read_text(), stderr.read_text())
