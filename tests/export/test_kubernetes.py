@@ -327,7 +327,7 @@ def test_the_contract_example_matches_its_golden_export(capsys: pytest.CaptureFi
     config = str(ROOT / "contrib/examples/contract.yml")
     assert cli.main(["export", "kubernetes", "qwen1.5-vllm:nvidia:fast-gpu", "--config", config]) == 0
     out, err = capsys.readouterr()
-    yml, stderr = GOLDEN.with_suffix(".yml"), GOLDEN.with_suffix(".stderr")
+    yml, stderr = GOLDEN.parent / f"{GOLDEN.name}.yml", GOLDEN.parent / f"{GOLDEN.name}.stderr"
     if os.environ.get("OZWALD_UPDATE_GOLDEN") == "1":
         yml.write_text(out)
         stderr.write_text(err)
