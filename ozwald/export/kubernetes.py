@@ -570,7 +570,8 @@ def _volumes(spec: EffectiveSpec, options: ExportOptions, labels: dict[str, str]
             notes.append(f"volume {volume.podman_spec()}: a host path becomes hostPath: the directory must exist "
                          "on every node the pod may run on, and hostPath is refused by the restricted pod "
                          "security level; prefer a PersistentVolumeClaim")
-            pod_volumes.append({"name": entry, "hostPath": {"path": volume.source, "type": "Directory"}})
+            # No `type`: a host path may be a file or a directory; Ozwald (Podman) binds either.
+            pod_volumes.append({"name": entry, "hostPath": {"path": volume.source}})
         else:
             claim = k8s_name(volume.source)
             pod_volumes.append({"name": entry, "persistentVolumeClaim": {"claimName": claim,

@@ -270,7 +270,7 @@ def test_ports_volumes_labels_and_what_does_not_map() -> None:
     assert kinds["Service"]["spec"]["selector"] == {"app.kubernetes.io/instance": "plain"}
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     assert pod["volumes"] == [
-        {"name": "volume-0", "hostPath": {"path": "/srv/m", "type": "Directory"}},
+        {"name": "volume-0", "hostPath": {"path": "/srv/m"}},
         {"name": "volume-1", "persistentVolumeClaim": {"claimName": "cache"}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
     assert container_of(plain.objects)["volumeMounts"][0] == {"name": "volume-0", "mountPath": "/m", "readOnly": True}
