@@ -3,7 +3,8 @@
 """Check (--check) or write (--apply) the SPDX licence header of every source file.
 
 The engine (provisioner, reconciler, CLI, units, packaging) is AGPL-3.0-or-later. The client SDK and the
-public interface, which proprietary applications may link or copy, are Apache-2.0: `ozwald/client.py`,
+public interface, which proprietary applications may link or copy, are Apache-2.0: `ozwald/client.py`
+(and `ozwald/fleet.py`, its view over several provisioners),
 the API models it returns (`ozwald/records.py`, `ozwald/resources/views.py`), the errors it raises
 (`ozwald/errors.py`) and
 `api/openapi.yaml`. The header is one comment line, after a shebang if there is one:
@@ -24,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = "AGPL-3.0-or-later"
 INTERFACE = "Apache-2.0"
-APACHE = {"ozwald/client.py", "ozwald/errors.py", "ozwald/records.py", "ozwald/resources/views.py", "api/openapi.yaml"}
+APACHE = {"ozwald/client.py", "ozwald/errors.py", "ozwald/fleet.py", "ozwald/records.py", "ozwald/resources/views.py",
+          "api/openapi.yaml"}
 # Not .yml: settings files are test fixtures whose line numbers tests check (errors are file:line).
 SUFFIXES = {".py", ".sh", ".service", ".target", ".conf", ".yaml", ".spec", ".rpmlintrc", ".toml"}
 NAMES = {"Makefile", "rules", "ozwald.postinst", "ozwald.prerm", "ozwald.postrm", "redis-server", "run", "gpu-check"}

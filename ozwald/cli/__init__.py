@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from ozwald import __version__
-from ozwald.cli import config, health, profile, provisioner, services
+from ozwald.cli import config, export, fleet, health, profile, provisioner, services
 from ozwald.cli.common import (
     ENVIRONMENT_TEXT,
     EXIT_BUG,
@@ -54,6 +54,8 @@ GROUPS = (
     health,
     services,
     profile,
+    export,
+    fleet,
 )
 
 

@@ -81,8 +81,10 @@ class StubSystemd:
         return None
 
 
-def make_provisioner(settings_text: str, client: Client, tmp_path: Path) -> tuple[Provisioner, StubReconciler]:
-    """A Provisioner named `test` for these settings; the caller stops it."""
+def make_provisioner(settings_text: str, client: Client, tmp_path: Path, resources: Any = None
+                     ) -> tuple[Provisioner, StubReconciler]:
+    """A Provisioner named `test` for these settings (on `resources`, default StubResources); the caller
+    stops it."""
     settings = parse_settings(settings_text)
     units = UnitStore(tmp_path / "run", tmp_path / "etc")
     made: list[StubReconciler] = []
@@ -94,5 +96,5 @@ def make_provisioner(settings_text: str, client: Client, tmp_path: Path) -> tupl
     state = tmp_path / "state"
     provisioner = Provisioner(settings, DesiredStateStore(client, "test", state), StatusCache(client, "test"),
                               ProfileQueue(client, "test", settings=settings, state_dir=state),
-                              StubResources(), StubSystemd(), factory)  # type: ignore[arg-type]
+                              resources or StubResources(), StubSystemd(), factory)  # type: ignore[arg-type]
     return provisioner, made[0]
