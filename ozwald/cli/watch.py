@@ -33,9 +33,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 def rows(services: Sequence[Any]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for s in services:
-        info = s.info if isinstance(s.info, dict) else {}
         out.append((str(s.name), str(s.status), str(s.service), s.variety or "-", s.profile or "-",
-                    str(info.get("since") or ""), str(info.get("reason") or "")))
+                    str(s.info.get("since") or ""), str(s.info.get("reason") or "")))
     return out
 
 
