@@ -66,7 +66,7 @@ _first_hash: dict[str, str] = {}
 
 
 def _model_hash_changed(slow: ActiveService) -> bool:
-    return slow.info.get("spec_hash") != _first_hash.get("slow")
+    return bool(slow.info.get("spec_hash") != _first_hash.get("slow"))
 
 
 EXPECTED = {"chat": ["starting", "available", "failed"],
