@@ -7,36 +7,14 @@ in words such as "image localhost/x:latest not found" or "exited 3 after 2.1 s: 
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Sequence
 
 from ozwald.podman import PodmanInspector, PodmanUnavailable
-from ozwald.systemd.protocol import UnitState
+from ozwald.systemd.protocol import UnitState, describe_exit
 
 LOG_LINES_IN_REASON = 3
 _MISSING_IMAGE_MARKERS = ("image not known", "manifest unknown", "no such image", "repository does not exist",
                           "short-name resolution", "initializing source")
-CLD_EXITED = 1  # ExecMainCode: the process exited (status is its exit code)
-CLD_KILLED = 2
-CLD_DUMPED = 3
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def describe_exit(state: UnitState) -> str:
-    """How the last run of the unit's main process ended, e.g. `exited 3 after 0.7 s`."""
-    ran = state.main_ran_seconds
-    after = f" after {ran:.1f} s" if ran is not None else ""
-    if state.exec_main_code in (CLD_KILLED, CLD_DUMPED):
-        return f"killed by {_signal_name(state.exec_main_status)}{after}"
-    return f"exited {state.exec_main_status}{after}"
-
-
 def _log_suffix(logs: Sequence[str]) -> str:
     tail = [line.strip() for line in logs if line.strip()][-LOG_LINES_IN_REASON:]
     return (": " + " | ".join(tail)) if tail else ""

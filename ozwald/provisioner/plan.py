@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ozwald.config import ResolveError, Settings, resolve
+from ozwald.provisioner.status import RUNNING_STATES, RunningSpec
 from ozwald.quadlet.naming import unit_name
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import DesiredInstance, PlanAction, PlanCause, PlanEntry
@@ -94,3 +95,31 @@ def plan(settings: Settings, targets: Sequence[Target], units: Mapping[str, Stor
                                  service=existing.label("service"), variety=existing.label("variety"),
                                  profile=existing.label("profile"), cause="removed"))
     return entries
+
+
+def spec_of(unit: StoredUnit) -> RunningSpec:
+    return RunningSpec(unit.spec_hash, unit.label("service"), unit.label("variety"), unit.label("profile"))
+
+
+def started_from(unit: StoredUnit, state: UnitState) -> bool:
+    """The unit's current invocation was started after its file was last written, so runs that file's spec."""
+    return state.exec_main_start_usec >= unit.written_usec
+
+
+def stale(files: Mapping[str, StoredUnit], states: Mapping[str, UnitState]) -> set[str]:
+    """Instances whose running container was started before their unit file was written."""
+    return {name for name, stored in files.items()
+            if (state := states.get(unit_name(name))) is not None and state.active_state in RUNNING_STATES
+            and state.exec_main_start_usec and not started_from(stored, state)}
+
+
+def hold_failed(entry: PlanEntry, state: UnitState | None, new_generation: bool) -> PlanEntry:
+    """An unchanged instance that ran and ended stays ended until the desired set is posted again: systemd's
+    Restart= policy already decided to give up on it. One written but never started still starts (a
+    provisioner killed between writing and starting must converge)."""
+    ran = state is not None and (state.active_state == "failed" or state.exec_main_start_usec > 0)
+    if entry.cause == "ended" and ran and not new_generation:
+        ended = entry.reason.removeprefix("start: unchanged but ")
+        return entry.model_copy(update={"action": "keep", "cause": "held",
+                                        "reason": f"keep: {ended}; post the desired set to retry"})
+    return entry

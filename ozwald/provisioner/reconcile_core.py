@@ -1,39 +1,23 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """The reconciler's decisions, with no I/O: events in, commands out, all state in one object.
 
-A driver (`ozwald.provisioner.reconciler` on a real host, the simulated host in the tests) feeds it what
-happened (a new desired set or settings, systemd's unit and job signals, the results of its own commands,
-the clock) and executes what it answers: read the host, write or remove a unit file, reload, queue jobs,
-reset start counters, publish the statuses. Because the core decides from its inputs alone, every rule can
-be driven through thousands of random steps in seconds (tests/provisioner/test_reconcile_machine.py).
-
-A pass compares the desired set, rendered, with the unit files and states (`plan`), then queues stops,
-writes what changed, reloads once and queues starts and restarts; starts wait until the stops of the same
-pass ended (host ports, GPU memory and container names are free only then). An instance whose spec cannot
-be resolved or rendered is failed with the reason and its unit stopped; the others converge.
+A driver (`reconciler.py` on a real host, the simulated host in the tests) feeds it what happened (desired
+set, settings, systemd's signals, the results of its commands, the clock) and executes what it answers. It
+decides from its inputs alone, so every rule can be driven through thousands of random steps in seconds
+(tests/reconcile/test_machine.py). An instance whose spec cannot be resolved or rendered is failed with the
+reason and its unit stopped; the others converge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from ozwald.config import Settings
-from ozwald.provisioner.plan import Target, plan
-from ozwald.provisioner.status import (
-    RUNNING_STATES,
-    Observed,
-    RunningSpec,
-    describe,
-    describe_leaving,
-    describe_resource,
-    describe_unresolved,
-    status_of,
-)
+from ozwald.provisioner import reconcile_messages as m
+from ozwald.provisioner import status as st
+from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
 from ozwald.quadlet.naming import instance_of_unit, unit_name
-from ozwald.quadlet.render import RenderedUnit
 from ozwald.quadlet.stored import StoredUnit
-from ozwald.records import ActiveService, DesiredInstance, DesiredSet, PlanEntry
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet
 from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
 
 HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver turns at least this often
@@ -42,177 +26,18 @@ RETRY_FAILED_PASS_S = 2.0
 DOWN = ("inactive", "failed")
 
 
-# What the driver renders for each desired instance ---------------------------------------------------
-@dataclass(frozen=True)
-class Rendered:
-    instance: DesiredInstance
-    unit: RenderedUnit
-    persistent: bool
-    image: str
-    has_health: bool
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """A desired instance whose spec cannot be resolved or rendered (settings changed under it)."""
-
-    instance: DesiredInstance
-    reason: str
-
-
-@dataclass(frozen=True)
-class Resource:
-    instance: DesiredInstance
-    kind: str
-
-
-Outcome = Rendered | Unresolved | Resource
-
-
-# Events (besides systemd's UnitChanged and JobRemoved) ------------------------------------------------
-@dataclass(frozen=True)
-class PassWanted:
-    generation: int | None = None  # None: whatever is stored now (settings changed, a resync)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The result of ReadHost: the inputs of one pass."""
-
-    settings: Settings
-    desired: DesiredSet
-    outcomes: Sequence[Outcome]
-    files: Mapping[str, StoredUnit]
-    states: Mapping[str, UnitState]
-
-
-@dataclass(frozen=True)
-class Queued:
-    operation: str
-    jobs: Mapping[str, str]  # unit → job path
-    refused: Mapping[str, str]  # unit → systemd's message
-
-
-@dataclass(frozen=True)
-class UnitsRead:
-    states: Sequence[UnitState]
-
-
-@dataclass(frozen=True)
-class FilesRead:
-    files: Mapping[str, StoredUnit]
-
-
-@dataclass(frozen=True)
-class Explained:
-    name: str
-    state_change_usec: int
-    reason: str
-
-
-Event = PassWanted | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
-
-
-# Commands ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReadHost:
-    """Read the desired set, render it, read the unit files and states: answered with a Snapshot."""
-
-
-@dataclass(frozen=True)
-class ReadUnits:
-    units: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ReadFiles:
-    pass
-
-
-@dataclass(frozen=True)
-class Write:
-    unit: RenderedUnit
-    persistent: bool
-
-
-@dataclass(frozen=True)
-class Remove:
-    name: str
-
-
-@dataclass(frozen=True)
-class Reload:
-    pass
-
-
-@dataclass(frozen=True)
-class ResetFailed:
-    units: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Enqueue:
-    operation: str  # start, restart, stop
-    units: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Compose and publish the statuses (explaining new failures first: `unexplained`)."""
-
-
-Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Publish
-
-
-@dataclass
-class PassReport:
-    generation: int
-    entries: list[PlanEntry] = field(default_factory=list)
-    reloaded: bool = False
-    errors: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 def _instance_of(unit: str) -> str:
     return instance_of_unit(unit) or unit
-
-
-def spec_of(unit: StoredUnit) -> RunningSpec:
-    return RunningSpec(unit.spec_hash, unit.label("service"), unit.label("variety"), unit.label("profile"))
-
-
-def started_from(unit: StoredUnit, state: UnitState) -> bool:
-    """The unit's current invocation was started after its file was last written, so runs that file's spec."""
-    return state.exec_main_start_usec >= unit.written_usec
-
-
-def stale(files: Mapping[str, StoredUnit], states: Mapping[str, UnitState]) -> set[str]:
-    """Instances whose running container was started before their unit file was written."""
-    return {name for name, stored in files.items()
-            if (state := states.get(unit_name(name))) is not None and state.active_state in RUNNING_STATES
-            and state.exec_main_start_usec and not started_from(stored, state)}
-
-
-def hold_failed(entry: PlanEntry, state: UnitState | None, new_generation: bool) -> PlanEntry:
-    """An unchanged instance that ran and ended stays ended until the desired set is posted again: systemd's
-    Restart= policy already decided to give up on it. One written but never started still starts (a
-    provisioner killed between writing and starting must converge)."""
-    ran = state is not None and (state.active_state == "failed" or state.exec_main_start_usec > 0)
-    if entry.cause == "ended" and ran and not new_generation:
-        ended = entry.reason.removeprefix("start: unchanged but ")
-        return entry.model_copy(update={"action": "keep", "cause": "held",
-                                        "reason": f"keep: {ended}; post the desired set to retry"})
-    return entry
 
 
 class ReconcilerCore:
     def __init__(self, resync_interval: float = 60.0) -> None:
         self.resync_interval = resync_interval
         self.desired = DesiredSet()
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: dict[str, m.Outcome] = {}
         self.states: dict[str, UnitState] = {}
         self.files: dict[str, StoredUnit] = {}
-        self.replaced: dict[str, RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
+        self.replaced: dict[str, st.RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
         self.jobs: dict[str, tuple[str, str]] = {}  # job path → (unit, operation)
         self.decided: dict[str, str] = {}  # unit → job decided but not queued yet (shown as pending)
         self.refused: dict[str, str] = {}  # instance → why systemd refused its job
@@ -237,21 +62,21 @@ class ReconcilerCore:
         self.wanted_generation = 0
         self.passes = 0
         self.unit_reads = 0
-        self.last_report: PassReport | None = None
+        self.last_report: m.PassReport | None = None
 
     @property
     def wanted(self) -> set[str]:
         """Instances whose unit should run: the desired ones the current settings can render."""
-        return {name for name, outcome in self.outcomes.items() if isinstance(outcome, Rendered)}
+        return {name for name, outcome in self.outcomes.items() if isinstance(outcome, m.Rendered)}
 
     # Events ----------------------------------------------------------------------------------------------
-    def handle(self, event: Event, now: float) -> list[Command]:
+    def handle(self, event: m.Event, now: float) -> list[m.Command]:
         """Fold one event into the state; the commands it calls for at once (a pass for a Snapshot)."""
-        if isinstance(event, PassWanted):
+        if isinstance(event, m.PassWanted):
             if event.generation is None or event.generation > self.wanted_generation:
                 self.need_pass = True
                 self.wanted_generation = max(self.wanted_generation, event.generation or 0)
-        elif isinstance(event, Snapshot):
+        elif isinstance(event, m.Snapshot):
             return self._pass(event, now)
         elif isinstance(event, UnitChanged):
             leaving = {u for u, op in self.jobs.values() if op == "stop" and _instance_of(u) not in self.wanted}
@@ -261,11 +86,11 @@ class ReconcilerCore:
                 self.dirty.add(event.unit)
         elif isinstance(event, JobRemoved):
             self._job_removed(event)
-        elif isinstance(event, Queued):
+        elif isinstance(event, m.Queued):
             self._queued(event)
-        elif isinstance(event, UnitsRead):
+        elif isinstance(event, m.UnitsRead):
             self._units_read(event.states, now)
-        elif isinstance(event, FilesRead):
+        elif isinstance(event, m.FilesRead):
             self.files = dict(event.files)
         else:
             self.failures[event.name] = (event.state_change_usec, event.reason)
@@ -292,7 +117,7 @@ class ReconcilerCore:
         self.dirty.add(unit)
         self.last_read.pop(unit, None)  # the end of a job is news: read at once
 
-    def _queued(self, event: Queued) -> None:
+    def _queued(self, event: m.Queued) -> None:
         busy = {unit: path for path, (unit, _) in self.jobs.items()}
         for unit in (*event.jobs, *event.refused):
             self.decided.pop(unit, None)
@@ -330,7 +155,7 @@ class ReconcilerCore:
         self.applied_generation = self._applied_before
 
     # What to do now --------------------------------------------------------------------------------------
-    def _busy(self) -> set[str]:
+    def _busy(self) -> set[str]:  # units with a job queued, or decided and about to be
         return {unit for unit, _ in self.jobs.values()} | set(self.decided)
 
     def stopping(self) -> bool:
@@ -341,7 +166,7 @@ class ReconcilerCore:
         wait = min(HEARTBEAT_S, max(0.0, due - now))
         return min(wait, BUSY_UNIT_READ_S) if self.dirty else wait
 
-    def decide(self, now: float) -> list[Command]:
+    def decide(self, now: float) -> list[m.Command]:
         """The next step of a turn; the driver executes it and asks again until the answer is empty."""
         busy = self._busy()
         going = sorted(u for u in self.stopped if _instance_of(u) not in self.wanted and u not in busy)
@@ -353,32 +178,32 @@ class ReconcilerCore:
                 name = _instance_of(unit)
                 self.reload_owed = self.files.pop(name, None) is not None or self.reload_owed
                 self.replaced.pop(name, None)
-            return [ResetFailed(tuple(going)), *(Remove(_instance_of(u)) for u in going)]
+            return [m.ResetFailed(tuple(going)), *(m.Remove(_instance_of(u)) for u in going)]
         due = now >= self.next_resync or (self.retry_at is not None and now >= self.retry_at)
         if self.need_pass or due or (self.waiting and not self.stopping()):
             self.need_pass = False
-            return [ReadHost()]
+            return [m.ReadHost()]
         ready = sorted(u for u in self.dirty
                        if u not in busy or now - self.last_read.get(u, float("-inf")) >= BUSY_UNIT_READ_S)
         if ready:
             self.dirty -= set(ready)
-            return [ReadUnits(tuple(ready))]
+            return [m.ReadUnits(tuple(ready))]
         if self.news or now - self.published_at >= HEARTBEAT_S:
             self.news, self.published_at = False, now
-            return [Publish()]
+            return [m.Publish()]
         if self.reload_owed and not self.stopping():
             # Files of stopped units are removed at once; the reload waits for the last stop to end.
             self.reload_owed = False
-            return [Reload()]
+            return [m.Reload()]
         return []
 
     # One pass --------------------------------------------------------------------------------------------
-    def _pass(self, snap: Snapshot, now: float) -> list[Command]:
+    def _pass(self, snap: m.Snapshot, now: float) -> list[m.Command]:
         self.next_resync, self.retry_at, self.need_pass = now + self.resync_interval, None, False
         self.waiting.clear()
         desired = snap.desired
         self.wanted_generation = max(self.wanted_generation, desired.generation)
-        rendered = {o.instance.name: o for o in snap.outcomes if isinstance(o, Rendered)}
+        rendered = {o.instance.name: o for o in snap.outcomes if isinstance(o, m.Rendered)}
         targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in rendered.values()]
         files, states = dict(snap.files), dict(snap.states)
         self.dirty -= set(states)
@@ -387,21 +212,15 @@ class ReconcilerCore:
         self._applied_before = self.applied_generation
         new_generation = self.applied_generation is not None and desired.generation != self.applied_generation
         busy = self._busy()
-        adopting = self.applied_generation is None
         # A stop under way that this process did not queue (its predecessor's, killed meanwhile): on purpose too.
-        self.stopped_by_us |= {_instance_of(u) for u, st in states.items()
-                               if st.active_state == "deactivating" and st.job_type and u not in busy}
-
-        def retry(name: str) -> bool:
-            # Down on purpose (Ozwald stopped it), or found inactive by a new process that cannot tell why:
-            # started again; only what systemd gave up on (failed), or saw end by itself, is held.
-            state = states.get(unit_name(name))
-            return new_generation or name in self.stopped_by_us or (
-                adopting and state is not None and state.active_state == "inactive")
-
-        entries = [hold_failed(e, states.get(unit_name(e.name)), retry(e.name))
+        self.stopped_by_us |= {_instance_of(u) for u, unit_state in states.items()
+                               if unit_state.active_state == "deactivating" and unit_state.job_type and u not in busy}
+        # Down on purpose (Ozwald stopped it), or found inactive by a new process that cannot tell why: started
+        # again; only what systemd gave up on (failed), or saw end by itself, is held until a re-post.
+        entries = [hold_failed(e, (s := states.get(unit_name(e.name))), new_generation or e.name in self.stopped_by_us
+                               or (self.applied_generation is None and s is not None and s.active_state == "inactive"))
                    for e in plan(snap.settings, targets, files, states, stale(files, states))]
-        report = self.last_report = PassReport(generation=desired.generation, entries=entries)
+        report = self.last_report = m.PassReport(generation=desired.generation, entries=entries)
         self.passes += 1
         self.states, self.files, self.desired = states, files, desired
         self.outcomes = {o.instance.name: o for o in snap.outcomes}
@@ -422,11 +241,11 @@ class ReconcilerCore:
         self.decided.update({unit_name(n): op for op in ("start", "restart") for n in act[op]})
         # Publish before the first job is queued: 100 jobs queued one call after another take seconds, and the
         # units go down meanwhile; `available` from before must not outlive that.
-        commands: list[Command] = [Publish()] if to_stop or act["restart"] else []
-        commands.append(Enqueue("stop", tuple(to_stop)))
+        commands: list[m.Command] = [m.Publish()] if to_stop or act["restart"] else []
+        commands.append(m.Enqueue("stop", tuple(to_stop)))
         failed = tuple(unit_name(n) for n in down if (s := states.get(unit_name(n))) is not None and s.failed)
         changed = self.reload_owed or any(n in self.files for n in down)
-        commands += [ResetFailed(failed), *(Remove(n) for n in down)]
+        commands += [m.ResetFailed(failed), *(m.Remove(n) for n in down)]
         for name in down:
             self.files.pop(name, None)
         self.reload_owed = False
@@ -437,28 +256,28 @@ class ReconcilerCore:
             for name in deliberate:
                 self.decided.pop(unit_name(name), None)
             report.reloaded = changed
-            return [*commands, *([Reload()] if changed else []), Publish()]
+            return [*commands, *([m.Reload()] if changed else []), m.Publish()]
         for name in deliberate:
             new, old, state = rendered[name], files.get(name), states.get(unit_name(name))
             if old is not None and old.text != new.unit.text and state is not None \
-                    and state.active_state in RUNNING_STATES and started_from(old, state):
+                    and state.active_state in st.RUNNING_STATES and started_from(old, state):
                 self.replaced[name] = spec_of(old)  # it keeps running the old spec until restarted
             if old is None or old.text != new.unit.text or old.persistent != new.persistent:
-                commands.append(Write(new.unit, new.persistent))
+                commands.append(m.Write(new.unit, new.persistent))
                 changed = True
             self.refused.pop(name, None)
             self.failures.pop(name, None)
         report.reloaded = changed
-        commands += [ReadFiles(), Reload()] if changed else []
+        commands += [m.ReadFiles(), m.Reload()] if changed else []
         # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
-        commands.append(ResetFailed(tuple(unit_name(n) for n in deliberate)))
-        commands += [Enqueue(op, tuple(unit_name(n) for n in act[op])) for op in ("start", "restart")]
+        commands.append(m.ResetFailed(tuple(unit_name(n) for n in deliberate)))
+        commands += [m.Enqueue(op, tuple(unit_name(n) for n in act[op])) for op in ("start", "restart")]
         self.applied_generation = desired.generation
-        return [*commands, Publish()]
+        return [*commands, m.Publish()]
 
     # Statuses --------------------------------------------------------------------------------------------
-    def _running(self, name: str, state: UnitState | None) -> RunningSpec | None:
-        if state is None or state.active_state not in RUNNING_STATES:
+    def _running(self, name: str, state: UnitState | None) -> st.RunningSpec | None:
+        if state is None or state.active_state not in st.RUNNING_STATES:
             self.replaced.pop(name, None)
             return None
         stored = self.files.get(name)
@@ -467,22 +286,22 @@ class ReconcilerCore:
             return spec_of(stored)
         return self.replaced.get(name)
 
-    def _observe(self, instance: DesiredInstance, target_hash: str | None, jobs: list[str]) -> Observed:
+    def _observe(self, instance: DesiredInstance, target_hash: str | None, jobs: list[str]) -> st.Observed:
         state = self.states.get(unit_name(instance.name))
         if instance.name in self.waiting:
             jobs = [*jobs, "start once the stops end"]
-        observed = Observed(state=state, running=self._running(instance.name, state),
-                            job=jobs[-1] if jobs else None, refused=self.refused.get(instance.name))
-        status = status_of(observed, target_hash)
+        observed = st.Observed(state=state, running=self._running(instance.name, state),
+                               job=jobs[-1] if jobs else None, refused=self.refused.get(instance.name))
+        status = st.status_of(observed, target_hash)
         if status == "failed" and state is not None:
             known = self.failures.get(instance.name)
             reason = known[1] if known is not None and known[0] == state.state_change_usec else None
-            return Observed(state=state, running=observed.running, job=observed.job, refused=observed.refused,
+            return st.Observed(state=state, running=observed.running, job=observed.job, refused=observed.refused,
                             failure=reason)
         known_id = self.container_ids.get(instance.name)
         if status == "available" and state is not None and known_id is not None \
                 and known_id[0] == state.invocation_id:
-            return Observed(state=state, running=observed.running, container_id=known_id[1])
+            return st.Observed(state=state, running=observed.running, container_id=known_id[1])
         return observed
 
     def compose(self) -> list[ActiveService]:
@@ -492,32 +311,32 @@ class ReconcilerCore:
         generation, services = self.desired.generation, []
         for instance in self.desired.instances:
             outcome, unit = self.outcomes.get(instance.name), unit_name(instance.name)
-            if isinstance(outcome, Resource):
-                services.append(describe_resource(instance, outcome.kind, generation))
-            elif isinstance(outcome, Unresolved):
-                services.append(describe_unresolved(instance, outcome.reason, self.states.get(unit), generation,
+            if isinstance(outcome, m.Resource):
+                services.append(st.describe_resource(instance, outcome.kind, generation))
+            elif isinstance(outcome, m.Unresolved):
+                services.append(st.describe_unresolved(instance, outcome.reason, self.states.get(unit), generation,
                                                     unit))
             else:
                 target = outcome.unit.spec_hash if outcome is not None else None
                 observed = self._observe(instance, target, jobs_by_unit.get(unit, []))
-                services.append(describe(instance, target, observed, generation, unit))
+                services.append(st.describe(instance, target, observed, generation, unit))
         for unit, state in sorted(self.states.items()):
             name = _instance_of(unit)
             if name in self.outcomes or state.active_state in DOWN:
                 continue
             stored = self.files.get(name)
-            services.append(describe_leaving(name, state, spec_of(stored) if stored else None, generation))
+            services.append(st.describe_leaving(name, state, spec_of(stored) if stored else None, generation))
         return services
 
-    def unexplained(self) -> list[tuple[Rendered, UnitState]]:
+    def unexplained(self) -> list[tuple[m.Rendered, UnitState]]:
         """Failed units whose reason is not known for their current state: the driver explains them (journal,
         Podman) before it publishes."""
         busy, found = self._busy(), []
         for name, outcome in self.outcomes.items():
             state = self.states.get(unit_name(name))
-            if isinstance(outcome, Rendered) and state is not None and name not in self.refused \
+            if isinstance(outcome, m.Rendered) and state is not None and name not in self.refused \
                     and unit_name(name) not in busy and name not in self.waiting \
-                    and status_of(Observed(state=state), outcome.unit.spec_hash) == "failed" \
+                    and st.status_of(st.Observed(state=state), outcome.unit.spec_hash) == "failed" \
                     and self.failures.get(name, (None,))[0] != state.state_change_usec:
                 found.append((outcome, state))
         return found
@@ -529,11 +348,3 @@ class ReconcilerCore:
             return None
         self.published = services
         return services
-
-    def container_ids_wanted(self, services: list[ActiveService]) -> list[str]:
-        return [s.name for s in services if s.status == "available" and s.info.get("invocation")
-                and s.info.get("container_id") is None]
-
-    def containers_found(self, ids: Mapping[str, tuple[str, str]]) -> bool:
-        self.container_ids.update(ids)
-        return bool(ids)

@@ -27,9 +27,11 @@ from ozwald.config import ResolveError, Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
 from ozwald.provisioner import reconcile_core as rc
+from ozwald.provisioner import reconcile_messages as rm
 from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Shutdown, Tick
-from ozwald.provisioner.plan import Target, plan
-from ozwald.provisioner.reconcile_core import PassReport, ReconcilerCore, hold_failed, stale, started_from
+from ozwald.provisioner.plan import Target, hold_failed, plan, stale, started_from
+from ozwald.provisioner.reconcile_core import ReconcilerCore
+from ozwald.provisioner.reconcile_messages import PassReport
 from ozwald.provisioner.requests import effective_spec
 from ozwald.quadlet import RenderedUnit, RenderError, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
@@ -68,22 +70,22 @@ class UnitFilesPort(Protocol):
     def remove(self, instance: str) -> bool: ...
 
 
-Explain = Callable[[rc.Rendered, UnitState], str]
+Explain = Callable[[rm.Rendered, UnitState], str]
 
 
-def render_outcome(settings: Settings, instance: DesiredInstance, podman_version: Version) -> rc.Outcome:
+def render_outcome(settings: Settings, instance: DesiredInstance, podman_version: Version) -> rm.Outcome:
     """One desired instance under the current settings: rendered, a resource, or why it cannot run. Settings
     reloaded under a desired set can orphan an instance; that fails the instance, never the pass."""
     try:
         spec = effective_spec(settings, instance)
         if spec.type != "container":
-            return rc.Resource(instance, spec.type)
+            return rm.Resource(instance, spec.type)
         unit = render_unit(spec, instance.name, podman_version)
     except ResolveError as exc:
-        return rc.Unresolved(instance, f"{exc.field}: {exc.message}")
+        return rm.Unresolved(instance, f"{exc.field}: {exc.message}")
     except RenderError as exc:
-        return rc.Unresolved(instance, str(exc))
-    return rc.Rendered(instance, unit, spec.persistent, spec.image or "", spec.health is not None)
+        return rm.Unresolved(instance, str(exc))
+    return rm.Rendered(instance, unit, spec.persistent, spec.image or "", spec.health is not None)
 
 
 class Reconciler:
@@ -188,9 +190,9 @@ class Reconciler:
         for event in batch:
             if isinstance(event, SettingsChanged):
                 self.settings = event.settings
-                self._feed(rc.PassWanted())
+                self._feed(rm.PassWanted())
             elif isinstance(event, DesiredChanged):
-                self._feed(rc.PassWanted(event.generation))
+                self._feed(rm.PassWanted(event.generation))
             elif isinstance(event, UnitChanged | JobRemoved):
                 if isinstance(event, JobRemoved) and event.result not in ("done", "canceled"):
                     log.info("job %s of %s ended %s", event.job_path, event.unit, event.result)
@@ -205,52 +207,52 @@ class Reconciler:
             log.exception("reconcile step failed; retrying in %g s", rc.RETRY_FAILED_PASS_S)
             self.core.pass_failed(self.clock())
 
-    def _feed(self, event: rc.Event) -> None:
+    def _feed(self, event: rm.Event) -> None:
         self._run_commands(self.core.handle(event, self.clock()))
 
-    def _run_commands(self, commands: Sequence[rc.Command]) -> None:
+    def _run_commands(self, commands: Sequence[rm.Command]) -> None:
         for command in commands:
             self._execute(command)
 
-    def _execute(self, command: rc.Command) -> None:
-        if isinstance(command, rc.ReadHost):
+    def _execute(self, command: rm.Command) -> None:
+        if isinstance(command, rm.ReadHost):
             started = time.monotonic()
             self._feed(self._snapshot())
             if self.core.last_report is not None:
                 self.core.last_report.seconds = time.monotonic() - started
             self.first_pass_done.set()
             self._log_pass()
-        elif isinstance(command, rc.ReadUnits):
-            self._feed(rc.UnitsRead(self.systemd.unit_states(command.units)))  # pipelined: 2 round trips
-        elif isinstance(command, rc.ReadFiles):
-            self._feed(rc.FilesRead(self.units.existing()))
-        elif isinstance(command, rc.Write):
+        elif isinstance(command, rm.ReadUnits):
+            self._feed(rm.UnitsRead(self.systemd.unit_states(command.units)))  # pipelined: 2 round trips
+        elif isinstance(command, rm.ReadFiles):
+            self._feed(rm.FilesRead(self.units.existing()))
+        elif isinstance(command, rm.Write):
             self.units.write(command.unit, command.persistent)
-        elif isinstance(command, rc.Remove):
+        elif isinstance(command, rm.Remove):
             self.units.remove(command.name)
-        elif isinstance(command, rc.Reload):
+        elif isinstance(command, rm.Reload):
             self.systemd.reload()
-        elif isinstance(command, rc.ResetFailed):
+        elif isinstance(command, rm.ResetFailed):
             if command.units:  # per unit, refusals (not loaded: nothing to reset) are returned, not raised
                 with contextlib.suppress(SystemdError):
                     self.systemd.reset_failed_units(command.units)  # pipelined
-        elif isinstance(command, rc.Enqueue):
+        elif isinstance(command, rm.Enqueue):
             self._enqueue(command.operation, command.units)
         else:
             self._publish()
 
-    def _snapshot(self) -> rc.Snapshot:
+    def _snapshot(self) -> rm.Snapshot:
         desired = self.read_desired()
         if self.run_besides is not None:
             extra = tuple(i for i in self.run_besides(desired) if i.name not in desired.by_name())
             desired = desired.model_copy(update={"instances": desired.instances + extra})
         outcomes = [render_outcome(self.settings, i, self.podman_version) for i in desired.instances]
-        unresolved = {o.instance.name: o.reason for o in outcomes if isinstance(o, rc.Unresolved)}
+        unresolved = {o.instance.name: o.reason for o in outcomes if isinstance(o, rm.Unresolved)}
         for name, reason in unresolved.items():
             if self._unresolved.get(name) != reason:  # once per cause, not once per pass
                 log.warning("instance %s cannot run under the current settings (stopped): %s", name, reason)
         self._unresolved = unresolved
-        return rc.Snapshot(self.settings, desired, outcomes, self.units.existing(), self.states())
+        return rm.Snapshot(self.settings, desired, outcomes, self.units.existing(), self.states())
 
     def _log_pass(self) -> None:
         report = self.core.last_report
@@ -268,19 +270,22 @@ class Reconciler:
             refused = {u: r.message for u, r in queued.items() if isinstance(r, SystemdError)}
             for unit, message in refused.items():
                 log.warning("%s %s refused by systemd: %s", operation, unit, message)
-            self._feed(rc.Queued(operation, {u: r for u, r in queued.items() if isinstance(r, str)}, refused))
+            self._feed(rm.Queued(operation, {u: r for u, r in queued.items() if isinstance(r, str)}, refused))
 
     def _publish(self) -> list[ActiveService]:
         for rendered, state in self.core.unexplained():
             reason = self.explain(rendered, state)
-            self._feed(rc.Explained(rendered.instance.name, state.state_change_usec, reason))
+            self._feed(rm.Explained(rendered.instance.name, state.state_change_usec, reason))
         services = self.core.publication()
         if services is None:
             return self.core.published or []
         self._emit(services)
         # Container ids come from Podman, which is slower than systemd: the status goes out first.
-        wanted = self.core.container_ids_wanted(services)
-        if wanted and self.core.containers_found(self._container_ids_of(wanted, services)):
+        wanted = [s.name for s in services if s.status == "available" and s.info.get("invocation")
+                  and s.info.get("container_id") is None]
+        found = self._container_ids_of(wanted, services) if wanted else {}
+        self.core.container_ids.update(found)
+        if found:
             services = self.core.publication() or services
             self._emit(services)
         return services
@@ -305,7 +310,7 @@ class Reconciler:
         return {name: (invocations[name], ids[container_name(name)]) for name in names
                 if container_name(name) in ids}
 
-    def _explain(self, rendered: rc.Rendered, state: UnitState) -> str:
+    def _explain(self, rendered: rm.Rendered, state: UnitState) -> str:
         logs = container_log_tail(container_name(rendered.instance.name), 20, command_prefix=self.journal_prefix)
         return explain_failure(state, image=rendered.image, has_health_check=rendered.has_health, logs=logs,
                                podman=self.podman)
@@ -319,7 +324,7 @@ class Reconciler:
     def preview(self, desired: DesiredSet) -> list[PlanEntry]:
         """What a pass would do for `desired`, without doing it (the plan endpoint; any thread)."""
         outcomes = [render_outcome(self.settings, i, self.podman_version) for i in desired.instances]
-        targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in outcomes if isinstance(o, rc.Rendered)]
+        targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in outcomes if isinstance(o, rm.Rendered)]
         files, states = self.units.existing(), self.states()
         return plan(self.settings, targets, files, states, stale(files, states))
 
@@ -327,7 +332,7 @@ class Reconciler:
         """One pass and a publish, in the caller's thread: for a reconciler whose worker is not started."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("run_once is for a reconciler whose worker is not running")
-        self._feed(rc.PassWanted())
+        self._feed(rm.PassWanted())
         self._drain()
         # No worker hears the stop jobs end: wait for them here, so the pass is complete when this returns.
         for _ in range(3):

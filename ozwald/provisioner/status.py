@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ozwald.diagnose import describe_exit
 from ozwald.records import ActiveService, DesiredInstance, ServiceInfo, Status
-from ozwald.systemd.protocol import UnitState
+from ozwald.systemd.protocol import UnitState, describe_exit
 
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
 

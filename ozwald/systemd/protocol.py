@@ -7,6 +7,7 @@ tested without a bus; `client.py` is the thin adapter that sends them.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,3 +224,25 @@ def unit_state(name: str, unit_props: dict[str, Any], service_props: dict[str, A
         exec_main_exit_usec=int(service_props.get("ExecMainExitTimestamp", 0)),
         timeout_start_usec=int(service_props.get("TimeoutStartUSec", 0)),
     )
+
+
+# How a unit's main process ended: pure, so the status rules can say it without the diagnosis's I/O.
+CLD_EXITED = 1  # ExecMainCode: the process exited (status is its exit code)
+CLD_KILLED = 2
+CLD_DUMPED = 3
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_exit(state: UnitState) -> str:
+    """How the last run of the unit's main process ended, e.g. `exited 3 after 0.7 s`."""
+    ran = state.main_ran_seconds
+    after = f" after {ran:.1f} s" if ran is not None else ""
+    if state.exec_main_code in (CLD_KILLED, CLD_DUMPED):
+        return f"killed by {_signal_name(state.exec_main_status)}{after}"
+    return f"exited {state.exec_main_status}{after}"

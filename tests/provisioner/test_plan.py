@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ozwald.config import Settings
-from ozwald.provisioner.plan import Target, plan
-from ozwald.provisioner.reconcile_core import hold_failed, stale, started_from
+from ozwald.provisioner.plan import Target, hold_failed, plan, stale, started_from
 from ozwald.provisioner.requests import effective_spec
 from ozwald.quadlet import render_unit
 from ozwald.quadlet.stored import StoredUnit

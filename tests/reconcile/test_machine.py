@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from ozwald.config import Settings
-from ozwald.provisioner import reconcile_core as rc
+from ozwald.provisioner import reconcile_messages as rm
 from ozwald.provisioner.reconciler import render_outcome
 from ozwald.quadlet.keys import NEWEST_KNOWN
 from ozwald.records import DesiredInstance
@@ -129,12 +129,12 @@ class ReconcilerMachine(RuleBasedStateMachine):
         assert {s.name for s in sim.published} == set(desired)
         for service in sim.published:
             outcome = render_outcome(sim.settings, desired[service.name], NEWEST_KNOWN)
-            if isinstance(outcome, rc.Unresolved):
+            if isinstance(outcome, rm.Unresolved):
                 assert service.status == "failed", service
                 assert "cannot run under the current settings" in service.info["reason"], service
                 assert not sim.host.running(service.name)
                 continue
-            assert isinstance(outcome, rc.Rendered)
+            assert isinstance(outcome, rm.Rendered)
             behaviour = outcome.unit.text.split("SIM=")[1].split('"')[0]
             if behaviour.startswith("healthy"):
                 # Healthy, unless a crash loop of its own made systemd give up (held until a re-post).

@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""What the reconciler's core and its driver tell each other: the outcome of rendering each desired instance,
+the events fed to the core, the commands it answers with, and the report of a pass. Plain records, so the
+core's decisions can be driven and checked without a host."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ozwald.config import Settings
+from ozwald.quadlet.render import RenderedUnit
+from ozwald.quadlet.stored import StoredUnit
+from ozwald.records import DesiredInstance, DesiredSet, PlanEntry
+from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
+
+
+# What the driver renders for each desired instance ---------------------------------------------------
+@dataclass(frozen=True)
+class Rendered:
+    instance: DesiredInstance
+    unit: RenderedUnit
+    persistent: bool
+    image: str
+    has_health: bool
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A desired instance whose spec cannot be resolved or rendered (settings changed under it)."""
+
+    instance: DesiredInstance
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    instance: DesiredInstance
+    kind: str
+
+
+Outcome = Rendered | Unresolved | Resource
+
+
+# Events (besides systemd's UnitChanged and JobRemoved) ------------------------------------------------
+@dataclass(frozen=True)
+class PassWanted:
+    generation: int | None = None  # None: whatever is stored now (settings changed, a resync)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The result of ReadHost: the inputs of one pass."""
+
+    settings: Settings
+    desired: DesiredSet
+    outcomes: Sequence[Outcome]
+    files: Mapping[str, StoredUnit]
+    states: Mapping[str, UnitState]
+
+
+@dataclass(frozen=True)
+class Queued:
+    operation: str
+    jobs: Mapping[str, str]  # unit → job path
+    refused: Mapping[str, str]  # unit → systemd's message
+
+
+@dataclass(frozen=True)
+class UnitsRead:
+    states: Sequence[UnitState]
+
+
+@dataclass(frozen=True)
+class FilesRead:
+    files: Mapping[str, StoredUnit]
+
+
+@dataclass(frozen=True)
+class Explained:
+    name: str
+    state_change_usec: int
+    reason: str
+
+
+Event = PassWanted | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
+
+
+# Commands ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadHost:
+    """Read the desired set, render it, read the unit files and states: answered with a Snapshot."""
+
+
+@dataclass(frozen=True)
+class ReadUnits:
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadFiles:
+    pass
+
+
+@dataclass(frozen=True)
+class Write:
+    unit: RenderedUnit
+    persistent: bool
+
+
+@dataclass(frozen=True)
+class Remove:
+    name: str
+
+
+@dataclass(frozen=True)
+class Reload:
+    pass
+
+
+@dataclass(frozen=True)
+class ResetFailed:
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    operation: str  # start, restart, stop
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Compose and publish the statuses (explaining new failures first: `unexplained`)."""
+
+
+Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Publish
+
+
+@dataclass
+class PassReport:
+    generation: int
+    entries: list[PlanEntry] = field(default_factory=list)
+    reloaded: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
