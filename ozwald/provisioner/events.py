@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """What the reconciler's one thread is told: the only way other threads reach its state.
 
-The D-Bus receiver puts systemd's typed events (`UnitChanged`, `JobRemoved`), the desired-state
-listeners put `DesiredChanged`, a reload of the settings file puts `SettingsChanged`; the thread
+The D-Bus receiver puts systemd's typed events (`UnitChanged`, `JobRemoved`), an accepted update
+puts `DesiredChanged`, a reload of the settings file puts `SettingsChanged`; the thread
 itself produces `Tick` when nothing else arrives.
 """
 

@@ -204,6 +204,8 @@ class Reconciler:
                     break
                 self._run_commands(commands)
         except Exception:  # the worker must survive anything one pass hits; the pass is retried
+            if not self.systemd.alive:  # the loop reports the lost bus at once; nothing to retry
+                return
             log.exception("reconcile step failed; retrying in %g s", rc.RETRY_FAILED_PASS_S)
             self.core.pass_failed(self.clock())
 
