@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from ozwald.cli.common import Actions
 
 EXIT_OK = 0
+# The export's GPU modes, spelt here because the parser is built from the standard library alone (the man page
+# is generated with the system's python3); tests/export checks both lists agree.
+GPU_MODES = ("device-plugin", "dra", "cdi")
 
 
 def register(actions: Actions) -> None:
     """Add `export` to `ozwald`'s subcommands."""
-    from ozwald.export.kubernetes import GPU_MODES
-
     text = "print Kubernetes objects (YAML) for instances: Deployment, Service, PVCs; notes on stderr"
     sub = actions.add("export", run, text)
     config_flag(sub)

@@ -332,3 +332,9 @@ def test_the_contract_example_matches_its_golden_export(capsys: pytest.CaptureFi
         yml.write_text(out)
         stderr.write_text(err)
     assert (out, err) == (yml.read_text(), stderr.read_text())
+
+
+def test_the_cli_offers_exactly_the_export_gpu_modes() -> None:
+    from ozwald.cli import export as cli_export
+
+    assert cli_export.GPU_MODES == GPU_MODES
