@@ -150,9 +150,9 @@ class ReconcilerCore:
     def pass_failed(self, now: float) -> None:
         """A step of the turn failed (systemd or the disk): what was decided but not queued is not under way,
         and the pass is retried."""
-        self.need_pass, self.retry_at = False, now + RETRY_FAILED_PASS_S
-        self.decided.clear()
-        self.applied_generation = self._applied_before
+        self.need_pass, self.retry_at, self.news = False, now + RETRY_FAILED_PASS_S, True
+        self.next_resync = max(self.next_resync, self.retry_at)  # else a due resync is retried at once, forever
+        self.decided, self.applied_generation = {}, self._applied_before
 
     # What to do now --------------------------------------------------------------------------------------
     def _busy(self) -> set[str]:  # units with a job queued, or decided and about to be

@@ -197,17 +197,19 @@ class Reconciler:
                 if isinstance(event, JobRemoved) and event.result not in ("done", "canceled"):
                     log.info("job %s of %s ended %s", event.job_path, event.unit, event.result)
                 self._feed(event)
-        try:
-            for _ in range(100):  # each step clears what asked for it; the bound only guards against a bug
-                commands = self.core.decide(self.clock())
-                if not commands:
-                    break
+        for _ in range(100):  # each step clears what asked for it; the bound only guards against a bug
+            commands = self.core.decide(self.clock())
+            if not commands:
+                break
+            try:
                 self._run_commands(commands)
-        except Exception:  # the worker must survive anything one pass hits; the pass is retried
-            if not self.systemd.alive:  # the loop reports the lost bus at once; nothing to retry
-                return
-            log.exception("reconcile step failed; retrying in %g s", rc.RETRY_FAILED_PASS_S)
-            self.core.pass_failed(self.clock())
+            except Exception:  # the worker must survive anything a step hits; a pass is retried
+                if not self.systemd.alive:  # the loop reports the lost bus at once; nothing to retry
+                    return
+                log.exception("reconcile step failed; retrying in %g s", rc.RETRY_FAILED_PASS_S)
+                # The turn goes on: units that signalled are still read and published, so a crash is told
+                # while the desired set cannot be read.
+                self.core.pass_failed(self.clock())
 
     def _feed(self, event: rm.Event) -> None:
         self._run_commands(self.core.handle(event, self.clock()))

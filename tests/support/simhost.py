@@ -105,10 +105,13 @@ class SimHost:
         self.reloads = 0
         self._timers: list[tuple[float, int, str, int, str]] = []
         self._serial = 0
+        self._tick = 0
 
     # The clock ---------------------------------------------------------------------------------------------
     def usec(self) -> int:
-        return EPOCH_USEC + int(self.now * 1e6)
+        """Strictly growing: a start and a file write at the same instant are still ordered, as in reality."""
+        self._tick += 1
+        return EPOCH_USEC + int(self.now * 1e6) + self._tick
 
     def next_timer(self) -> float | None:
         while self._timers and self._void(self._timers[0]):
