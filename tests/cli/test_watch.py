@@ -7,13 +7,11 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ozwald import cli
-from ozwald.api import ApiServer, create_server
+from ozwald.api import ApiServer
 from ozwald.cli import watch as cli_watch
 from ozwald.client import OzwaldClient
 from tests.api.conftest import API_KEY
@@ -37,24 +35,6 @@ class FrameLog(io.StringIO):
     def wait_frames(self, count: int, timeout: float = 10) -> None:
         with self.written:
             assert self.written.wait_for(lambda: len(self.frames) >= count, timeout), self.frames
-
-
-@pytest.fixture
-def core() -> SettlingCore:
-    return SettlingCore(strict_services=False)
-
-
-@pytest.fixture
-def served(core: SettlingCore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ApiServer]:
-    server = create_server(core, API_KEY, host="127.0.0.1", port=0)
-    server.start()
-    monkeypatch.setenv("OZWALD_BASE", f"http://127.0.0.1:{server.port}")
-    monkeypatch.setenv("OZWALD_SYSTEM_KEY", API_KEY)
-    monkeypatch.setenv("OZWALD_ENV_FILE", str(tmp_path / "absent.env"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_a_change_is_drawn_at_once_with_the_gpu_memory(served: ApiServer, core: SettlingCore) -> None:
