@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ozwald.provisioner import reconcile_messages as m
 from ozwald.provisioner import status as st
+from ozwald.provisioner.events import DesiredChanged
 from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
 from ozwald.quadlet.naming import instance_of_unit, unit_name
 from ozwald.quadlet.stored import StoredUnit
@@ -35,6 +36,7 @@ class ReconcilerCore:
         self.resync_interval = resync_interval
         self.desired = DesiredSet()
         self.outcomes: dict[str, m.Outcome] = {}
+        self.wanted: set[str] = set()  # instances whose unit should run: the ones the settings can render
         self.states: dict[str, UnitState] = {}
         self.files: dict[str, StoredUnit] = {}
         self.replaced: dict[str, st.RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
@@ -64,15 +66,10 @@ class ReconcilerCore:
         self.unit_reads = 0
         self.last_report: m.PassReport | None = None
 
-    @property
-    def wanted(self) -> set[str]:
-        """Instances whose unit should run: the desired ones the current settings can render."""
-        return {name for name, outcome in self.outcomes.items() if isinstance(outcome, m.Rendered)}
-
     # Events ----------------------------------------------------------------------------------------------
     def handle(self, event: m.Event, now: float) -> list[m.Command]:
         """Fold one event into the state; the commands it calls for at once (a pass for a Snapshot)."""
-        if isinstance(event, m.PassWanted):
+        if isinstance(event, DesiredChanged):
             if event.generation is None or event.generation > self.wanted_generation:
                 self.need_pass = True
                 self.wanted_generation = max(self.wanted_generation, event.generation or 0)
@@ -224,6 +221,7 @@ class ReconcilerCore:
         self.passes += 1
         self.states, self.files, self.desired = states, files, desired
         self.outcomes = {o.instance.name: o for o in snap.outcomes}
+        self.wanted = {o.instance.name for o in snap.outcomes if isinstance(o, m.Rendered)}
         for table in (self.refused, self.failures, self.container_ids):
             for name in [n for n in table if n not in self.outcomes]:
                 del table[name]

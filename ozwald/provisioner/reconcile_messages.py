@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ozwald.config import Settings
+from ozwald.provisioner.events import DesiredChanged
 from ozwald.quadlet.render import RenderedUnit
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import DesiredInstance, DesiredSet, PlanEntry
@@ -42,12 +43,7 @@ class Resource:
 Outcome = Rendered | Unresolved | Resource
 
 
-# Events (besides systemd's UnitChanged and JobRemoved) ------------------------------------------------
-@dataclass(frozen=True)
-class PassWanted:
-    generation: int | None = None  # None: whatever is stored now (settings changed, a resync)
-
-
+# Events (besides DesiredChanged, for a pass, and systemd's UnitChanged and JobRemoved) --------------------
 @dataclass(frozen=True)
 class Snapshot:
     """The result of ReadHost: the inputs of one pass."""
@@ -83,7 +79,7 @@ class Explained:
     reason: str
 
 
-Event = PassWanted | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
+Event = DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
 
 
 # Commands ----------------------------------------------------------------------------------------------

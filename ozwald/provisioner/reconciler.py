@@ -190,20 +190,27 @@ class Reconciler:
         for event in batch:
             if isinstance(event, SettingsChanged):
                 self.settings = event.settings
-                self._feed(rm.PassWanted())
+                self._feed(DesiredChanged())  # reconcile what is stored under the new settings
             elif isinstance(event, DesiredChanged):
-                self._feed(rm.PassWanted(event.generation))
+                self._feed(event)
             elif isinstance(event, UnitChanged | JobRemoved):
                 if isinstance(event, JobRemoved) and event.result not in ("done", "canceled"):
                     log.info("job %s of %s ended %s", event.job_path, event.unit, event.result)
                 self._feed(event)
+        self._steps(recover=True)
+
+    def _steps(self, recover: bool) -> None:
+        """Run what the core decides until it has nothing more to do. `recover`: the worker survives anything
+        a step hits (a pass is retried); without it (run_once) the error reaches the caller."""
         for _ in range(100):  # each step clears what asked for it; the bound only guards against a bug
             commands = self.core.decide(self.clock())
             if not commands:
-                break
+                return
             try:
                 self._run_commands(commands)
-            except Exception:  # the worker must survive anything a step hits; a pass is retried
+            except Exception:
+                if not recover:
+                    raise
                 if not self.systemd.alive:  # the loop reports the lost bus at once; nothing to retry
                     return
                 log.exception("reconcile step failed; retrying in %g s", rc.RETRY_FAILED_PASS_S)
@@ -336,8 +343,8 @@ class Reconciler:
         """One pass and a publish, in the caller's thread: for a reconciler whose worker is not started."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("run_once is for a reconciler whose worker is not running")
-        self._feed(rm.PassWanted())
-        self._drain()
+        self._feed(DesiredChanged())
+        self._steps(recover=False)
         # No worker hears the stop jobs end: wait for them here, so the pass is complete when this returns.
         for _ in range(3):
             stops = [(path, unit) for path, (unit, op) in self.core.jobs.items() if op == "stop"]
@@ -347,17 +354,10 @@ class Reconciler:
                 self.systemd.wait_for(unit, lambda s: s.active_state in ("inactive", "failed")
                                       or s.load_state != "loaded", 300)
                 self._feed(JobRemoved(0, path, unit, "done"))
-            self._drain()
+            self._steps(recover=False)
         report = self.core.last_report
         assert report is not None
         return report
-
-    def _drain(self) -> None:
-        for _ in range(100):  # each step clears what asked for it; the bound only guards against a bug
-            commands = self.core.decide(self.clock())
-            if not commands:
-                return
-            self._run_commands(commands)
 
     def refresh_statuses(self) -> list[ActiveService]:
         """Read every Ozwald unit and publish, in the caller's thread (worker not started)."""

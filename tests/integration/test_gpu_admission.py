@@ -57,14 +57,19 @@ SERVICES = """\
 """
 
 
-@pytest.fixture(scope="module")
-def ozwald(testhost: TestHost, ozwald_deployment: ProvisionerDeployment) -> Iterator[ProvisionerDeployment]:
+def start_with_stand_in_gpus(testhost: TestHost, deployment: ProvisionerDeployment, services: str) -> None:
+    """Ozwald deployed in the test host with the stand-in NVML (as pynvml) and a CDI spec for its GPUs."""
     site = next(testhost.guest_path(f"{VENV}/lib").glob("python3*/site-packages"))
     (site / "ozwald_fake_pynvml.py").write_text(FAKES.read_text())
     (site / "pynvml.py").write_text(SHIM)
     testhost.write_file("/etc/cdi/test-nvidia.json", cdi_spec())
-    ozwald_deployment.write_config(ozwald_deployment.default_config(SERVICES))
-    ozwald_deployment.start()
+    deployment.write_config(deployment.default_config(services))
+    deployment.start()
+
+
+@pytest.fixture(scope="module")
+def ozwald(testhost: TestHost, ozwald_deployment: ProvisionerDeployment) -> Iterator[ProvisionerDeployment]:
+    start_with_stand_in_gpus(testhost, ozwald_deployment, SERVICES)
     yield ozwald_deployment
 
 

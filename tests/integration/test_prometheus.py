@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.guest import VENV, ProvisionerDeployment
+from tests.deploy.guest import ProvisionerDeployment
 from tests.integration.api_kit import statuses, update, wait_for
-from tests.integration.test_gpu_admission import FAKES, SHIM, UUIDS, cdi_spec
+from tests.integration.test_gpu_admission import UUIDS, start_with_stand_in_gpus
 from tests.testhost.harness import TestHost
 
 pytestmark = [pytest.mark.testhost,
@@ -108,12 +108,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def ozwald(testhost: TestHost, ozwald_deployment: ProvisionerDeployment) -> Iterator[ProvisionerDeployment]:
-    site = next(testhost.guest_path(f"{VENV}/lib").glob("python3*/site-packages"))
-    (site / "ozwald_fake_pynvml.py").write_text(FAKES.read_text())
-    (site / "pynvml.py").write_text(SHIM)
-    testhost.write_file("/etc/cdi/test-nvidia.json", cdi_spec())
-    ozwald_deployment.write_config(ozwald_deployment.default_config(SERVICES))
-    ozwald_deployment.start()
+    start_with_stand_in_gpus(testhost, ozwald_deployment, SERVICES)
     yield ozwald_deployment
 
 

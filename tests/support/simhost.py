@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +102,6 @@ class SimHost:
         self.events: list[SystemdEvent] = []
         self.on_change: Callable[[], None] = lambda: None
         self.alive = True
-        self.reloads = 0
         self._timers: list[tuple[float, int, str, int, str]] = []
         self._serial = 0
         self._tick = 0
@@ -262,7 +261,6 @@ class SimHost:
         return out
 
     def reload(self) -> None:
-        self.reloads += 1
         for instance, stored in self.files.items():
             name = unit_name(instance)
             config = Config.parse(stored.text)
@@ -333,10 +331,6 @@ class SimHost:
     def running(self, instance: str) -> bool:
         unit = self.units.get(unit_name(instance))
         return unit is not None and unit.running is not None and unit.sub_state != "auto-restart"
-
-
-def labels_of(config: Config) -> Mapping[str, str]:
-    return unit_labels(config.text)
 
 
 
