@@ -22,7 +22,7 @@ from ozwald.provisioner.reconciler import Reconciler
 from ozwald.records import ActiveService, DesiredInstance
 from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
 from tests.integration.test_reconciler import Desired, Published
-from tests.support.simhost import SimRun
+from tests.support.simrun import SimRun
 from tests.testhost.harness import TestHost
 
 Check = Callable[[dict[str, ActiveService]], bool]

@@ -27,7 +27,7 @@ from ozwald.provisioner import reconcile_messages as rm
 from ozwald.provisioner.reconciler import render_outcome
 from ozwald.quadlet.keys import NEWEST_KNOWN
 from ozwald.records import DesiredInstance
-from tests.support.simhost import SimRun
+from tests.support.simrun import SimRun
 
 STEPS = int(os.environ.get("OZWALD_SIM_STEPS", "50"))
 EXAMPLES = int(os.environ.get("OZWALD_SIM_EXAMPLES", "140"))

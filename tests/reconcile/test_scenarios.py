@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Reconciler scenarios on the simulated host: the real core and driver, systemd and Podman simulated, the
-truth rules checked at every change (tests/support/simhost.py). The same scenarios run in the test host in
+truth rules checked at every change (tests/support/simrun.py). The same scenarios run in the test host in
 tests/integration/test_sim_agrees.py, which checks that both give the same statuses."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from ozwald.config import Settings
 from ozwald.records import DesiredInstance
-from tests.support.simhost import SimRun
+from tests.support.simrun import SimRun
 
 
 def settings(**overrides: Any) -> Settings:
