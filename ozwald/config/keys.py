@@ -35,6 +35,9 @@ class Key:
     container_only: bool = True
     hashed: bool = True
     default: Any = None
+    # A key added after specs were first hashed enters the hash only when set: an upgrade must not change the
+    # hash, and so restart, every running instance that does not use it.
+    hashed_when_set: bool = False
 
 
 def keys_of(model: type[BaseModel]) -> dict[str, Key]:

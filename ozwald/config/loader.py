@@ -135,7 +135,48 @@ def check_semantics(settings: Settings, source: SourceMap) -> list[ConfigIssue]:
             issues.extend(_container_keys_on_resource(service, base, source))
             continue
         issues.extend(_missing_images(service, base, source))
+        issues.extend(_on_demand_ports(service, base, source))
     return issues
+
+
+def _on_demand_ports(service: Any, base: tuple[str | int, ...], source: SourceMap) -> list[ConfigIssue]:
+    """An on-demand instance is reached through one socket that proxies one port: each variety and profile
+    combination that turns it on must publish exactly one TCP port with a host port."""
+    issues: dict[tuple[str | int, ...], ConfigIssue] = {}
+    varieties: list[tuple[str | None, Any]] = list(service.varieties.items()) or [(None, None)]
+    profiles: list[tuple[str | None, Any]] = [(None, None), *service.profiles.items()]
+    for variety, variety_layer in varieties:
+        for profile, profile_layer in profiles:
+            levels = [((*base,), service)]
+            if variety_layer is not None:
+                levels.append(((*base, "varieties", variety or ""), variety_layer))
+            if profile_layer is not None:
+                levels.append(((*base, "profiles", profile or ""), profile_layer))
+            setting = [(path, layer.on_demand) for path, layer in levels if layer.on_demand is not None]
+            if not setting or not setting[-1][1].enabled:
+                continue
+            ports = next((layer.ports for _, layer in reversed(levels) if layer.ports is not None), ())
+            problem = _on_demand_problem(ports, setting[-1][1])
+            where = (*setting[-1][0], "on_demand")
+            if problem is not None and where not in issues:
+                combination = ", ".join(f"{kind} {name!r}" for kind, name in (("variety", variety),
+                                                                               ("profile", profile)) if name)
+                issues[where] = source.issue(where, f"{problem}{f' ({combination})' if combination else ''}")
+    return list(issues.values())
+
+
+def _on_demand_problem(ports: Any, on_demand: Any) -> str | None:
+    why = "an on-demand service needs exactly one published TCP port with a host port (its socket listens there " \
+          "and proxies to the container)"
+    if len(ports) != 1:
+        return f"{why}; it publishes {len(ports)}"
+    port = ports[0]
+    if port.protocol != "tcp" or port.host is None:
+        return f"{why}; it publishes {port.podman_spec()}"
+    if on_demand.backend_for(port.host) == port.host:
+        return f"on_demand.backend_port {port.host} is the public port; the container needs another one behind " \
+               "the proxy"
+    return None
 
 
 def _container_keys_on_resource(service: Any, base: tuple[str | int, ...], source: SourceMap) -> list[ConfigIssue]:

@@ -247,6 +247,27 @@ class Resources(Strict):
     cpus: float | None = Field(default=None, ge=0)
 
 
+class OnDemand(Strict):
+    """Scale to zero: a systemd socket listens on the instance's published port and the container runs only
+    while connections come (see the README's On-demand services)."""
+
+    enabled: bool = True
+    idle_stop: Duration = Field(default=600.0, gt=0)
+    # The loopback port the container publishes on, behind the proxy; None: the public port + 10000 (or
+    # - 10000 above 55535).
+    backend_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    def backend_for(self, public_port: int) -> int:
+        if self.backend_port is not None:
+            return self.backend_port
+        return public_port + 10000 if public_port <= 55535 else public_port - 10000
+
+
 RestartPolicy = Literal["no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"]
 
 
@@ -351,6 +372,10 @@ class Layer(Strict):
         "declared needs for admission: `vram_gb`, `memory_gb`, `gpus`, `cpus`", merge=Merge.FIELDS,
         container_only=False, default=Resources())] = None
     persistent: Annotated[bool | None, Key("`true` to survive a reboot (adds `[Install]`)", default=False)] = None
+    on_demand: Annotated[OnDemand | None, Key(
+        "`true`, or `{idle_stop: 10m, backend_port: N}`: a socket listens on the one published TCP port and "
+        "the container starts on the first connection and stops after `idle_stop` (default 10 min) without "
+        "one; `false` turns it off (see On-demand services)", hashed_when_set=True)] = None
 
     @field_validator("command", "entrypoint", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from ozwald.config.model import (
     EnvSource,
     Health,
     Layer,
+    OnDemand,
     Port,
     Resources,
     RestartPolicy,
@@ -78,6 +79,7 @@ class EffectiveSpec:
     labels: tuple[tuple[str, str], ...]
     resources: Resources
     persistent: bool
+    on_demand: OnDemand | None
     secret_keys: frozenset[str] = frozenset()
 
     @property
@@ -86,7 +88,8 @@ class EffectiveSpec:
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready form of the identity and every hashed settings key: the input of the spec hash."""
-        names = [*_IDENTITY, *(name for name, key in LAYER_KEYS.items() if key.hashed)]
+        names = [*_IDENTITY, *(name for name, key in LAYER_KEYS.items() if key.hashed
+                               and not (key.hashed_when_set and getattr(self, name) is None))]
         return {name: _jsonable(getattr(self, name)) for name in names}
 
     @property
@@ -210,5 +213,7 @@ def _merge(service: Service, layers: list[Layer], variety: str | None, profile: 
     values["environment"], secret_keys = _environment(service.name, values["environment"])
     values["labels"] = tuple(sorted((values["labels"] or {}).items()))
     values["devices"] = tuple(values["devices"])
+    if values["on_demand"] is not None and not values["on_demand"].enabled:
+        values["on_demand"] = None  # `on_demand: false` on a profile turns off what the service set
     return EffectiveSpec(service=service.name, type=service.type, variety=variety, profile=profile,
                          secret_keys=secret_keys, **values)

@@ -2,7 +2,9 @@
 """How Ozwald names what it creates for an instance, and how it reads those names and labels back.
 
 An instance `x` is the Quadlet file `ozwald-x.container`, the systemd unit `ozwald-x.service` and the
-container `ozwald-x`; its unit file carries `Label="ozwald.<key>=<value>"` lines. Everything that builds
+container `ozwald-x`; its unit file carries `Label="ozwald.<key>=<value>"` lines. An on-demand instance also
+has the socket `ozwald-x.socket` and its proxy `ozwald-x:proxy.service`: `:` cannot appear in an instance
+name, so no instance's container unit can take the proxy's name. Everything that builds
 or parses one of these names uses this module, so they cannot drift apart.
 """
 
@@ -13,7 +15,9 @@ LABEL_PREFIX = "ozwald."
 FILE_SUFFIX = ".container"
 ENV_SUFFIX = ".env"  # Quadlet reads only unit extensions, so it leaves these files alone
 UNIT_SUFFIX = ".service"
-UNIT_PATTERN = f"{UNIT_PREFIX}*{UNIT_SUFFIX}"  # every Ozwald unit, for ListUnitsByPatterns
+SOCKET_SUFFIX = ".socket"
+PROXY_MARK = ":proxy"
+UNIT_PATTERN = f"{UNIT_PREFIX}*"  # every Ozwald unit (services and sockets), for ListUnitsByPatterns
 _LABEL_LINE = "Label="
 # Ozwald's own units that share the prefix (units/): never an instance, so no instance may take the name.
 OWN_UNITS = frozenset({"ozwald-redis.service"})
@@ -32,6 +36,16 @@ def unit_name(instance: str) -> str:
     return f"{container_name(instance)}{UNIT_SUFFIX}"
 
 
+def socket_name(instance: str) -> str:
+    """The socket unit of an on-demand instance (also its file's name)."""
+    return f"{container_name(instance)}{SOCKET_SUFFIX}"
+
+
+def proxy_name(instance: str) -> str:
+    """The proxy service the socket of an on-demand instance starts (also its file's name)."""
+    return f"{container_name(instance)}{PROXY_MARK}{UNIT_SUFFIX}"
+
+
 def unit_filename(instance: str) -> str:
     """The Quadlet file Ozwald writes for an instance."""
     return f"{container_name(instance)}{FILE_SUFFIX}"
@@ -43,11 +57,21 @@ def env_filename(instance: str) -> str:
 
 
 def instance_of_unit(unit: str) -> str | None:
-    """The instance an `ozwald-<instance>.service` unit runs; None for any other unit (Ozwald's own included)."""
-    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX) and len(unit) > len(UNIT_PREFIX + UNIT_SUFFIX) \
-            and unit not in OWN_UNITS:
-        return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
+    """The instance an `ozwald-<instance>.service` unit runs, or an on-demand instance's socket or proxy
+    belongs to; None for any other unit (Ozwald's own included)."""
+    if not unit.startswith(UNIT_PREFIX) or unit in OWN_UNITS:
+        return None
+    for suffix in (f"{PROXY_MARK}{UNIT_SUFFIX}", UNIT_SUFFIX, SOCKET_SUFFIX):
+        if unit.endswith(suffix):
+            name = unit[len(UNIT_PREFIX):-len(suffix)]
+            return name if name and ":" not in name else None
     return None
+
+
+def is_container_unit(unit: str) -> bool:
+    """`ozwald-<instance>.service`: the unit that runs an instance's container."""
+    name = instance_of_unit(unit)
+    return name is not None and unit == unit_name(name)
 
 
 def instance_of_filename(filename: str) -> str | None:

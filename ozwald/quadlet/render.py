@@ -18,6 +18,7 @@ from ozwald.errors import Exit, OzwaldError
 from ozwald.quadlet.escape import quote_word, quote_words, raw_json_array, raw_token
 from ozwald.quadlet.keys import NEWEST_KNOWN, QUADLET_MIN, Version, format_version, since
 from ozwald.quadlet.naming import container_name, env_filename, unit_filename, unit_name
+from ozwald.quadlet.on_demand import CompanionUnit, OnDemandUnits, render_on_demand
 
 # unit_filename and unit_name live in ozwald.quadlet.naming; re-exported for existing importers.
 __all__ = ["RenderError", "RenderedUnit", "render_unit", "unit_filename", "unit_name"]
@@ -46,6 +47,12 @@ class RenderedUnit:
     spec_hash: str
     warnings: tuple[str, ...] = ()
     env_file: str | None = field(default=None, repr=False)
+    on_demand: OnDemandUnits | None = None  # its socket and proxy, for an on-demand instance
+
+    @property
+    def companions(self) -> tuple[CompanionUnit, ...]:
+        """The plain systemd units written beside the Quadlet file."""
+        return () if self.on_demand is None else (self.on_demand.socket, self.on_demand.proxy)
 
 
 @dataclass
@@ -78,13 +85,26 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         raise RenderError(f"Quadlet needs Podman {format_version(QUADLET_MIN)} or newer; "
                           f"the target is Podman {format_version(podman_version)}")
     out = _Sections(target=podman_version)
+    on_demand = None
+    if spec.on_demand is not None:
+        if len(spec.ports) != 1:
+            raise RenderError(f"on-demand service {spec.service!r} publishes {len(spec.ports)} ports; it needs "
+                              "exactly one TCP port with a host port")
+        on_demand = render_on_demand(instance, spec.on_demand, spec.ports[0], spec.service, spec.persistent)
     out.unit += [
         f"Description=Ozwald instance {instance} (service {spec.service}, variety {spec.variety or '-'}, "
         f"profile {spec.profile or '-'})",
         f"StartLimitIntervalSec={START_LIMIT_INTERVAL_S}",
         f"StartLimitBurst={START_LIMIT_BURST}",
     ]
-    _container(out, spec, instance)
+    if on_demand is not None:
+        out.unit += [
+            # Started by its proxy's Requires=, stopped once the proxy exits for idleness.
+            "StopWhenUnneeded=yes",
+            f"# On demand: socket {on_demand.socket.filename}, proxy {on_demand.proxy.filename} "
+            f"({on_demand.digest})",
+        ]
+    _container(out, spec, instance, on_demand)
     out.service += [
         f"Restart={spec.restart}",
         f"RestartSec={_seconds(spec.restart_delay)}",
@@ -98,12 +118,12 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
         # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
         out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
-    if spec.persistent:
+    if spec.persistent and on_demand is None:  # on demand, the socket comes back after a reboot, not this
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)
     return RenderedUnit(instance=instance, filename=unit_filename(instance), unit_name=unit_name(instance),
                         text=text, spec_hash=spec.spec_hash, warnings=tuple(out.warnings),
-                        env_file=_secret_env_file(spec))
+                        env_file=_secret_env_file(spec), on_demand=on_demand)
 
 
 def _secret_env_file(spec: EffectiveSpec) -> str | None:
@@ -119,7 +139,7 @@ def _secret_env_file(spec: EffectiveSpec) -> str | None:
     return "".join(lines) or None
 
 
-def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
+def _container(out: _Sections, spec: EffectiveSpec, instance: str, on_demand: OnDemandUnits | None) -> None:
     assert spec.image is not None
     out.container_key("Image", raw_token(spec.image))
     out.container_key("ContainerName", container_name(instance))
@@ -142,7 +162,7 @@ def _container(out: _Sections, spec: EffectiveSpec, instance: str) -> None:
     for device in spec.devices:
         # Never the optional '-' prefix: on a CDI name it silently drops the GPU.
         out.container_key("AddDevice", raw_token(device))
-    for port in spec.ports:
+    for port in (on_demand.backend,) if on_demand is not None else spec.ports:
         out.container_key("PublishPort", raw_token(port.podman_spec()))
     for volume in spec.volumes:
         out.container_key("Volume", raw_token(volume.podman_spec()))

@@ -2,7 +2,9 @@
 """Ozwald's Quadlet files on disk.
 
 Ozwald owns the `ozwald-*.container` files in two Quadlet directories: the runtime one (gone at reboot)
-and the persistent one (kept, for services with `persistent: true`). Files are replaced atomically
+and the persistent one (kept, for services with `persistent: true`). An on-demand instance's socket and proxy
+are plain systemd units, in systemd's runtime or persistent directory likewise; a persistent socket is linked
+into `sockets.target.wants/` as `systemctl enable` would. Files are replaced atomically
 (write a temporary file, fsync, rename), so systemd's generator never reads half a unit, and a file is
 rewritten only when its bytes change, so an unchanged service causes no reload and no restart.
 """
@@ -20,6 +22,8 @@ from ozwald.quadlet.naming import (
     UNIT_PREFIX,
     env_filename,
     instance_of_filename,
+    proxy_name,
+    socket_name,
     unit_filename,
 )
 from ozwald.quadlet.render import RenderedUnit
@@ -41,12 +45,18 @@ class SyncResult:
 
 
 class UnitStore:
-    def __init__(self, runtime_dir: Path = RUNTIME_DIR, persistent_dir: Path = PERSISTENT_DIR) -> None:
+    def __init__(self, runtime_dir: Path = RUNTIME_DIR, persistent_dir: Path = PERSISTENT_DIR,
+                 systemd_runtime_dir: Path | None = None, systemd_persistent_dir: Path | None = None) -> None:
         self.runtime_dir = Path(runtime_dir)
         self.persistent_dir = Path(persistent_dir)
+        self.systemd_runtime_dir = Path(systemd_runtime_dir or _systemd_beside(self.runtime_dir))
+        self.systemd_persistent_dir = Path(systemd_persistent_dir or _systemd_beside(self.persistent_dir))
 
     def _dir(self, persistent: bool) -> Path:
         return self.persistent_dir if persistent else self.runtime_dir
+
+    def _systemd_dir(self, persistent: bool) -> Path:
+        return self.systemd_persistent_dir if persistent else self.systemd_runtime_dir
 
     def existing(self) -> dict[str, StoredUnit]:
         """Every Ozwald unit file on disk, by instance name."""
@@ -72,7 +82,7 @@ class UnitStore:
         target = self._dir(persistent) / unit.filename
         other = self._dir(not persistent) / unit.filename
         self._write_env_file(unit, persistent)  # before the unit, so the generator never sees it missing
-        changed = False
+        changed = self._write_companions(unit, persistent)
         if other.exists():
             other.unlink()
             changed = True
@@ -83,6 +93,31 @@ class UnitStore:
             pass
         atomic_write(target, unit.text, mode=0o600)  # environments may carry secrets: root only
         return True
+
+    def _write_companions(self, unit: RenderedUnit, persistent: bool) -> bool:
+        """The socket and proxy of an on-demand instance (none otherwise), in systemd's directory of the same
+        kind, before the Quadlet file; copies in the other directory and links no longer wanted go."""
+        changed = False
+        wanted = {c.filename: c for c in unit.companions}
+        for kind in (False, True):
+            directory = self._systemd_dir(kind)
+            for filename in (socket_name(unit.instance), proxy_name(unit.instance)):
+                path = directory / filename
+                companion = wanted.get(filename) if kind == persistent else None
+                if companion is None:
+                    changed = _unlink(path) or changed
+                elif not path.is_file() or path.read_text(encoding="utf-8") != companion.text:
+                    atomic_write(path, companion.text, mode=0o644)
+                    changed = True
+                link = directory / "sockets.target.wants" / filename
+                if companion is not None and companion.wanted_by is not None:
+                    if not link.is_symlink():
+                        link.parent.mkdir(parents=True, exist_ok=True)
+                        link.symlink_to(f"../{filename}")
+                        changed = True
+                elif filename.endswith(".socket"):
+                    changed = _unlink(link) or changed
+        return changed
 
     def _write_env_file(self, unit: RenderedUnit, persistent: bool) -> None:
         """The secret environment file next to the unit (0600), or none; the other directory keeps none."""
@@ -103,6 +138,10 @@ class UnitStore:
     def remove(self, instance: str) -> bool:
         removed = False
         for persistent in (False, True):
+            directory = self._systemd_dir(persistent)
+            for path in (directory / "sockets.target.wants" / socket_name(instance), directory / socket_name(instance),
+                         directory / proxy_name(instance)):
+                removed = _unlink(path) or removed
             with contextlib.suppress(FileNotFoundError):
                 (self._dir(persistent) / env_filename(instance)).unlink()
             path = self._dir(persistent) / unit_filename(instance)
@@ -127,3 +166,19 @@ class UnitStore:
             if instance not in wanted and self.remove(instance):
                 result.removed.append(instance)
         return result
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _systemd_beside(quadlet_dir: Path) -> Path:
+    """systemd's unit directory of the same kind: `<root>/run/systemd/system` for `<root>/run/containers/systemd`
+    (a test host's root included); inside any other directory (a test's) a `systemd` folder."""
+    if quadlet_dir.parts[-2:] == ("containers", "systemd"):
+        return quadlet_dir.parent.parent / "systemd" / "system"
+    return quadlet_dir / "systemd"

@@ -34,12 +34,15 @@ SAMPLES: dict[str, tuple[str, str]] = {
     "labels": ("{team: a}", "{team: b}"),
     "resources": ("{cpus: 1}", "{cpus: 2}"),
     "persistent": ("true", "false"),
+    "on_demand": ("{idle_stop: 30s}", "{idle_stop: 60s}"),
 }
+# What a key needs beside it to be valid: an on-demand service publishes one TCP port.
+BESIDE: dict[str, str] = {"on_demand": "    ports: ['8000:80']"}
 
 
-def _spec_hash(key: str | None, value: str | None, where: str = "service") -> str:
+def _spec_hash(key: str | None, value: str | None, where: str = "service", beside: str = "") -> str:
     """The spec hash of service `s` in profile `p`, with `key: value` set at `where` (or nowhere)."""
-    lines = ["services:", "  - name: s"]
+    lines = ["services:", "  - name: s", *([beside] if beside else [])]
     if key != "image" or where != "service":
         lines.append("    image: base")
     if key and where == "service":
@@ -57,10 +60,22 @@ def test_every_key_has_samples() -> None:
 def test_every_key_enters_the_spec_hash(key: str, where: str) -> None:
     assert LAYER_KEYS[key].hashed
     first, second = SAMPLES[key]
-    unset, a, b = _spec_hash(None, None), _spec_hash(key, first, where), _spec_hash(key, second, where)
+    beside = BESIDE.get(key, "")
+    unset = _spec_hash(None, None, beside=beside)
+    a, b = _spec_hash(key, first, where, beside), _spec_hash(key, second, where, beside)
     assert len({a, b}) == 2, f"changing {key} does not change the spec hash"
     if key != "persistent":  # false is its default, so it may equal the unset hash
         assert unset not in (a, b), f"setting {key} does not change the spec hash"
+
+
+def test_a_key_hashed_when_set_leaves_the_hash_of_specs_without_it_unchanged() -> None:
+    """Upgrading to a release with a new key must not restart every running instance."""
+    spec = resolve(parse_settings("services:\n  - name: s\n    image: x\n"), "s")
+    later = [name for name, key in LAYER_KEYS.items() if key.hashed_when_set]
+    assert later == ["on_demand"]
+    assert not set(later) & set(spec.canonical())
+    turned_off = resolve(parse_settings("services:\n  - name: s\n    image: x\n    on_demand: false\n"), "s")
+    assert turned_off.on_demand is None and turned_off.spec_hash == spec.spec_hash
 
 
 def test_min_uptime_resolves_to_seconds_with_a_default_of_5() -> None:

@@ -14,8 +14,14 @@ def test_names_of_an_instance() -> None:
         "ozwald-a.b", "ozwald-a.b.service", "ozwald-a.b.container")
     assert naming.instance_of_unit("ozwald-a.b.service") == "a.b"
     assert naming.instance_of_filename("ozwald-a.b.container") == "a.b"
-    for other in ("ozwald-.service", "redis.service", "ozwald-x.socket", "ozwald-x.service.d"):
-        assert naming.instance_of_unit(other) is None
+    for other in ("ozwald-.service", "redis.service", "ozwald-x.service.d", "ozwald-redis.service",
+                  "ozwald-a:b.service", "ozwald-:proxy.service", "ozwald-x.timer"):
+        assert naming.instance_of_unit(other) is None, other
+    # An on-demand instance's socket and proxy belong to it; only the container's unit runs it.
+    assert (naming.socket_name("a.b"), naming.proxy_name("a.b")) == ("ozwald-a.b.socket", "ozwald-a.b:proxy.service")
+    for unit in ("ozwald-a.b.socket", "ozwald-a.b:proxy.service", "ozwald-a.b.service"):
+        assert naming.instance_of_unit(unit) == "a.b"
+        assert naming.is_container_unit(unit) == unit.endswith("b.service")
     assert naming.instance_of_filename("ozwald-x.container.tmp") is None
 
 
