@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from ozwald.config.values import Name
 from ozwald.errors import Exit, OzwaldError
 
-Status = Literal["starting", "available", "stopping", "failed"]
+Status = Literal["starting", "available", "idle", "stopping", "failed"]
 
 
 class ServiceRequest(BaseModel):
@@ -125,6 +125,16 @@ class PendingChange(_Details):
     job: str | None = None  # start, restart, stop: the job queued for the unit, if any
 
 
+class OnDemandInfo(_Details):
+    """`info.on_demand` of an on-demand instance: the socket that serves it while no container runs."""
+
+    socket: str  # the socket unit
+    socket_state: str | None = None  # its ActiveState/SubState, e.g. active/listening, active/running
+    listen: str  # the address the socket listens on (systemd's ListenStream=)
+    idle_stop: float  # seconds without a connection before the container stops
+    exclusive_with: list[str] = Field(default_factory=list)  # instances that cannot run beside it on its GPUs
+
+
 class ServiceInfo(_Details):
     """`info` of an instance: what systemd and Podman say of it (README, "Statuses tell what runs")."""
 
@@ -145,6 +155,7 @@ class ServiceInfo(_Details):
     invocation: str | None = None  # when available: systemd's invocation id of this run
     result: str | None = None  # when failed: systemd's Result
     exit_status: int | None = None  # when failed: the main process's exit status
+    on_demand: OnDemandInfo | None = None  # for an on-demand instance
 
 
 class ActiveService(BaseModel):

@@ -16,9 +16,10 @@ from ozwald.provisioner import reconcile_messages as m
 from ozwald.provisioner import status as st
 from ozwald.provisioner.events import DesiredChanged
 from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
-from ozwald.quadlet.naming import instance_of_unit, unit_name
+from ozwald.quadlet.naming import instance_of_unit, proxy_name, socket_name, unit_name
+from ozwald.quadlet.on_demand import listen_address
 from ozwald.quadlet.stored import StoredUnit
-from ozwald.records import ActiveService, DesiredInstance, DesiredSet
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet, OnDemandInfo
 from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
 
 HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver turns at least this often
@@ -31,12 +32,18 @@ def _instance_of(unit: str) -> str:
     return instance_of_unit(unit) or unit
 
 
+def _units_of(name: str) -> tuple[str, str, str]:
+    """Every unit an instance can have: its container's, and an on-demand instance's socket and proxy."""
+    return unit_name(name), socket_name(name), proxy_name(name)
+
+
 class ReconcilerCore:
     def __init__(self, resync_interval: float = 60.0) -> None:
         self.resync_interval = resync_interval
         self.desired = DesiredSet()
         self.outcomes: dict[str, m.Outcome] = {}
         self.wanted: set[str] = set()  # instances whose unit should run: the ones the settings can render
+        self.on_demand: dict[str, m.Rendered] = {}  # the wanted instances that run on demand
         self.states: dict[str, UnitState] = {}
         self.files: dict[str, StoredUnit] = {}
         self.replaced: dict[str, st.RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
@@ -89,6 +96,8 @@ class ReconcilerCore:
             self._units_read(event.states, now)
         elif isinstance(event, m.FilesRead):
             self.files = dict(event.files)
+        elif isinstance(event, m.Nudge):
+            return self._nudge(event)
         else:
             self.failures[event.name] = (event.state_change_usec, event.reason)
             self.news = True
@@ -114,6 +123,26 @@ class ReconcilerCore:
         self.dirty.add(unit)
         self.last_read.pop(unit, None)  # the end of a job is news: read at once
 
+    def _nudge(self, event: m.Nudge) -> list[m.Command]:
+        """Wake: start the proxy, which needs the container (it then idles out like after a connection). Sleep:
+        stop the container, which takes the proxy with it; the socket keeps listening."""
+        if event.name not in self.on_demand or event.name in self.waiting:
+            return []
+        unit = proxy_name(event.name) if event.operation == "wake" else unit_name(event.name)
+        if unit in self._busy():
+            return []
+        operation = "start" if event.operation == "wake" else "stop"
+        self.decided[unit] = operation
+        self.news = True
+        return [m.Publish(), m.Enqueue(operation, (unit,))]
+
+    def _wanted_units(self) -> set[str]:
+        return {unit_name(n) for n in self.wanted} | {u for n in self.on_demand for u in _units_of(n)}
+
+    def _primary(self, name: str) -> str:
+        """The unit whose being down means the instance is not served: the socket of an on-demand instance."""
+        return socket_name(name) if name in self.on_demand else unit_name(name)
+
     def _queued(self, event: m.Queued) -> None:
         busy = {unit: path for path, (unit, _) in self.jobs.items()}
         for unit in (*event.jobs, *event.refused):
@@ -129,7 +158,8 @@ class ReconcilerCore:
         self.news = True
 
     def _units_read(self, states: Sequence[UnitState], now: float) -> None:
-        busy, wanted = self._busy(), {unit_name(name) for name in self.wanted}
+        busy, wanted = self._busy(), self._wanted_units()
+        primary = {self._primary(name) for name in self.wanted}
         self.news = self.news or bool(states)
         for state in states:
             self.unit_reads += 1
@@ -140,9 +170,15 @@ class ReconcilerCore:
                 self.states.pop(state.name, None)
             if state.name not in wanted | busy and state.active_state in ("active", "activating"):
                 self.need_pass = True  # an Ozwald unit nobody wants came up: a pass stops it
-            if state.name in wanted - busy and _instance_of(state.name) in self.stopped_by_us \
+            if state.name in primary - busy and _instance_of(state.name) in self.stopped_by_us \
                     and state.active_state in DOWN:
                 self.need_pass = True  # stopped on purpose and wanted again: a pass starts it
+            if state.name in primary - busy and _instance_of(state.name) in self.on_demand \
+                    and state.active_state in DOWN and self.first_pass_done:
+                # A socket must never stay down while its instance is desired; one that fails at once (its port
+                # taken) is retried at the pace of a failed pass, not in a loop.
+                retry = now + RETRY_FAILED_PASS_S
+                self.retry_at = retry if self.retry_at is None else min(self.retry_at, retry)
 
     def pass_failed(self, now: float) -> None:
         """A step of the turn failed (systemd or the disk): what was decided but not queued is not under way,
@@ -175,7 +211,7 @@ class ReconcilerCore:
                 name = _instance_of(unit)
                 self.reload_owed = self.files.pop(name, None) is not None or self.reload_owed
                 self.replaced.pop(name, None)
-            return [m.ResetFailed(tuple(going)), *(m.Remove(_instance_of(u)) for u in going)]
+            return [m.ResetFailed(tuple(going)), *(m.Remove(n) for n in dict.fromkeys(map(_instance_of, going)))]
         due = now >= self.next_resync or (self.retry_at is not None and now >= self.retry_at)
         if self.need_pass or due or (self.waiting and not self.stopping()):
             self.need_pass = False
@@ -201,6 +237,7 @@ class ReconcilerCore:
         desired = snap.desired
         self.wanted_generation = max(self.wanted_generation, desired.generation)
         rendered = {o.instance.name: o for o in snap.outcomes if isinstance(o, m.Rendered)}
+        on_demand = {name: o for name, o in rendered.items() if o.on_demand}
         targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in rendered.values()]
         files, states = dict(snap.files), dict(snap.states)
         self.dirty -= set(states)
@@ -212,16 +249,25 @@ class ReconcilerCore:
         # A stop under way that this process did not queue (its predecessor's, killed meanwhile): on purpose too.
         self.stopped_by_us |= {_instance_of(u) for u, unit_state in states.items()
                                if unit_state.active_state == "deactivating" and unit_state.job_type and u not in busy}
+        # An on-demand instance is served while its socket listens: that is the state its plan reads.
+        plan_states = dict(states)
+        for name in on_demand:
+            plan_states.pop(unit_name(name), None)
+            if socket_name(name) in states:
+                plan_states[unit_name(name)] = states[socket_name(name)]
         # Down on purpose (Ozwald stopped it), or found inactive by a new process that cannot tell why: started
-        # again; only what systemd gave up on (failed), or saw end by itself, is held until a re-post.
-        entries = [hold_failed(e, (s := states.get(unit_name(e.name))), new_generation or e.name in self.stopped_by_us
+        # again; only what systemd gave up on (failed), or saw end by itself, is held until a re-post. A socket
+        # is never held: it must listen while its instance is desired.
+        entries = [hold_failed(e, (s := plan_states.get(unit_name(e.name))),
+                               new_generation or e.name in self.stopped_by_us or e.name in on_demand
                                or (self.applied_generation is None and s is not None and s.active_state == "inactive"))
-                   for e in plan(snap.settings, targets, files, states, stale(files, states))]
+                   for e in plan(snap.settings, targets, files, plan_states, stale(files, states))]
         report = self.last_report = m.PassReport(generation=desired.generation, entries=entries)
         self.passes += 1
         self.states, self.files, self.desired = states, files, desired
         self.outcomes = {o.instance.name: o for o in snap.outcomes}
-        self.wanted = {o.instance.name for o in snap.outcomes if isinstance(o, m.Rendered)}
+        self.wanted = set(rendered)
+        self.on_demand = on_demand
         for table in (self.refused, self.failures, self.container_ids):
             for name in [n for n in table if n not in self.outcomes]:
                 del table[name]
@@ -231,17 +277,26 @@ class ReconcilerCore:
         deliberate = act["start"] + act["restart"]
         self.first_pass_done = True
         busy = self._busy()
-        to_stop = [unit_name(n) for n in act["stop"] if unit_name(n) not in busy
-                   and (s := states.get(unit_name(n))) is not None and s.active_state not in DOWN]
-        down = [n for n in act["stop"] if unit_name(n) not in busy and unit_name(n) not in to_stop]
+
+        def up(unit: str) -> bool:
+            return unit not in busy and (s := states.get(unit)) is not None and s.active_state not in DOWN
+
+        # Units to stop first: all of an instance nobody wants; before an on-demand instance changes, its
+        # container and proxy (the next connection starts the new spec); before a plain one starts, a socket and
+        # proxy left from when it ran on demand (the socket holds its port).
+        to_stop = [u for n in act["stop"] for u in _units_of(n) if up(u)]
+        ahead = {n: [u for u in ((unit_name(n), proxy_name(n)) if n in on_demand else (socket_name(n), proxy_name(n)))
+                     if up(u)] if n not in on_demand or n in act["restart"] else [] for n in deliberate}
+        to_stop += [u for units in ahead.values() for u in units]
+        down = [n for n in act["stop"] if not any(u in busy or u in to_stop for u in _units_of(n))]
         self.decided.update({unit: "stop" for unit in to_stop})
         self.stopped_by_us = (self.stopped_by_us | {_instance_of(u) for u in to_stop}) - set(deliberate)
-        self.decided.update({unit_name(n): op for op in ("start", "restart") for n in act[op]})
+        self.decided.update({self._primary(n): op for op in ("start", "restart") for n in act[op] if not ahead[n]})
         # Publish before the first job is queued: 100 jobs queued one call after another take seconds, and the
         # units go down meanwhile; `available` from before must not outlive that.
         commands: list[m.Command] = [m.Publish()] if to_stop or act["restart"] else []
         commands.append(m.Enqueue("stop", tuple(to_stop)))
-        failed = tuple(unit_name(n) for n in down if (s := states.get(unit_name(n))) is not None and s.failed)
+        failed = tuple(u for n in down for u in _units_of(n) if (s := states.get(u)) is not None and s.failed)
         changed = self.reload_owed or any(n in self.files for n in down)
         commands += [m.ResetFailed(failed), *(m.Remove(n) for n in down)]
         for name in down:
@@ -252,7 +307,7 @@ class ReconcilerCore:
             # starts wait, and the generation is applied by the pass that follows the stops.
             self.waiting = set(deliberate)
             for name in deliberate:
-                self.decided.pop(unit_name(name), None)
+                self.decided.pop(self._primary(name), None)
             report.reloaded = changed
             return [*commands, *([m.Reload()] if changed else []), m.Publish()]
         for name in deliberate:
@@ -267,9 +322,12 @@ class ReconcilerCore:
             self.failures.pop(name, None)
         report.reloaded = changed
         commands += [m.ReadFiles(), m.Reload()] if changed else []
-        # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do.
-        commands.append(m.ResetFailed(tuple(unit_name(n) for n in deliberate)))
-        commands += [m.Enqueue(op, tuple(unit_name(n) for n in act[op])) for op in ("start", "restart")]
+        # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do. An
+        # on-demand container's failure is kept (its socket may be restarted by a retry) until a new post.
+        resets = [self._primary(n) for n in deliberate]
+        resets += [unit_name(n) for n in deliberate if n in on_demand and new_generation]
+        commands.append(m.ResetFailed(tuple(resets)))
+        commands += [m.Enqueue(op, tuple(self._primary(n) for n in act[op])) for op in ("start", "restart")]
         self.applied_generation = desired.generation
         return [*commands, m.Publish()]
 
@@ -302,10 +360,19 @@ class ReconcilerCore:
             return st.Observed(state=state, running=observed.running, container_id=known_id[1])
         return observed
 
+    def _socket(self, name: str, outcome: m.Rendered, jobs: list[str]) -> st.SocketObserved:
+        units = outcome.unit.on_demand
+        assert units is not None
+        info = OnDemandInfo(socket=socket_name(name), listen=listen_address(units.public), idle_stop=units.idle_stop,
+                            exclusive_with=list(outcome.exclusive_with))
+        return st.SocketObserved(self.states.get(socket_name(name)), jobs[-1] if jobs else None, info)
+
     def compose(self) -> list[ActiveService]:
         jobs_by_unit: dict[str, list[str]] = {}
         for unit, operation in [*self.jobs.values(), *self.decided.items()]:
-            jobs_by_unit.setdefault(unit, []).append(operation)
+            # A wake starts the proxy to start the container: it is the container's job as far as a status goes.
+            owner = unit_name(_instance_of(unit)) if unit == proxy_name(_instance_of(unit)) else unit
+            jobs_by_unit.setdefault(owner, []).append(operation)
         generation, services = self.desired.generation, []
         for instance in self.desired.instances:
             outcome, unit = self.outcomes.get(instance.name), unit_name(instance.name)
@@ -317,11 +384,19 @@ class ReconcilerCore:
             else:
                 target = outcome.unit.spec_hash if outcome is not None else None
                 observed = self._observe(instance, target, jobs_by_unit.get(unit, []))
-                services.append(st.describe(instance, target, observed, generation, unit))
+                if outcome is not None and outcome.on_demand:
+                    socket = self._socket(instance.name, outcome, jobs_by_unit.get(socket_name(instance.name), []))
+                    services.append(st.describe_on_demand(instance, target, observed, socket, generation, unit))
+                else:
+                    services.append(st.describe(instance, target, observed, generation, unit))
+        leaving: dict[str, UnitState] = {}
         for unit, state in sorted(self.states.items()):
             name = _instance_of(unit)
             if name in self.outcomes or state.active_state in DOWN:
                 continue
+            if name not in leaving or unit == unit_name(name):  # one entry per instance: its container's if up
+                leaving[name] = state
+        for name, state in sorted(leaving.items()):
             stored = self.files.get(name)
             services.append(st.describe_leaving(name, state, spec_of(stored) if stored else None, generation))
         return services
@@ -335,6 +410,7 @@ class ReconcilerCore:
             if isinstance(outcome, m.Rendered) and state is not None and name not in self.refused \
                     and unit_name(name) not in busy and name not in self.waiting \
                     and st.status_of(st.Observed(state=state), outcome.unit.spec_hash) == "failed" \
+                    and (not outcome.on_demand or state.active_state == "failed") \
                     and self.failures.get(name, (None,))[0] != state.state_change_usec:
                 found.append((outcome, state))
         return found

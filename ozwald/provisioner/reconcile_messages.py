@@ -24,6 +24,11 @@ class Rendered:
     persistent: bool
     image: str
     has_health: bool
+    exclusive_with: tuple[str, ...] = ()  # on-demand instances that cannot run beside it on its GPUs
+
+    @property
+    def on_demand(self) -> bool:
+        return self.unit.on_demand is not None
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,16 @@ class Explained:
     reason: str
 
 
-Event = DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | UnitChanged | JobRemoved
+@dataclass(frozen=True)
+class Nudge:
+    """Wake an on-demand instance (start its proxy, and so its container) or put it to sleep (stop its
+    container; the socket keeps listening)."""
+
+    name: str
+    operation: str  # wake, sleep
+
+
+Event = DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | UnitChanged | JobRemoved
 
 
 # Commands ----------------------------------------------------------------------------------------------

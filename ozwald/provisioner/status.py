@@ -12,6 +12,9 @@ are the promise an orchestrator routes traffic on:
 - A unit that systemd is restarting after a crash is `starting`, with the restart count and the last
   exit in `info.reason`; once systemd gives up it is `failed`.
 - `failed` always carries `info.reason`.
+- An on-demand instance is `idle` while its socket listens and no container of it runs (a connection starts
+  it: `starting`, then `available`), `stopping` while its container stops for idleness; a failed start or a
+  failed socket is `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ozwald.records import ActiveService, DesiredInstance, ServiceInfo, Status
+from ozwald.records import ActiveService, DesiredInstance, OnDemandInfo, ServiceInfo, Status
 from ozwald.systemd.protocol import UnitState, describe_exit
 
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
+DOWN_STATES = ("inactive", "failed")
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,63 @@ def describe(instance: DesiredInstance, target_hash: str | None, observed: Obser
             info["exit_status"] = state.exec_main_status
     return ActiveService(name=instance.name, service=instance.service, variety=variety, profile=profile,
                          status=status, info=ServiceInfo.model_validate(info))
+
+
+@dataclass(frozen=True)
+class SocketObserved:
+    """An on-demand instance's socket: its state, a job Ozwald queued on it, and what the status shows of it."""
+
+    state: UnitState | None
+    job: str | None
+    info: OnDemandInfo
+
+
+def on_demand_status(observed: Observed, socket: SocketObserved, target_hash: str | None) -> Status:
+    """The status of a desired on-demand instance: its container's status, except that a container that is
+    down while the socket listens is `idle`, and a container that stops by itself (idleness) is `stopping`."""
+    state = observed.state
+    if observed.refused is not None:
+        return "failed"
+    if state is not None and state.active_state == "failed" and observed.job is None:
+        return "failed"
+    if status_of(observed, target_hash) == "available":
+        return "available"
+    sock = socket.state
+    if sock is None or sock.load_state != "loaded" or sock.active_state in DOWN_STATES:
+        return "starting" if socket.job is not None else "failed"
+    if sock.active_state != "active" or socket.job is not None:
+        return "starting"
+    if state is None or state.load_state != "loaded" or state.active_state == "inactive":
+        return "starting" if observed.job is not None else "idle"
+    if state.active_state == "deactivating" and observed.job is None and not restarting(state):
+        return "stopping"
+    return "starting"
+
+
+def describe_on_demand(instance: DesiredInstance, target_hash: str | None, observed: Observed,
+                       socket: SocketObserved, generation: int, unit: str) -> ActiveService:
+    """What GET /srv/services/active/ says of one desired on-demand instance: `describe`'s, with the socket's
+    side in `info.on_demand`, and the reason of a status only an on-demand instance has."""
+    status = on_demand_status(observed, socket, target_hash)
+    base = describe(instance, target_hash, observed, generation, unit)
+    info = base.info.model_dump()
+    sock = socket.state
+    info["on_demand"] = socket.info.model_copy(update={
+        "socket_state": f"{sock.active_state}/{sock.sub_state}" if sock is not None else None}).model_dump()
+    container_failed = observed.state is not None and observed.state.active_state == "failed"
+    if status == "failed" and observed.refused is None and not container_failed:
+        for key in ("result", "exit_status"):
+            info.pop(key, None)
+        what = f"{sock.active_state} ({sock.result})" if sock is not None else "not loaded"
+        info["reason"] = (f"the socket {socket.info.socket} is {what}: connections are refused until Ozwald "
+                          "starts it again")
+    elif status in ("idle", "stopping"):
+        for key in ("pending", "result", "exit_status"):
+            info.pop(key, None)
+        info["reason"] = (f"idle: {socket.info.socket} listens on {socket.info.listen}; the next connection "
+                          "starts the container") if status == "idle" else (
+            "stopping after idle_stop without a connection; a connection now is held and served by the next start")
+    return base.model_copy(update={"status": status, "info": ServiceInfo.model_validate(info)})
 
 
 def describe_resource(instance: DesiredInstance, kind: str, generation: int) -> ActiveService:
