@@ -27,6 +27,15 @@ class SettingsChanged:
 
 
 @dataclass(frozen=True)
+class Nudge:
+    """Wake an on-demand instance (start its proxy, and so its container) or put it to sleep (stop its
+    container; the socket keeps listening)."""
+
+    name: str
+    operation: str  # wake, sleep
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -36,4 +45,4 @@ class Shutdown:
     pass
 
 
-Event = DesiredChanged | SettingsChanged | Tick | Shutdown | UnitChanged | JobRemoved
+Event = DesiredChanged | SettingsChanged | Nudge | Tick | Shutdown | UnitChanged | JobRemoved

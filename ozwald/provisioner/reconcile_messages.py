@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ozwald.config import Settings
-from ozwald.provisioner.events import DesiredChanged
+from ozwald.provisioner.events import DesiredChanged, Nudge
 from ozwald.quadlet.render import RenderedUnit
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import DesiredInstance, DesiredSet, PlanEntry
@@ -84,14 +84,7 @@ class Explained:
     reason: str
 
 
-@dataclass(frozen=True)
-class Nudge:
-    """Wake an on-demand instance (start its proxy, and so its container) or put it to sleep (stop its
-    container; the socket keeps listening)."""
-
-    name: str
-    operation: str  # wake, sleep
-
+__all__ = ["Nudge"]  # re-exported: the core's events in one place
 
 Event = DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | UnitChanged | JobRemoved
 

@@ -152,6 +152,12 @@ class Reconciler:
         """Ask for a pass (for `generation`, if given: one already handled is dropped by the worker)."""
         self._events.put(DesiredChanged(generation))
 
+    def nudge(self, name: str, operation: str) -> None:
+        """Wake an on-demand instance (`wake`: its container starts and then idles out like after a connection)
+        or put it to sleep (`sleep`: its container stops, the socket keeps listening). The worker ignores an
+        instance that is not desired or not on demand; callers check first (ozwald.provisioner.core)."""
+        self._events.put(rm.Nudge(name, operation))
+
     def replace_settings(self, settings: Settings) -> None:
         """New, validated settings (a reload of the settings file): the worker reconciles with them at once."""
         self._events.put(SettingsChanged(settings))
@@ -191,7 +197,7 @@ class Reconciler:
             if isinstance(event, SettingsChanged):
                 self.settings = event.settings
                 self._feed(DesiredChanged())  # reconcile what is stored under the new settings
-            elif isinstance(event, DesiredChanged):
+            elif isinstance(event, DesiredChanged | rm.Nudge):
                 self._feed(event)
             elif isinstance(event, UnitChanged | JobRemoved):
                 if isinstance(event, JobRemoved) and event.result not in ("done", "canceled"):
