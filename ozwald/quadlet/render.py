@@ -27,6 +27,7 @@ STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or 
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
 SLEEP = "/usr/bin/sleep"
+SYSTEMCTL = "/usr/bin/systemctl"
 
 
 class RenderError(OzwaldError, ValueError):
@@ -106,7 +107,9 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         ]
     _container(out, spec, instance, on_demand)
     out.service += [
-        f"Restart={spec.restart}",
+        # On demand, the next connection is the retry: systemd restarting a container nobody waits for would
+        # only fight StopWhenUnneeded.
+        f"Restart={'no' if on_demand is not None else spec.restart}",
         f"RestartSec={_seconds(spec.restart_delay)}",
         f"TimeoutStartSec={_seconds(spec.start_timeout)}",
         f"TimeoutStopSec={int(spec.stop_timeout) + STOP_GRACE_S}",
@@ -118,6 +121,10 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
         # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
         out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
+    if on_demand is not None:
+        # Every start on demand counts towards the start limit; one that became ready clears the count, so only
+        # starts that fail add up to `start-limit-hit` (a crash loop driven by connections).
+        out.service.append(f"ExecStartPost=-{SYSTEMCTL} reset-failed {unit_name(instance)}")
     if spec.persistent and on_demand is None:  # on demand, the socket comes back after a reboot, not this
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)

@@ -14,6 +14,13 @@ takes a moment. What the container does comes from its environment's `SIM` varia
 - `crash:D:T`: ready after D seconds, exits 1 T seconds after it started;
 - `hang`: never ready; the start times out (TimeoutStartSec).
 
+An on-demand instance's socket and proxy are units too (`connect` is a client's connection): the socket
+listens and, on a connection while no proxy runs, starts the proxy, which needs the container's unit; the
+connection waits in the backlog until the proxy runs, and is reset if the container's start fails. The
+proxy exits after its `--exit-idle-time` without a connection, and the container (`StopWhenUnneeded=yes`)
+stops with it; a connection meanwhile starts both again once the stop ended. Starting or stopping the
+container's unit takes the proxy with it.
+
 Every change to what runs calls `on_change`, so a test can check what was last published at that instant
 (tests/support/simrun.py does).
 """
@@ -27,7 +34,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ozwald.quadlet.naming import container_name, instance_of_unit, unit_labels, unit_name
+from ozwald.quadlet.naming import (
+    container_name,
+    instance_of_unit,
+    is_container_unit,
+    proxy_name,
+    socket_name,
+    unit_labels,
+    unit_name,
+)
 from ozwald.quadlet.render import RenderedUnit
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.systemd.errors import SystemdError, UnitNotFound
@@ -60,15 +75,20 @@ class Config:
     burst: int
     interval_s: float
     ready_gate_s: float  # the min_uptime ExecStartPost gate of a unit without a health check
+    idle_s: float = 0.0  # a proxy's --exit-idle-time
+    reset_on_ready: bool = False  # ExecStartPost resets the unit's start counter once it is ready
 
     @classmethod
     def parse(cls, text: str) -> Config:
         behaviour = re.search(r"SIM=([a-z0-9:.]+)", text)
         gate = re.search(r"^ExecStartPost=/usr/bin/sleep (\S+)$", text, re.MULTILINE)
+        idle = re.search(r"--exit-idle-time=(\S+)s ", text)
         return cls(text, unit_labels(text).get("spec-hash"), behaviour.group(1) if behaviour else "healthy:1",
                    _setting(text, "Restart", "no"), _seconds(_setting(text, "RestartSec", "0.1")),
                    _seconds(_setting(text, "TimeoutStartSec", "90")), int(_setting(text, "StartLimitBurst", "5")),
-                   _seconds(_setting(text, "StartLimitIntervalSec", "10")), float(gate.group(1)) if gate else 0.0)
+                   _seconds(_setting(text, "StartLimitIntervalSec", "10")), float(gate.group(1)) if gate else 0.0,
+                   float(idle.group(1)) if idle else 0.0,
+                   re.search(r"^ExecStartPost=\S*systemctl reset-failed", text, re.MULTILINE) is not None)
 
 
 @dataclass
@@ -89,12 +109,25 @@ class Unit:
     job: tuple[str, str] | None = None  # (path, operation)
     starts: list[float] = field(default_factory=list)
     epoch: int = 0  # bumped on every transition: timers of an older epoch are void
+    last_connection: float = 0.0  # a proxy's: when its last connection came
+
+
+@dataclass
+class Connection:
+    """A client's connection to an on-demand instance's socket."""
+
+    instance: str
+    opened: float
+    outcome: str = "pending"  # served, refused (nothing listens), reset (the start it waited for failed)
+    served_at: float | None = None
 
 
 class SimHost:
     def __init__(self) -> None:
         self.now = 0.0
         self.files: dict[str, StoredUnit] = {}
+        self.companions: dict[str, dict[str, str]] = {}  # instance → {unit: text}: its socket and proxy
+        self.connections: list[Connection] = []
         self.units: dict[str, Unit] = {}
         self.events: list[SystemdEvent] = []
         self.on_change: Callable[[], None] = lambda: None
@@ -175,8 +208,14 @@ class SimHost:
         self._at(unit, unit.config.start_timeout_s, "timeout")
 
     def _fire(self, unit: Unit, what: str) -> None:
+        if what == "idle":
+            self._idle(unit)
+            return
         if what == "ready" and unit.active_state == "activating" and unit.sub_state == "start":
+            if unit.config.reset_on_ready:
+                unit.starts = []
             self._set(unit, "active", "running")
+            self._container_ready(unit)
             kind, *args = unit.config.behaviour.split(":")
             if kind == "crash":  # T seconds after the start
                 self._at(unit, max(0.0, float(args[1]) - (self.usec() - unit.start_usec) / 1e6), "exit:1")
@@ -188,6 +227,7 @@ class SimHost:
         elif what == "stopped":
             self._set(unit, "inactive", "dead")
             self._after_stop(unit)
+            self._container_down(unit, failed=False)
         elif what == "auto-restart":
             unit.n_restarts += 1
             self._start(unit, manual=False)
@@ -206,14 +246,123 @@ class SimHost:
             self._at(unit, unit.config.restart_s, "auto-restart")
         else:
             self._set(unit, "failed", "failed", result)
+        self._container_down(unit, failed=True)
 
     def _after_stop(self, unit: Unit) -> None:
-        if unit.job is not None and unit.job[1] == "restart":
+        if unit.job is not None and unit.job[1] in ("start", "restart"):
             self._start(unit, manual=True)
             return
         self._end_job(unit, "done")
         if unit.load_state != "loaded":
             del self.units[unit.name]
+
+    # On demand ----------------------------------------------------------------------------------------------
+    def connect(self, instance: str) -> Connection:
+        """A client connects to the instance's socket."""
+        connection = Connection(instance, self.now)
+        self.connections.append(connection)
+        sock, proxy = self.units.get(socket_name(instance)), self.units.get(proxy_name(instance))
+        if sock is None or sock.active_state != "active" or proxy is None:
+            connection.outcome = "refused"
+        elif proxy.active_state == "active":
+            self._serve(proxy, connection)
+        else:
+            self._trigger(sock, proxy)
+        return connection
+
+    def _trigger(self, sock: Unit, proxy: Unit) -> None:
+        if sock.sub_state != "running":
+            self._set(sock, "active", "running")
+        if proxy.active_state != "activating":
+            self._start_proxy(proxy, None)
+
+    def _serve(self, proxy: Unit, connection: Connection) -> None:
+        connection.outcome, connection.served_at = "served", self.now
+        proxy.last_connection = self.now
+        self._at(proxy, proxy.config.idle_s, "idle")
+
+    def _pending(self, instance: str) -> list[Connection]:
+        return [c for c in self.connections if c.instance == instance and c.outcome == "pending"]
+
+    def _start_proxy(self, proxy: Unit, job: str | None) -> None:
+        """Requires= and After= the container's unit: it waits for the container to be ready."""
+        name = instance_of_unit(proxy.name) or ""
+        container = self.units.get(unit_name(name))
+        if job is not None:
+            proxy.job = (job, "start")
+        if container is None or container.load_state != "loaded":
+            self._proxy_down(proxy, "dependency")
+            return
+        self._set(proxy, "activating", "start")
+        if container.active_state == "active" and (container.job is None or container.job[1] == "start"):
+            self._proxy_up(proxy)
+        elif container.job is None or container.job[1] == "stop":
+            if container.job is not None:
+                self._end_job(container, "canceled")
+            container.job = (f"/org/freedesktop/systemd1/job/{self._serial_next()}", "start")
+            if container.active_state in ("inactive", "failed") or container.sub_state == "auto-restart":
+                self._start(container, manual=True)
+
+    def _proxy_up(self, proxy: Unit) -> None:
+        self._set(proxy, "active", "running")
+        self._end_job(proxy, "done")
+        proxy.last_connection = self.now
+        for connection in self._pending(instance_of_unit(proxy.name) or ""):
+            self._serve(proxy, connection)
+        self._at(proxy, proxy.config.idle_s, "idle")
+
+    def _proxy_down(self, proxy: Unit, result: str) -> None:
+        """The proxy ends (idle, stopped, or its start failed with the container's): the socket listens again,
+        and a connection still in its backlog starts the proxy again, unless the start it waited for failed."""
+        self._end_job(proxy, result)
+        if proxy.active_state != "inactive":
+            self._set(proxy, "inactive", "dead")
+        name = instance_of_unit(proxy.name) or ""
+        sock = self.units.get(socket_name(name))
+        if sock is not None and sock.active_state == "active":
+            self._set(sock, "active", "listening")
+        if result == "dependency":
+            for connection in self._pending(name):
+                connection.outcome = "reset"
+        elif self._pending(name) and sock is not None and sock.active_state == "active":
+            self._trigger(sock, proxy)
+
+    def _idle(self, proxy: Unit) -> None:
+        if proxy.active_state != "active" or self.now - proxy.last_connection < proxy.config.idle_s - 1e-9:
+            return
+        self._proxy_down(proxy, "done")
+        self._unneeded(instance_of_unit(proxy.name) or "")
+
+    def _unneeded(self, name: str) -> None:
+        """StopWhenUnneeded=yes: nothing that needs the container runs, so systemd stops it."""
+        container = self.units.get(unit_name(name))
+        proxy = self.units.get(proxy_name(name))
+        if container is None or proxy is None or proxy.active_state != "inactive" or container.job is not None:
+            return
+        if container.active_state in ("active", "activating") and container.sub_state != "auto-restart":
+            container.job = (f"/org/freedesktop/systemd1/job/{self._serial_next()}", "stop")
+            self._set(container, "deactivating", "stop-sigterm")
+            self._at(container, STOP_S, "stopped")
+
+    def _container_ready(self, container: Unit) -> None:
+        name = instance_of_unit(container.name) or ""
+        proxy = self.units.get(proxy_name(name))
+        if proxy is None or not is_container_unit(container.name):
+            return
+        if proxy.active_state == "activating":
+            self._proxy_up(proxy)
+        elif proxy.active_state == "inactive":
+            self._unneeded(name)  # restarted by Restart= with nobody needing it
+
+    def _container_down(self, container: Unit, failed: bool) -> None:
+        name = instance_of_unit(container.name) or ""
+        proxy = self.units.get(proxy_name(name))
+        if proxy is None or not is_container_unit(container.name) or proxy.active_state == "inactive":
+            return
+        if failed and proxy.active_state == "activating":
+            self._proxy_down(proxy, "dependency")
+        elif not failed or container.sub_state != "auto-restart":
+            self._proxy_down(proxy, "done")
 
     # SystemdPort ---------------------------------------------------------------------------------------------
     def list_units(self, pattern: str = "ozwald-*") -> list[UnitState]:
@@ -241,6 +390,12 @@ class SimHost:
                 self._end_job(unit, "canceled")
             unit.job = (path := f"/org/freedesktop/systemd1/job/{self._serial_next()}", operation)
             out[name] = path
+            if not is_container_unit(name):
+                self._enqueue_companion(unit, operation)
+                continue
+            if operation == "stop" and (proxy := self.units.get(proxy_name(instance_of_unit(name) or ""))) \
+                    is not None and proxy.active_state != "inactive":
+                self._proxy_down(proxy, "done")  # Requires=: the proxy stops with the container
             running = unit.active_state in ("active", "activating", "deactivating") \
                 and unit.sub_state != "auto-restart"
             if operation == "stop" or (operation == "restart" and running):
@@ -253,20 +408,41 @@ class SimHost:
                     self._after_stop(unit)
             elif unit.active_state == "active":
                 self._end_job(unit, "done")
+            elif unit.active_state == "deactivating":
+                pass  # the start waits for the stop to end (_after_stop)
             elif unit.active_state != "activating" or unit.sub_state == "auto-restart":
                 self._start(unit, manual=True)
         return out
 
+    def _enqueue_companion(self, unit: Unit, operation: str) -> None:
+        assert unit.job is not None
+        if unit.name.endswith(".socket"):
+            if operation in ("stop", "restart") and unit.active_state != "inactive":
+                self._set(unit, "inactive", "dead")
+                for connection in self._pending(instance_of_unit(unit.name) or ""):
+                    connection.outcome = "reset"
+            if operation in ("start", "restart"):
+                self._set(unit, "active", "listening")
+            self._end_job(unit, "done")
+        elif operation == "stop":
+            self._proxy_down(unit, "done")
+        elif unit.active_state == "active":
+            self._end_job(unit, "done")
+        else:
+            self._start_proxy(unit, unit.job[0])
+
     def reload(self) -> None:
-        for instance, stored in self.files.items():
-            name = unit_name(instance)
-            config = Config.parse(stored.text)
+        texts = {unit_name(instance): stored.text for instance, stored in self.files.items()}
+        for instance in self.files:
+            texts.update(self.companions.get(instance, {}))
+        for name, text in texts.items():
+            config = Config.parse(text)
             if name in self.units:
                 self.units[name].config, self.units[name].load_state = config, "loaded"
             else:
                 self.units[name] = Unit(name, config)
         for name, unit in list(self.units.items()):
-            if instance_of_unit(name) not in self.files:
+            if name not in texts:
                 if unit.active_state in ("inactive", "failed") and unit.job is None:
                     del self.units[name]
                 else:
@@ -299,9 +475,11 @@ class SimHost:
             return False
         self.files[unit.instance] = StoredUnit(unit.instance, Path("/sim") / unit.filename, persistent, unit.text,
                                                self.usec())
+        self.companions[unit.instance] = {c.filename: c.text for c in unit.companions}
         return True
 
     def remove(self, instance: str) -> bool:
+        self.companions.pop(instance, None)
         return self.files.pop(instance, None) is not None
 
     # Podman and the journal ----------------------------------------------------------------------------------
@@ -324,6 +502,10 @@ class SimHost:
         if unit is None or unit.active_state != "active" or unit.running is None:
             return None
         return unit.running
+
+    def listening(self, instance: str) -> bool:
+        unit = self.units.get(socket_name(instance))
+        return unit is not None and unit.active_state == "active"
 
     def running(self, instance: str) -> bool:
         unit = self.units.get(unit_name(instance))

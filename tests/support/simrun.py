@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ozwald.config import Settings
-from ozwald.provisioner.events import DesiredChanged, Event, SettingsChanged, Tick
+from ozwald.provisioner.events import DesiredChanged, Event, Nudge, SettingsChanged, Tick
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.quadlet.naming import unit_labels
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet
-from tests.support.simhost import SimHost
+from tests.support.simhost import Connection, SimHost
 
 
 class TruthViolation(AssertionError):
@@ -23,7 +23,8 @@ class SimRun:
     """The real driver and core against a simulated host, with the truth rules checked at every change.
 
     Each published `available` must be true at every instant until the next publish: the instance's unit is
-    ready and runs the spec (hash, variety, profile) the status names. A `failed` status carries a reason.
+    ready and runs the spec (hash, variety, profile) the status names. `idle`: its socket listens and no
+    container of it runs. A `failed` status carries a reason.
     """
 
     def __init__(self, settings: Settings, resync_interval: float = 60.0) -> None:
@@ -70,6 +71,15 @@ class SimRun:
         self.desired = DesiredSet(generation=self.desired.generation + 1, instances=tuple(instances))
         self.turn([DesiredChanged(self.desired.generation)])
 
+    def connect(self, name: str) -> Connection:
+        """A client connects to an on-demand instance's socket (the reconciler hears of what follows)."""
+        connection = self.host.connect(name)
+        self.turn([])
+        return connection
+
+    def nudge(self, name: str, operation: str) -> None:
+        self.turn([Nudge(name, operation)])
+
     def reload(self, settings: Settings) -> None:
         self.settings = settings
         self.turn([SettingsChanged(settings)])
@@ -112,6 +122,9 @@ class SimRun:
                 if said != runs:
                     raise TruthViolation(f"t={self.host.now:.2f}: {service.name} said available as {said}, "
                                          f"runs {runs}")
+            if service.status == "idle" and (self.host.running(service.name) or not self.host.listening(service.name)):
+                raise TruthViolation(f"t={self.host.now:.2f}: {service.name} said idle, but its container runs "
+                                     "or its socket does not listen")
             if service.status == "failed" and not service.info.get("reason"):
                 raise TruthViolation(f"{service.name} failed without a reason")
 
