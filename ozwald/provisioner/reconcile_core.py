@@ -17,7 +17,7 @@ from ozwald.provisioner import status as st
 from ozwald.provisioner.events import DesiredChanged
 from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
 from ozwald.quadlet.naming import instance_of_unit, proxy_name, socket_name, unit_name
-from ozwald.quadlet.on_demand import listen_address
+from ozwald.quadlet.on_demand import knock_address, listen_address
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet, OnDemandInfo
 from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
@@ -25,6 +25,7 @@ from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
 HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver turns at least this often
 BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
 RETRY_FAILED_PASS_S = 2.0
+WAKE_GRACE_S = 5.0  # a knock whose container did not move by then is not shown as starting any longer
 DOWN = ("inactive", "failed")
 
 
@@ -33,8 +34,9 @@ def _instance_of(unit: str) -> str:
 
 
 def _units_of(name: str) -> tuple[str, str, str]:
-    """Every unit an instance can have: its container's, and an on-demand instance's socket and proxy."""
-    return unit_name(name), socket_name(name), proxy_name(name)
+    """Every unit an instance can have, in the order they are stopped: an on-demand instance's socket first (a
+    connection still in its backlog would start proxy and container again), its proxy, the container's."""
+    return socket_name(name), proxy_name(name), unit_name(name)
 
 
 class ReconcilerCore:
@@ -44,6 +46,7 @@ class ReconcilerCore:
         self.outcomes: dict[str, m.Outcome] = {}
         self.wanted: set[str] = set()  # instances whose unit should run: the ones the settings can render
         self.on_demand: dict[str, m.Rendered] = {}  # the wanted instances that run on demand
+        self.waking: dict[str, float] = {}  # on-demand instances knocked on: starting until their container moves
         self.states: dict[str, UnitState] = {}
         self.files: dict[str, StoredUnit] = {}
         self.replaced: dict[str, st.RunningSpec] = {}  # spec a running unit still runs after its file was rewritten
@@ -97,7 +100,7 @@ class ReconcilerCore:
         elif isinstance(event, m.FilesRead):
             self.files = dict(event.files)
         elif isinstance(event, m.Nudge):
-            return self._nudge(event)
+            return self._nudge(event, now)
         else:
             self.failures[event.name] = (event.state_change_usec, event.reason)
             self.news = True
@@ -123,18 +126,23 @@ class ReconcilerCore:
         self.dirty.add(unit)
         self.last_read.pop(unit, None)  # the end of a job is news: read at once
 
-    def _nudge(self, event: m.Nudge) -> list[m.Command]:
-        """Wake: start the proxy, which needs the container (it then idles out like after a connection). Sleep:
-        stop the container, which takes the proxy with it; the socket keeps listening."""
-        if event.name not in self.on_demand or event.name in self.waiting:
+    def _nudge(self, event: m.Nudge, now: float) -> list[m.Command]:
+        """Wake: knock on the socket, as a client would (an operator's wake also clears a start limit the
+        container hit). Sleep: stop the container, which takes the proxy with it; the socket keeps listening."""
+        outcome = self.on_demand.get(event.name)
+        if outcome is None or outcome.unit.on_demand is None or event.name in self.waiting:
             return []
-        unit = proxy_name(event.name) if event.operation == "wake" else unit_name(event.name)
-        if unit in self._busy():
-            return []
-        operation = "start" if event.operation == "wake" else "stop"
-        self.decided[unit] = operation
         self.news = True
-        return [m.Publish(), m.Enqueue(operation, (unit,))]
+        if event.operation == "wake":
+            # Published as starting before the knock: the container starts before systemd's signal is heard.
+            host, port = knock_address(outcome.unit.on_demand.public)
+            self.waking[event.name] = now
+            return [m.ResetFailed((unit_name(event.name),)), m.Publish(), m.Knock(event.name, host, port),
+                    m.Publish()]
+        if unit_name(event.name) in self._busy():
+            return []
+        self.decided[unit_name(event.name)] = "stop"
+        return [m.Publish(), m.Enqueue("stop", (unit_name(event.name),))]
 
     def _wanted_units(self) -> set[str]:
         return {unit_name(n) for n in self.wanted} | {u for n in self.on_demand for u in _units_of(n)}
@@ -162,6 +170,10 @@ class ReconcilerCore:
         primary = {self._primary(name) for name in self.wanted}
         self.news = self.news or bool(states)
         for state in states:
+            name = _instance_of(state.name)
+            if name in self.waking and state.name == unit_name(name) and (
+                    state.active_state != "inactive" or now - self.waking[name] > WAKE_GRACE_S):
+                del self.waking[name]  # its container moved (or the knock found nobody): the states tell
             self.unit_reads += 1
             self.last_read[state.name] = now
             if state.load_state == "loaded":
@@ -224,11 +236,26 @@ class ReconcilerCore:
         if self.news or now - self.published_at >= HEARTBEAT_S:
             self.news, self.published_at = False, now
             return [m.Publish()]
+        for name in [n for n, at in self.waking.items() if now - at > WAKE_GRACE_S or n not in self.on_demand]:
+            del self.waking[name]
+            self.news = True
+        stray = self._stray_proxies(busy)
+        if stray:
+            self.decided.update({unit: "stop" for unit in stray})
+            return [m.Enqueue("stop", stray)]
         if self.reload_owed and not self.stopping():
             # Files of stopped units are removed at once; the reload waits for the last stop to end.
             self.reload_owed = False
             return [m.Reload()]
         return []
+
+    def _stray_proxies(self, busy: set[str]) -> tuple[str, ...]:
+        """Proxies whose container failed: stopped, so that the next connection tries the container again (a
+        running proxy only closes connections). Failed starts are bounded by the container's start limit."""
+        return tuple(proxy_name(n) for n in sorted(self.on_demand)
+                     if (c := self.states.get(unit_name(n))) is not None and c.active_state == "failed"
+                     and (p := self.states.get(proxy_name(n))) is not None and p.active_state not in DOWN
+                     and not {unit_name(n), proxy_name(n)} & busy)
 
     # One pass --------------------------------------------------------------------------------------------
     def _pass(self, snap: m.Snapshot, now: float) -> list[m.Command]:
@@ -285,8 +312,10 @@ class ReconcilerCore:
         # container and proxy (the next connection starts the new spec); before a plain one starts, a socket and
         # proxy left from when it ran on demand (the socket holds its port).
         to_stop = [u for n in act["stop"] for u in _units_of(n) if up(u)]
+        starting = {unit for unit, op in [*self.jobs.values(), *self.decided.items()] if op != "stop"}
         ahead = {n: [u for u in ((unit_name(n), proxy_name(n)) if n in on_demand else (socket_name(n), proxy_name(n)))
-                     if up(u)] if n not in on_demand or n in act["restart"] else [] for n in deliberate}
+                     if up(u) or u in starting] if n not in on_demand or n in act["restart"] else []
+                 for n in deliberate}
         to_stop += [u for units in ahead.values() for u in units]
         down = [n for n in act["stop"] if not any(u in busy or u in to_stop for u in _units_of(n))]
         self.decided.update({unit: "stop" for unit in to_stop})
@@ -373,6 +402,8 @@ class ReconcilerCore:
             # A wake starts the proxy to start the container: it is the container's job as far as a status goes.
             owner = unit_name(_instance_of(unit)) if unit == proxy_name(_instance_of(unit)) else unit
             jobs_by_unit.setdefault(owner, []).append(operation)
+        for name in self.waking:
+            jobs_by_unit.setdefault(unit_name(name), []).append("wake")
         generation, services = self.desired.generation, []
         for instance in self.desired.instances:
             outcome, unit = self.outcomes.get(instance.name), unit_name(instance.name)

@@ -133,11 +133,21 @@ class Enqueue:
 
 
 @dataclass(frozen=True)
+class Knock:
+    """Connect to an on-demand instance's socket and close: systemd starts its proxy and container, which then
+    idle out like after any connection (a proxy started without one would never idle out)."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Publish:
     """Compose and publish the statuses (explaining new failures first: `unexplained`)."""
 
 
-Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Publish
+Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Knock | Publish
 
 
 @dataclass

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from ozwald import sockets
 from ozwald.config import ResolveError, Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
@@ -46,6 +47,7 @@ __all__ = ["PassReport", "Reconciler", "hold_failed", "render_outcome", "started
 
 log = logging.getLogger(__name__)
 ENQUEUE_CHUNK = 10  # jobs queued between two heartbeats of the worker
+KNOCK_TIMEOUT_S = 2.0
 
 
 class SystemdPort(Protocol):
@@ -94,7 +96,8 @@ class Reconciler:
                  podman: PodmanInspector | None = None, podman_version: Version = NEWEST_KNOWN,
                  journal_prefix: Sequence[str] = (), resync_interval: float = 60.0,
                  run_besides: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None,
-                 explain: Explain | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 explain: Explain | None = None, clock: Callable[[], float] = time.monotonic,
+                 knock: Callable[[str, int, float], None] = sockets.knock) -> None:
         self.settings = settings
         self.read_desired = read_desired
         self.systemd = systemd
@@ -108,6 +111,7 @@ class Reconciler:
         self.run_besides = run_besides
         self.explain = explain or self._explain
         self.clock = clock
+        self.knock = knock  # a client's connection to an on-demand socket (the simulated host's, in tests)
         self.core = ReconcilerCore(resync_interval)
         self._unresolved: dict[str, str] = {}  # instance → why it cannot run, as last logged
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -255,6 +259,8 @@ class Reconciler:
                     self.systemd.reset_failed_units(command.units)  # pipelined
         elif isinstance(command, rm.Enqueue):
             self._enqueue(command.operation, command.units)
+        elif isinstance(command, rm.Knock):
+            self._knock(command)
         else:
             self._publish()
 
@@ -288,6 +294,13 @@ class Reconciler:
             for unit, message in refused.items():
                 log.warning("%s %s refused by systemd: %s", operation, unit, message)
             self._feed(rm.Queued(operation, {u: r for u, r in queued.items() if isinstance(r, str)}, refused))
+
+    def _knock(self, command: rm.Knock) -> None:
+        try:
+            self.knock(command.host, command.port, KNOCK_TIMEOUT_S)
+        except OSError as exc:  # the socket is down: the status says so, and the pass starts it again
+            log.warning("cannot wake %s: connecting to %s:%d failed: %s", command.name, command.host, command.port,
+                        exc)
 
     def _publish(self) -> list[ActiveService]:
         for rendered, state in self.core.unexplained():

@@ -145,7 +145,7 @@ def on_demand_status(observed: Observed, socket: SocketObserved, target_hash: st
         return "available"
     sock = socket.state
     if sock is None or sock.load_state != "loaded" or sock.active_state in DOWN_STATES:
-        return "starting" if socket.job is not None else "failed"
+        return "starting" if socket.job is not None or observed.job is not None else "failed"
     if sock.active_state != "active" or socket.job is not None:
         return "starting"
     if state is None or state.load_state != "loaded" or state.active_state == "inactive":

@@ -60,6 +60,14 @@ def listen_address(port: Port) -> str:
     return f"{ip}:{port.host}"
 
 
+def knock_address(port: Port) -> tuple[str, int]:
+    """Where this host reaches the socket: loopback when it listens on every address."""
+    assert port.host is not None
+    if port.host_ip is None or port.host_ip.is_unspecified:
+        return ("::1" if port.host_ip is not None and port.host_ip.version == 6 else "127.0.0.1"), port.host
+    return str(port.host_ip), port.host
+
+
 def render_on_demand(instance: str, on_demand: OnDemand, public: Port, service: str, persistent: bool
                      ) -> OnDemandUnits:
     assert public.host is not None  # check_config refuses an on-demand service without one
@@ -86,9 +94,14 @@ def render_on_demand(instance: str, on_demand: OnDemand, public: Port, service: 
         *header,
         "[Unit]",
         f"Description=Ozwald on-demand proxy of instance {instance} (container {container_name(instance)})",
-        # The first connection waits in the socket's backlog until the container's service is ready.
-        f"Requires={unit_name(instance)}",
+        # The first connection waits in the socket's backlog until the container's service is ready. Wants=, not
+        # Requires=: a container that cannot start must not fail the proxy's start, or the connection still in
+        # the backlog re-triggers the socket until systemd gives up on it (trigger-limit-hit) and every later
+        # connection is refused. The proxy then closes the connections; Ozwald stops it (next one retries).
+        f"Wants={unit_name(instance)}",
         f"After={unit_name(instance)}",
+        # Stopping or restarting the container (sleep, a change) takes the proxy with it.
+        f"PartOf={unit_name(instance)}",
         # The socket, not a start limit, decides when the proxy runs: one start per burst of traffic.
         "StartLimitIntervalSec=0",
         "",

@@ -2,11 +2,13 @@
 """The reconciler under random sequences of operations on the simulated host (hypothesis rule-based state
 machine): desired sets posted, settings reloaded (profiles, varieties and services removed, a secret file
 made unreadable, environments changed), containers crashing, the provisioner killed and restarted, the
-desired set unreadable for a while, and time passing.
+desired set unreadable for a while, clients connecting to on-demand instances, wakes and sleeps, and time
+passing.
 
 Checked at every change the reconciler makes and after every turn (SimRun.check): a published `available`
-is true; a `failed` has a reason. Checked after each rule: every desired instance is published once, and
-nothing else but instances still stopping. Checked once things are left alone long enough: convergence.
+is true; `idle` only while the socket listens and no container runs; a `failed` has a reason. Checked after
+each rule: every desired instance is published once, and nothing else but instances still stopping. Checked
+once things are left alone long enough: convergence.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def make_settings(secret: Path, *, drop: str | None, env: str, secret_readable: 
          "environment": {"SIM": "healthy:1", "V": env},
          "varieties": {"cpu-only": {}, "nvidia": {"environment": {"SIM": "healthy:4"}, "devices": []}},
          "profiles": {"small": {}, "large": {"environment": {"N": "2"}}, "broken": {"environment": {"SIM": "fail"}},
-                      "flaky": {"environment": {"SIM": "crash:2:6"}}, "stuck": {"environment": {"SIM": "hang"}}}},
+                      "flaky": {"environment": {"SIM": "crash:2:6"}}, "stuck": {"environment": {"SIM": "hang"}},
+                      "demand": {"ports": ["8090:8000"], "on_demand": {"idle_stop": "3s"}}}},
         {"name": "embed", "image": "localhost/x:latest", "min_uptime": "1s",
          "environment": {"SIM": "healthy:2", "HF_TOKEN": {"file": str(secret)}}},
     ]
@@ -64,7 +67,7 @@ instances = st.builds(
     lambda name, variety, profile: (name, variety, profile),
     st.sampled_from(["a", "b", "c"]),
     st.sampled_from(["cpu-only", "nvidia"]),
-    st.sampled_from(["small", "large", "broken", "flaky", "stuck"]),
+    st.sampled_from(["small", "large", "broken", "flaky", "stuck", "demand"]),
 )
 
 
@@ -97,6 +100,14 @@ class ReconcilerMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(["a", "b", "c", "e"]))
     def crash(self, name: str) -> None:
         self.sim.host.crash(f"ozwald-{name}.service")
+
+    @rule(name=st.sampled_from(["a", "b", "c"]))
+    def connect(self, name: str) -> None:
+        self.sim.connect(name)
+
+    @rule(name=st.sampled_from(["a", "b", "c"]), operation=st.sampled_from(["wake", "sleep"]))
+    def nudge(self, name: str, operation: str) -> None:
+        self.sim.nudge(name, operation)
 
     @rule()
     def kill_provisioner(self) -> None:
@@ -132,6 +143,19 @@ class ReconcilerMachine(RuleBasedStateMachine):
         finally:
             logging.getLogger("ozwald").setLevel(self.log_level)
 
+    def _serves_on_demand(self, name: str, behaviour: str, status: str) -> None:
+        """Left alone, an on-demand instance is idle (or failed, its last start having failed); the next
+        connection is served by a healthy spec, and it goes idle again."""
+        sim = self.sim
+        assert status in ("idle", "failed"), (name, status)
+        connection = sim.connect(name)
+        sim.run(15)
+        if behaviour.startswith("healthy"):
+            assert connection.outcome == "served", (name, connection)
+            assert sim.status(name).status == "idle"
+        else:
+            assert connection.outcome in ("served", "reset"), (name, connection)
+
     def _converges(self) -> None:
         sim = self.sim
         sim.desired_unreadable = False
@@ -147,7 +171,9 @@ class ReconcilerMachine(RuleBasedStateMachine):
                 continue
             assert isinstance(outcome, rm.Rendered)
             behaviour = outcome.unit.text.split("SIM=")[1].split('"')[0]
-            if behaviour.startswith("healthy"):
+            if outcome.on_demand:
+                self._serves_on_demand(service.name, behaviour, service.status)
+            elif behaviour.startswith("healthy"):
                 # Healthy, unless a crash loop of its own made systemd give up (held until a re-post).
                 assert service.status == "available" or "crash loop" in service.info.get("reason", ""), service
             elif behaviour == "fail":
@@ -158,7 +184,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
                 assert service.status in ("starting", "available", "failed"), service
             if service.status == "available":
                 assert service.info["spec_hash"] == outcome.unit.spec_hash, service
-        # Nothing runs and no file stays for what is not desired.
+        # Nothing runs, no file stays and no socket listens for what is not desired.
+        assert not any(sim.host.listening(name) for name in ("a", "b", "c") if name not in desired)
         assert set(sim.host.files) <= set(desired)
         assert all(sim.host.running(name) is False for name in ("a", "b", "c", "e") if name not in desired)
         STATS["seconds"] += time.monotonic() - self.started

@@ -100,6 +100,7 @@ def test_a_start_that_fails_is_failed_with_the_reason_and_the_next_connection_tr
 def test_wake_warms_it_and_sleep_frees_it_at_once() -> None:
     sim = idle_run()
     sim.nudge("chat", "wake")
+    sim.run(0.1)
     assert sim.status("chat").status == "starting"
     sim.run(3.5)
     assert sim.status("chat").status == "available"

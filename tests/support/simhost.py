@@ -18,8 +18,9 @@ An on-demand instance's socket and proxy are units too (`connect` is a client's 
 listens and, on a connection while no proxy runs, starts the proxy, which needs the container's unit; the
 connection waits in the backlog until the proxy runs, and is reset if the container's start fails. The
 proxy exits after its `--exit-idle-time` without a connection, and the container (`StopWhenUnneeded=yes`)
-stops with it; a connection meanwhile starts both again once the stop ended. Starting or stopping the
-container's unit takes the proxy with it.
+stops with it; a connection meanwhile starts both again once the stop ended. The proxy wants the container
+(Wants=, After=, PartOf=): it runs even when the container's start failed, closing the connections it takes,
+and stopping the container's unit takes the proxy with it.
 
 Every change to what runs calls `on_change`, so a test can check what was last published at that instant
 (tests/support/simrun.py does).
@@ -265,10 +266,19 @@ class SimHost:
         if sock is None or sock.active_state != "active" or proxy is None:
             connection.outcome = "refused"
         elif proxy.active_state == "active":
-            self._serve(proxy, connection)
+            self._serve(proxy, connection, self._ready(instance))
         else:
             self._trigger(sock, proxy)
         return connection
+
+    def knock(self, host: str, port: int, timeout: float) -> None:
+        """A connection to whichever socket listens on `port` (Reconciler's `knock`), closed at once."""
+        for name, unit in self.units.items():
+            if name.endswith(".socket") and unit.active_state == "active" \
+                    and re.search(rf"^ListenStream=(\S*:)?{port}$", unit.config.text, re.MULTILINE):
+                self.connect(instance_of_unit(name) or "")
+                return
+        raise ConnectionRefusedError(111, "Connection refused")
 
     def _trigger(self, sock: Unit, proxy: Unit) -> None:
         if sock.sub_state != "running":
@@ -276,8 +286,14 @@ class SimHost:
         if proxy.active_state != "activating":
             self._start_proxy(proxy, None)
 
-    def _serve(self, proxy: Unit, connection: Connection) -> None:
-        connection.outcome, connection.served_at = "served", self.now
+    def _ready(self, instance: str) -> bool:
+        container = self.units.get(unit_name(instance))
+        return container is not None and container.active_state == "active"
+
+    def _serve(self, proxy: Unit, connection: Connection, backend_up: bool = True) -> None:
+        """The proxy takes the connection: served by a ready container, else closed (reset)."""
+        connection.outcome = "served" if backend_up else "reset"
+        connection.served_at = self.now if backend_up else None
         proxy.last_connection = self.now
         self._at(proxy, proxy.config.idle_s, "idle")
 
@@ -307,8 +323,9 @@ class SimHost:
         self._set(proxy, "active", "running")
         self._end_job(proxy, "done")
         proxy.last_connection = self.now
-        for connection in self._pending(instance_of_unit(proxy.name) or ""):
-            self._serve(proxy, connection)
+        name = instance_of_unit(proxy.name) or ""
+        for connection in self._pending(name):
+            self._serve(proxy, connection, self._ready(name))
         self._at(proxy, proxy.config.idle_s, "idle")
 
     def _proxy_down(self, proxy: Unit, result: str) -> None:
@@ -357,12 +374,13 @@ class SimHost:
     def _container_down(self, container: Unit, failed: bool) -> None:
         name = instance_of_unit(container.name) or ""
         proxy = self.units.get(proxy_name(name))
-        if proxy is None or not is_container_unit(container.name) or proxy.active_state == "inactive":
+        if proxy is None or not is_container_unit(container.name) or proxy.active_state == "inactive" \
+                or container.active_state not in ("inactive", "failed"):
             return
         if failed and proxy.active_state == "activating":
-            self._proxy_down(proxy, "dependency")
-        elif not failed or container.sub_state != "auto-restart":
-            self._proxy_down(proxy, "done")
+            self._proxy_up(proxy)  # Wants=, After=: it starts once the container's start ended, failed or not
+        elif not failed:
+            self._proxy_down(proxy, "done")  # PartOf=: stopped with the container
 
     # SystemdPort ---------------------------------------------------------------------------------------------
     def list_units(self, pattern: str = "ozwald-*") -> list[UnitState]:
