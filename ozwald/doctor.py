@@ -95,8 +95,10 @@ def on_demand_users(settings: Settings) -> list[str]:
     """The services with a variety or profile that runs on demand, as `service[/variety][:profile]`."""
     users = []
     for service in settings.services:
-        for variety in list(service.varieties) or [None]:
-            for profile in [None, *service.profiles]:
+        varieties: list[str | None] = [*service.varieties] or [None]
+        profiles: list[str | None] = [None, *service.profiles]
+        for variety in varieties:
+            for profile in profiles:
                 try:
                     spec = resolve(settings, service.name, variety, profile)
                 except ResolveError:
