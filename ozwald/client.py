@@ -6,6 +6,7 @@
     for service in client.active_services():
         print(service.name, service.status)
     client.wait_for(lambda services: all(s.status == "available" for s in services), timeout=300)
+    client.wake("chat", wait=120)  # an on-demand instance: its container starts now, not at the first request
 
 Errors answered by the API raise OzwaldAPIError(status, detail); a server that cannot be reached
 raises OzwaldConnectionError. The client never follows redirects and ignores proxy settings, so the
@@ -25,12 +26,13 @@ from typing import Any, TypedDict, cast
 from pydantic import BaseModel, TypeAdapter
 
 from ozwald.errors import Exit, OzwaldError
-from ozwald.records import ActiveService, PlanEntry, ServiceRequest
+from ozwald.records import ActiveService, NudgeAccepted, NudgeOperation, NudgeWait, PlanEntry, ServiceRequest
 from ozwald.resources.views import AvailableResource, HostResources
 
 __all__ = [
     "ConfiguredService",
     "HealthStatus",
+    "NudgeAccepted",
     "OzwaldAPIError",
     "OzwaldClient",
     "OzwaldClientError",
@@ -47,6 +49,7 @@ _PLAN_LIST: TypeAdapter[list[PlanEntry]] = TypeAdapter(list[PlanEntry])
 
 ServiceItem = ServiceRequest | Mapping[str, Any]
 MAX_WAIT_S = 60.0  # the server's limit on one blocking query
+NUDGE_WAIT_S = MAX_WAIT_S  # how long one wake or sleep request waits; a longer wait follows the statuses
 
 
 class UpdateAccepted(TypedDict):
@@ -252,7 +255,8 @@ class OzwaldClient:
         """The statuses once `check` holds for them, waiting on changes rather than polling.
 
         Raises TimeoutError after `timeout` seconds. Check for `failed` too, or a failed start waits to
-        the end: `lambda ss: all(s.status in ("available", "failed") for s in ss)`.
+        the end: `lambda ss: all(s.status in ("available", "failed") for s in ss)` (and `idle` for an on-demand
+        instance, which waits for its first connection without running).
         """
         deadline = time.monotonic() + timeout
         try:
@@ -273,6 +277,53 @@ class OzwaldClient:
         """POST /srv/services/active/update/: replace the desired set (all or nothing)."""
         path = "/srv/services/active/update/" + ("?force=true" if force else "")
         return cast(UpdateAccepted, self._request("POST", path, body=_items(items)))
+
+    def wake(self, name: str, wait: float | None = None) -> NudgeAccepted:
+        """POST /srv/services/active/<name>/wake: start the container of a desired on-demand instance now (it
+        idles out after `idle_stop` like after a connection). With `wait` (seconds, any length): return once
+        it is `available` or failed, or when `wait` runs out; `settled` says which, `instance` how it stands.
+        Not desired: OzwaldAPIError 404; not on demand: 409."""
+        return self._nudge(name, "wake", wait)
+
+    def sleep(self, name: str, wait: float | None = None) -> NudgeAccepted:
+        """POST /srv/services/active/<name>/sleep: stop the container of a desired on-demand instance now; its
+        socket keeps listening. `wait` as for `wake`, until it is `idle` or failed."""
+        return self._nudge(name, "sleep", wait)
+
+    def _nudge(self, name: str, operation: NudgeOperation, wait: float | None) -> NudgeAccepted:
+        path = f"/srv/services/active/{urllib.parse.quote(name, safe='')}/{operation}"
+        if wait is None:
+            return NudgeAccepted.model_validate(self._request("POST", path))
+        deadline = time.monotonic() + max(0.0, wait)
+        first = min(max(0.0, wait), NUDGE_WAIT_S)
+        while True:
+            try:
+                body, headers = self._exchange("POST", f"{path}?wait={first:g}", timeout=self.timeout + first)
+                break
+            except OzwaldAPIError as exc:  # too many waiters: nothing was done yet, so asking again is safe
+                pause = _retry_after(exc.headers)
+                if exc.status != 429 or time.monotonic() + pause >= deadline:
+                    raise
+                time.sleep(pause)
+        answer = NudgeAccepted.model_validate(body)
+        if answer.settled or time.monotonic() >= deadline:
+            return answer
+        # Longer than one request may wait: follow the statuses from the revision the answer was read at.
+        tracker = NudgeWait(name, operation)
+        if answer.instance is not None and answer.instance.status == "failed":  # the failure from before
+            tracker = NudgeWait.before(name, operation, [answer.instance])
+        revision = int(headers.get("x-ozwald-revision", "0"))
+        instance, over = answer.instance, False
+        while not over:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                revision, services = self.watch_active(revision, wait=min(left, MAX_WAIT_S), deadline=deadline)
+            except OzwaldTimeout:
+                break
+            instance, over = tracker.see(services)
+        return answer.model_copy(update={"instance": instance, "settled": over})
 
     def plan(self, items: Sequence[ServiceItem]) -> list[PlanEntry]:
         """POST /srv/services/active/plan/: what an update with `items` would do; applies nothing."""

@@ -14,6 +14,7 @@ from typing import Literal
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.quadlet.keys import KEYS, QUADLET_MIN, Version, format_version
+from ozwald.quadlet.on_demand import SOCKET_PROXYD
 from ozwald.resources.cdi import CDI_DIRS, cdi_device_names
 
 QUADLET_DIRS = (Path("/run/containers/systemd"), Path("/etc/containers/systemd"))
@@ -90,9 +91,42 @@ def check_quadlet_dirs(directories: Iterable[Path] = QUADLET_DIRS) -> list[Findi
     return findings
 
 
+def on_demand_users(settings: Settings) -> list[str]:
+    """The services with a variety or profile that runs on demand, as `service[/variety][:profile]`."""
+    users = []
+    for service in settings.services:
+        varieties: list[str | None] = [*service.varieties] or [None]
+        profiles: list[str | None] = [None, *service.profiles]
+        for variety in varieties:
+            for profile in profiles:
+                try:
+                    spec = resolve(settings, service.name, variety, profile)
+                except ResolveError:
+                    continue
+                if spec.type == "container" and spec.on_demand is not None:
+                    users.append(service.name + (f"/{variety}" if variety else "") + (f":{profile}" if profile else ""))
+    return users
+
+
+def check_socket_proxyd(settings: Settings, path: Path = Path(SOCKET_PROXYD)) -> Finding:
+    """An on-demand instance's socket starts a proxy service that runs systemd-socket-proxyd: without it, the
+    first connection starts nothing and is refused. Only settings with `on_demand` need it."""
+    users = on_demand_users(settings)
+    if os.access(path, os.X_OK) and path.is_file():
+        return Finding("socket-proxyd", "ok", f"{path} is present" + (f" (on demand: {', '.join(users)})"
+                                                                      if users else ""))
+    if not users:
+        return Finding("socket-proxyd", "ok", f"{path} is missing, but no service runs on demand")
+    shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+    return Finding("socket-proxyd", "warn", f"{path} is missing or not executable: the on-demand services "
+                                            f"{shown} cannot be served (their sockets start no proxy)",
+                   "it ships with systemd: reinstall systemd's package (apt-get install --reinstall systemd, or "
+                   "dnf reinstall systemd), or take on_demand off those services")
+
 
 def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
-    """Every check, against the real host: Podman, CDI, GPU libraries, systemd, Redis, Quadlet directories."""
+    """Every check, against the real host: Podman, CDI, GPU libraries, systemd, Redis, Quadlet directories,
+    systemd-socket-proxyd (for on-demand services)."""
     from ozwald.podman import PODMAN_SOCKET_ENV, PodmanInspector, detect_podman_version
     from ozwald.resources import HostResourceMonitor
     from ozwald.state import IdentityError, StateError, connect, select_provisioner
@@ -129,4 +163,5 @@ def run_checks(settings: Settings, provisioner: str | None) -> list[Finding]:
     except StateError as exc:
         findings.append(Finding("redis", "fail", str(exc), "systemctl enable --now ozwald.target"))
     findings.extend(check_quadlet_dirs())
+    findings.append(check_socket_proxyd(settings))
     return findings

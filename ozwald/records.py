@@ -9,6 +9,7 @@ ServiceInformation, so existing orchestrators keep working.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -249,3 +250,57 @@ class PlanEntry(BaseModel):
     profile: str | None = None
     fit: dict[str, Any] | None = None
     cause: PlanCause = Field(default="unchanged", exclude=True)
+
+
+# Waking and sleeping an on-demand instance on purpose ----------------------------------------------------
+NudgeOperation = Literal["wake", "sleep"]
+# The status a wake or a sleep ends in; `failed` ends either.
+NUDGE_TARGETS: dict[str, Status] = {"wake": "available", "sleep": "idle"}
+
+
+class NudgeAccepted(BaseModel):
+    """What POST /srv/services/active/<name>/wake and .../sleep answer. With `?wait=`, also the instance's
+    status when the wait ended, and whether it had settled: reached the operation's target, or failed."""
+
+    status: Literal["accepted"] = "accepted"
+    message: str
+    instance: ActiveService | None = None
+    settled: bool | None = None
+
+
+@dataclass
+class NudgeWait:
+    """When a wait on a wake or a sleep is over, read from the statuses published after the nudge.
+
+    The wait ends when the instance shows the operation's target status, or `failed`. A `failed` the instance
+    already had when it was nudged is the old failure, not the outcome: it counts once the instance has left
+    it, or fails anew (another `since` or invocation: the statuses a blocking query misses between two reads
+    may include the `starting` in between). An instance absent from the statuses (just desired, not yet
+    reconciled) is waited for."""
+
+    name: str
+    operation: NudgeOperation
+    stale: tuple[str | None, str | None] | None = None  # (since, invocation) of the failure before the nudge
+
+    @classmethod
+    def before(cls, name: str, operation: NudgeOperation, services: Sequence[ActiveService]) -> NudgeWait:
+        """The wait for a nudge about to be sent, from the statuses published before it."""
+        current = next((s for s in services if s.name == name), None)
+        failed = current is not None and current.status == "failed"
+        return cls(name, operation, stale=_failure(current) if failed and current is not None else None)
+
+    def see(self, services: Sequence[ActiveService]) -> tuple[ActiveService | None, bool]:
+        """The instance's status in `services`, and whether the wait is over with it."""
+        current = next((s for s in services if s.name == self.name), None)
+        if current is None:
+            return None, False
+        if current.status != "failed":
+            self.stale = None
+            return current, current.status == NUDGE_TARGETS[self.operation]
+        if self.stale is not None and _failure(current) != self.stale:
+            self.stale = None
+        return current, self.stale is None
+
+
+def _failure(service: ActiveService) -> tuple[str | None, str | None]:
+    return service.info.since, service.info.invocation

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ozwald.records import ActiveService, PendingChange, ServiceInfo
+from ozwald.records import ActiveService, NudgeWait, PendingChange, ServiceInfo
 
 # What the provisioner answered when `info` was a dict: one of each shape status.py writes.
 ANSWERS = [
@@ -53,3 +53,39 @@ def test_info_reads_like_the_dict_it_was() -> None:
 def test_a_key_set_to_null_and_a_key_never_set_differ() -> None:
     assert ServiceInfo(unit="u", container_id=None) != ServiceInfo(unit="u")
     assert ServiceInfo(unit="u").model_dump() == {"unit": "u"}
+
+
+# -- NudgeWait: when a wait on a wake or a sleep is over -------------------------------------------------
+
+def _chat(status: str, since: str | None = None, invocation: str | None = None) -> list[ActiveService]:
+    return [ActiveService.model_validate({"name": "chat", "service": "llm", "status": status,
+                                          "info": {"since": since, "invocation": invocation}}),
+            ActiveService(name="other", service="llm", status="failed")]
+
+
+@pytest.mark.parametrize(("operation", "statuses", "over"), [
+    ("wake", ["idle", "starting", "available"], [False, False, True]),
+    ("sleep", ["available", "stopping", "idle"], [False, False, True]),
+    ("wake", ["idle", "failed"], [False, True]),
+    ("sleep", ["idle"], [True]),  # already there
+    ("wake", ["stopping", "idle", "starting"], [False, False, False]),
+])
+def test_a_nudge_wait_ends_at_the_target_or_a_failure(operation: str, statuses: list[str], over: list[bool]) -> None:
+    wait = NudgeWait.before("chat", operation, _chat("idle"))  # type: ignore[arg-type]
+    assert [wait.see(_chat(status))[1] for status in statuses] == over
+
+
+def test_the_failure_before_a_wake_ends_it_only_once_left_or_failed_anew() -> None:
+    before = _chat("failed", since="t1", invocation="i1")
+    wait = NudgeWait.before("chat", "wake", before)
+    assert wait.see(before) == (before[0], False)
+    assert wait.see(_chat("failed", since="t2", invocation="i2"))[1]  # a new failure, its `starting` unseen
+    wait = NudgeWait.before("chat", "wake", before)
+    assert not wait.see(_chat("starting"))[1]
+    assert wait.see(before)[1]  # failed again after leaving it, even if systemd's fields read the same
+
+
+def test_an_instance_not_yet_in_the_statuses_is_waited_for() -> None:
+    wait = NudgeWait.before("chat", "wake", [])
+    assert wait.see([]) == (None, False)
+    assert wait.see(_chat("available"))[1]

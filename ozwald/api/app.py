@@ -13,11 +13,13 @@ increment under a lock. `GET /metrics` answers the Prometheus text format (`ozwa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -27,7 +29,15 @@ from pydantic import TypeAdapter, ValidationError
 from ozwald.api.auth import bearer_matches, check_key
 from ozwald.api.core import ProvisionerCore
 from ozwald.errors import Exit, OzwaldError
-from ozwald.records import ActiveService, PlanEntry, ServiceRequest, check_unique_names
+from ozwald.records import (
+    ActiveService,
+    NudgeAccepted,
+    NudgeOperation,
+    NudgeWait,
+    PlanEntry,
+    ServiceRequest,
+    check_unique_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +74,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 
 Environ = Mapping[str, Any]
 Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
-Handler = Callable[[Environ], Reply]
+Handler = Callable[..., Reply]  # (environ, **the path's parameters)
 T = TypeVar("T")
 
 
@@ -278,6 +288,25 @@ def _watch_query(environ: Environ) -> tuple[int | None, float]:
     return after, DEFAULT_WAIT_S if wait is None else wait  # without after, wait has nothing to wait past
 
 
+def _nudge_body(answer: NudgeAccepted) -> bytes:
+    """The answer's JSON; `instance` and `settled` only with `wait` (the instance's own nulls are kept)."""
+    body = answer.model_dump(mode="json")
+    return dumps({key: value for key, value in body.items() if value is not None})
+
+
+def _wait_query(environ: Environ) -> float | None:
+    """`wait` (seconds) of a wake or sleep, None when not given; 422 naming the field."""
+    wait: float | None = None
+    for _, value in _query(environ, frozenset({"wait"})):
+        try:
+            wait = float(value)
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
+            raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
+    return wait
+
+
 def twins(path: str) -> tuple[str, str]:
     """A documented path and its slash twin, the documented form first."""
     if path == "/":
@@ -323,18 +352,24 @@ class _Routes:
         after, wait = _watch_query(environ)
         if after is None or wait == 0:
             return watch(after, 0)
-        if not self._waiters.acquire(blocking=False):
-            raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
-                                "or ask without after", {"Retry-After": "1"})
-        with self._waiting_lock:
-            self.waiting += 1
-        try:
+        with self._waiter("or ask without after"):
             deadline = time.monotonic() + wait
             while True:
                 left = deadline - time.monotonic()
                 revision, data = watch(after, max(0.0, min(left, WAIT_SLICE_S)))
                 if revision != after or left <= WAIT_SLICE_S or self._closing.is_set():
                     return revision, data
+
+    @contextlib.contextmanager
+    def _waiter(self, otherwise: str) -> Iterator[None]:
+        """One of the `max_waiters` slots of a request that blocks, or 429 when all are taken."""
+        if not self._waiters.acquire(blocking=False):
+            raise ApiError(429, f"{self.max_waiters} requests are already waiting for a change; retry, "
+                                f"{otherwise}", {"Retry-After": "1"})
+        with self._waiting_lock:
+            self.waiting += 1
+        try:
+            yield
         finally:
             with self._waiting_lock:
                 self.waiting -= 1
@@ -367,6 +402,35 @@ class _Routes:
         message = (f"desired set accepted: {count} instance{'' if count == 1 else 's'}, "
                    f"generation {desired.generation}")
         return 202, dumps({"status": "accepted", "message": message, "generation": desired.generation})
+
+    def wake(self, environ: Environ, name: str) -> Reply:
+        return self._nudge(environ, name, "wake")
+
+    def sleep(self, environ: Environ, name: str) -> Reply:
+        return self._nudge(environ, name, "sleep")
+
+    def _nudge(self, environ: Environ, name: str, operation: NudgeOperation) -> Reply:
+        """Wake or sleep an on-demand instance. With `wait`, a blocking query on the statuses: answered 200 with
+        the instance's status once it reached the operation's target or failed, else 202 with it after `wait`
+        seconds. The waiter's slot is taken before the nudge, so a 429 means nothing was done."""
+        wait = _wait_query(environ)
+        read_body(environ)  # none is needed; one over the limit is still refused (413)
+        nudge = self.core.wake if operation == "wake" else self.core.sleep
+        if wait is None:
+            return 202, _nudge_body(nudge(name))
+        with self._waiter("or ask without wait") if wait > 0 else contextlib.nullcontext():
+            revision, services = self.core.watch_active(None, 0)
+            tracker = NudgeWait.before(name, operation, services)
+            accepted = nudge(name)
+            deadline = time.monotonic() + wait
+            while True:
+                instance, over = tracker.see(services)
+                left = deadline - time.monotonic()
+                if over or left <= 0 or self._closing.is_set():
+                    break
+                revision, services = self.core.watch_active(revision, min(left, WAIT_SLICE_S))
+        answer = accepted.model_copy(update={"instance": instance, "settled": over})
+        return 200 if over else 202, _nudge_body(answer), {REVISION_HEADER: str(revision)}
 
     def plan(self, environ: Environ) -> Reply:
         _query(environ, frozenset())
@@ -406,6 +470,8 @@ def route_table(routes: _Routes) -> list[tuple[str, str, Handler, bool]]:
         ("GET", "/srv/services/active/", routes.active, True),
         ("POST", "/srv/services/active/update/", routes.update, True),
         ("POST", "/srv/services/active/plan/", routes.plan, True),
+        ("POST", "/srv/services/active/{name}/wake", routes.wake, True),
+        ("POST", "/srv/services/active/{name}/sleep", routes.sleep, True),
         ("GET", "/srv/resources/available/", routes.available, True),
         ("GET", "/srv/host/resources", routes.host, True),
         ("GET", "/srv/services/profile", routes.profile_list, True),
@@ -421,7 +487,7 @@ def _endpoint(handler: Handler, key: bytes | None, route: str = "", counts: Requ
     request = bottle.request
     response = bottle.response
 
-    def callback() -> bytes:
+    def callback(**arguments: str) -> bytes:  # the path's {parameters}
         environ = request.environ
         content_type = JSON_TYPE
         try:
@@ -433,7 +499,7 @@ def _endpoint(handler: Handler, key: bytes | None, route: str = "", counts: Requ
                                 environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"))
                     raise ApiError(401, "missing bearer token" if matched is None else "invalid bearer token",
                                    {"WWW-Authenticate": "Bearer"})
-            reply = handler(environ)
+            reply = handler(environ, **arguments)
             status, body = reply[0], reply[1]
             if len(reply) == 3:
                 for name, value in reply[2].items():
@@ -460,6 +526,11 @@ def _endpoint(handler: Handler, key: bytes | None, route: str = "", counts: Requ
 
     callback.__name__ = getattr(handler, "__name__", "endpoint")
     return callback
+
+
+def bottle_rule(path: str) -> str:
+    """A documented path as Bottle's rule: `{name}` (OpenAPI's parameter) is `<name>`, one path segment."""
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
 
 
 def error_answer(exc: OzwaldError) -> tuple[int, bytes, dict[str, str]]:
@@ -499,5 +570,5 @@ def create_app(core: ProvisionerCore, key: str, *, max_waiters: int = DEFAULT_MA
     for method, path, handler, needs_auth in route_table(routes):
         callback = _endpoint(handler, key_bytes if needs_auth else None, path, counts)
         for served in dict.fromkeys(twins(path)):
-            app.route(served, method, callback, name=None)
+            app.route(bottle_rule(served), method, callback, name=None)
     return app

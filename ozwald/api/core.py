@@ -12,6 +12,8 @@ else becomes a logged 500 `{"detail": "internal error"}`. The ones a core raises
 
 - `ozwald.records.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
 - `ozwald.records.AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
+- `ozwald.provisioner.wake.NotDesired` -> 404, `NotOnDemand` -> 409 (a wake or sleep of an instance that is not
+  desired, or not on demand);
 - `ozwald.state.QueueFull` -> 429 `{"detail": ...}` with Retry-After (the profiling queue is full);
 - `ozwald.records.CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
 """
@@ -21,7 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ozwald.records import ActiveService, AdmissionError, CoreUnavailable, DesiredSet, PlanEntry, ServiceRequest
+from ozwald.records import (
+    ActiveService,
+    AdmissionError,
+    CoreUnavailable,
+    DesiredSet,
+    NudgeAccepted,
+    PlanEntry,
+    ServiceRequest,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -58,6 +68,18 @@ class ProvisionerCore(Protocol):
         AdmissionError when the set cannot be admitted; `force` asks to admit it anyway where the
         core allows that. Returns the stored set; its `generation` is reported to the caller.
         """
+        ...
+
+    def wake(self, name: str) -> NudgeAccepted:
+        """POST /srv/services/active/<name>/wake: start the container of a desired on-demand instance now; it
+        then idles out after `idle_stop` like after a connection. Answers at once (the API waits, with
+        `?wait=`, by watching the statuses). Raises an error answered 404 when `name` is not in the desired set,
+        409 when it is not on demand (ozwald.provisioner.wake)."""
+        ...
+
+    def sleep(self, name: str) -> NudgeAccepted:
+        """POST /srv/services/active/<name>/sleep: stop the container of a desired on-demand instance now; its
+        socket keeps listening. Raises like `wake`."""
         ...
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:

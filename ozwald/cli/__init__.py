@@ -8,7 +8,7 @@ Exit codes (also in `ozwald --help` and the man page):
   2  an operator error: bad settings (each problem as file:line), an unknown name, a bad argument, a
      request the API refused (4xx)
   3  something needed cannot be reached: the API, systemd's D-Bus, Redis
-  4  timed out waiting (`update_services --wait --timeout`, `profile --wait --timeout`)
+  4  timed out waiting (`update_services --wait --timeout`, `profile --wait --timeout`, `wake --wait S`)
   70 a bug in Ozwald: an error it did not expect (the traceback goes to the debug log, `ozwald --debug`)
 Errors are one line each, without a traceback. Each error class declares its exit status where it is
 defined (`ozwald.errors`); `common.failure` is the one place that reads it.
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from ozwald import __version__
-from ozwald.cli import config, export, fleet, health, profile, provisioner, services
+from ozwald.cli import config, export, fleet, health, on_demand, profile, provisioner, services
 from ozwald.cli.common import (
     ENVIRONMENT_TEXT,
     EXIT_BUG,
@@ -53,6 +53,7 @@ GROUPS = (
     provisioner,
     health,
     services,
+    on_demand,
     profile,
     export,
     fleet,

@@ -38,7 +38,7 @@ exit status:
   2  operator error: settings that do not validate (file:line), an unknown name, a bad argument,
      a request the API refused
   3  something needed cannot be reached: the API, systemd (D-Bus), Redis
-  4  timed out waiting (update_services --wait, profile --wait)
+  4  timed out waiting (update_services --wait, profile --wait, wake|sleep --wait)
   70  a bug in Ozwald: an error it did not expect; `ozwald --debug ACTION ...` shows the traceback"""
 
 ENVIRONMENT_TEXT = """\

@@ -131,7 +131,8 @@ def cmd_update_services(args: argparse.Namespace) -> int:
             if shown.get(name) != line:
                 print(line, file=progress, flush=True)
             shown[name] = line
-        done = [by_name[n] for n in names if n in by_name and by_name[n].status in ("available", "failed")
+        # `idle`: an on-demand instance is ready and waits for its first connection without running
+        done = [by_name[n] for n in names if n in by_name and by_name[n].status in ("available", "idle", "failed")
                 and (by_name[n].info.generation or 0) >= generation]
         if len(done) == len(names):
             break
@@ -186,7 +187,8 @@ def register(actions: Actions) -> None:
                         help="the desired set is empty: stop every instance (refused without it when no instance "
                              "is given)")
     update.add_argument("--wait", "-w", action="store_true",
-                        help="follow each instance until it is available or failed (exit 1 if one failed)")
+                        help="follow each instance until it is available (idle when on demand) or failed (exit 1 "
+                             "if one failed)")
     update.add_argument("--timeout", type=float, default=900.0, metavar="S",
                         help="with --wait: give up after S seconds, exit 4 (default 900)")
     update.add_argument("--force", action="store_true", help="admit even if declared resources do not fit")

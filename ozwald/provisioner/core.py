@@ -32,12 +32,15 @@ from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
 from ozwald.provisioner.status_writer import StatusWriter
+from ozwald.provisioner.wake import check_nudge
 from ozwald.records import (
     ActiveService,
     AdmissionError,
     CoreUnavailable,
     DesiredInstance,
     DesiredSet,
+    NudgeAccepted,
+    NudgeOperation,
     PlanEntry,
     ServiceRequest,
     UpdateError,
@@ -299,6 +302,21 @@ class Provisioner:
         if self.profiler is not None:
             self.profiler.wake()
         return desired
+
+    def wake(self, name: str) -> NudgeAccepted:
+        return self._nudge(name, "wake")
+
+    def sleep(self, name: str) -> NudgeAccepted:
+        return self._nudge(name, "sleep")
+
+    def _nudge(self, name: str, operation: NudgeOperation) -> NudgeAccepted:
+        try:
+            desired = self.desired.read()
+        except StateError as exc:
+            raise CoreUnavailable(f"the desired set cannot be read: {exc}") from exc
+        message = check_nudge(self.settings, desired, name, operation)
+        self.reconciler.nudge(name, operation)
+        return NudgeAccepted(message=message)
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
         instances, fit, snapshot, clashes = self._admit(items)

@@ -32,7 +32,7 @@ from ozwald.resources.models import GpuInfo
 from ozwald.state import ProfileResult
 
 MIB = 1024 * 1024
-STATUSES = ("starting", "available", "failed", "stopping")  # one series each per instance
+STATUSES = ("starting", "available", "idle", "failed", "stopping")  # one series each per instance
 
 
 class Series(NamedTuple):
@@ -65,7 +65,7 @@ SERIES: tuple[Series, ...] = (
            "until the instance is available.", ("service",)),
     Series("ozwald_desired_generation", "gauge", "The generation of the stored desired set."),
     Series("ozwald_applied_generation", "gauge",
-           "The newest desired generation whose instances have all settled (available or failed)."),
+           "The newest desired generation whose instances have all settled (available, idle or failed)."),
     Series("ozwald_reconcile_passes_total", "counter", "Reconcile passes the reconciler completed."),
     Series("ozwald_reconcile_last_pass_duration_seconds", "gauge", "How long the last reconcile pass took."),
     Series("ozwald_gpu_memory_total_bytes", "gauge", "The GPU's memory.", GPU),

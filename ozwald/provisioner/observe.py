@@ -35,7 +35,10 @@ from ozwald.records import ActiveService
 # Seconds from a desired change to available: a small container is up in a second, a large model loads for
 # many minutes (the default start timeout is 15 min).
 START_BUCKETS: tuple[float, ...] = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0)
-SETTLED = frozenset({"available", "failed"})
+# Ready for traffic: available, or idle (an on-demand instance's socket listens; its container starts on the
+# first connection). A start on demand is not a desired change: its time is not a start time of the histogram.
+READY = frozenset({"available", "idle"})
+SETTLED = READY | {"failed"}
 
 
 @dataclass
@@ -154,7 +157,7 @@ class StatusObserver:
             known = InstanceCounts(service.service, status, restarts, restarts, 1 if status == "failed" else 0,
                                    wall, generation)
             self._instances[service.name] = known
-            if not first and status != "available":  # a new instance of a posted set: time its start
+            if not first and status not in READY:  # a new instance of a posted set: time its start
                 known.timing_since = self._began(generation, now)
             return
         known.service = service.service
@@ -166,7 +169,7 @@ class StatusObserver:
         if generation is not None and (known.generation is None or generation > known.generation):
             known.generation = generation
             # A new desired set: an instance it does not leave available now has a change to make.
-            known.timing_since = None if status == "available" else self._began(generation, now)
+            known.timing_since = None if status in READY else self._began(generation, now)
         if status == "starting" and known.timing_since is None and service.info.get("pending") \
                 and not service.info.get("restarting") and known.generation is not None:
             known.timing_since = self._began(known.generation, now)  # the change shows after its generation
@@ -178,6 +181,8 @@ class StatusObserver:
             elif status == "available" and known.timing_since is not None:
                 histogram = self._histograms.setdefault(known.service, Histogram(self._bounds))
                 histogram.observe(max(0.0, now - known.timing_since))
+                known.timing_since = None
+            elif status == "idle":  # ready without running: a later wake is not the end of this change
                 known.timing_since = None
             known.status = status
 

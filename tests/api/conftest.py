@@ -19,13 +19,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ozwald.api import AdmissionError, ApiServer, create_server
 from ozwald.config.values import Name
 from ozwald.provisioner.observe import StatusObserver
+from ozwald.provisioner.wake import NotDesired, NotOnDemand
 from ozwald.records import (
     ActiveService,
     DesiredInstance,
     DesiredSet,
+    NudgeAccepted,
     PlanEntry,
     ServiceInfo,
     ServiceRequest,
+    Status,
     UpdateError,
 )
 
@@ -73,6 +76,11 @@ class FakeCore:
              "outcome": "measured", "started_at": "2026-12-02T16:00:00Z", "finished_at": "2026-12-02T16:00:20Z",
              "ready_s": 3.2, "ram_peak_mib": 312.5, "vram_peak_mib": {}, "samples": 40, "stale": False}]
         self.profile_waits = 0  # how many blocking queries of the queue have begun to wait
+        self.on_demand_services = {"qwen1.5-vllm"}  # instances of these can be woken and put to sleep
+        self.nudges: list[tuple[str, str]] = []  # (instance, wake|sleep) in the order they came
+        self.status_of: dict[str, Status] = {}  # an instance's status, when not `starting`
+        self.on_nudge: Any = None  # called with (instance, operation) after a nudge is recorded
+        self.active_waits = 0  # how many blocking queries of the statuses have begun to wait
 
     def _maybe_raise(self, method: str) -> None:
         exc = self.raise_on.get(method)
@@ -100,7 +108,8 @@ class FakeCore:
         with self.lock:
             instances = self.desired.instances
         return [
-            ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile, status="starting",
+            ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile,
+                          status=self.status_of.get(i.name, "starting"),
                           info=ServiceInfo(unit=f"ozwald-{i.name}.service"))
             for i in instances
         ]
@@ -109,6 +118,8 @@ class FakeCore:
         self._maybe_raise("watch_active")
         with self.changed:
             if after == self.revision and wait > 0:
+                self.active_waits += 1
+                self.changed.notify_all()
                 self.changed.wait_for(lambda: self.revision != after, wait)
             revision = self.revision
         return revision, self.active_services()
@@ -139,6 +150,37 @@ class FakeCore:
             self.revision += 1
             self.changed.notify_all()
             return self.desired
+
+    def await_active_waits(self, count: int, timeout: float = 10.0) -> None:
+        """Block until `count` blocking queries of the statuses have begun to wait."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.active_waits >= count, timeout)
+
+    def set_status(self, name: str, status: Status) -> None:
+        """Publish a new status of `name`, as the reconciler would: the revision moves, waiters wake."""
+        with self.changed:
+            self.status_of[name] = status
+            self.revision += 1
+            self.changed.notify_all()
+
+    def wake(self, name: str) -> NudgeAccepted:
+        return self._nudge(name, "wake")
+
+    def sleep(self, name: str) -> NudgeAccepted:
+        return self._nudge(name, "sleep")
+
+    def _nudge(self, name: str, operation: str) -> NudgeAccepted:
+        self._maybe_raise(operation)
+        with self.lock:
+            instance = self.desired.by_name().get(name)
+            if instance is None:
+                raise NotDesired(f"no instance {name!r} in the desired set")
+            if instance.service not in self.on_demand_services:
+                raise NotOnDemand(f"instance {name!r} is not on demand; set on_demand on its service")
+            self.nudges.append((name, operation))
+        if self.on_nudge is not None:
+            self.on_nudge(name, operation)
+        return NudgeAccepted(message=f"{operation} of {name} accepted")
 
     def plan(self, items: list[ServiceRequest]) -> list[PlanEntry]:
         self._maybe_raise("plan")
@@ -343,6 +385,8 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/srv/services/active/", None),
     ("POST", "/srv/services/active/update/", [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}]),
     ("POST", "/srv/services/active/plan/", [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}]),
+    ("POST", "/srv/services/active/{name}/wake", None),
+    ("POST", "/srv/services/active/{name}/sleep", None),
     ("GET", "/srv/resources/available/", None),
     ("GET", "/srv/host/resources", None),
     ("GET", "/srv/services/profile", None),
@@ -351,6 +395,17 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/metrics", None),
 ]
 PROTECTED = [endpoint for endpoint in ENDPOINTS if endpoint[1] != "/health"]
+
+
+ON_DEMAND = {"name": "chat", "service": "qwen1.5-vllm", "variety": "cpu-only"}  # an instance FakeCore can nudge
+
+
+def concrete(api: Api, path: str) -> str:
+    """A documented path to request: `{name}` is an on-demand instance, made desired first."""
+    if "{name}" not in path:
+        return path
+    assert api.post("/srv/services/active/update/", [ON_DEMAND]).status == 202
+    return path.replace("{name}", ON_DEMAND["name"])
 
 
 def twin(path: str) -> str:

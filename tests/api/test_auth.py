@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ozwald.api import ApiKeyError, check_key, create_app, create_server, key_from_env
-from tests.api.conftest import API_KEY, PROTECTED, Api, FakeCore
+from tests.api.conftest import API_KEY, PROTECTED, Api, FakeCore, concrete
 
 CANARY = "canary-Zq8wX3vN7pL2kR9t"
 
@@ -40,7 +40,7 @@ def test_protected_endpoints_refuse_without_the_key(api: Api, core: FakeCore, me
 
 @pytest.mark.parametrize(("method", "path", "body"), PROTECTED, ids=[f"{m} {p}" for m, p, _ in PROTECTED])
 def test_protected_endpoints_accept_the_key(api: Api, method: str, path: str, body: Any) -> None:
-    reply = api.request(method, path, body)
+    reply = api.request(method, concrete(api, path), body)
     assert reply.status in (200, 202)
     assert API_KEY.encode() not in reply.body
     assert all(API_KEY not in value for _, value in reply.raw_headers)

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
+import ozwald.client
 from ozwald.api import AdmissionError, ApiServer
 from ozwald.client import OzwaldAPIError, OzwaldClient, OzwaldConnectionError, OzwaldTimeout
 from ozwald.records import ActiveService, PlanEntry, ServiceInfo, ServiceRequest
-from tests.api.conftest import API_KEY, FakeCore
+from tests.api.conftest import API_KEY, ON_DEMAND, FakeCore
 
 QWEN = {"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "no-gpu"}
 
@@ -223,3 +224,44 @@ def test_the_retry_on_429_honours_the_deadline(always_busy_server: tuple[str, li
     assert asked == ["/srv/services/active/", "/srv/services/profile?after=7&wait=1"]
     with pytest.raises(TimeoutError):  # still a TimeoutError for callers that catch that
         client.wait_for(lambda services: False, timeout=1)
+
+
+# -- wake and sleep ------------------------------------------------------------------------------------------
+
+
+def test_wake_and_sleep_reach_the_core_and_say_why_not(client: OzwaldClient, core: FakeCore) -> None:
+    client.update([ON_DEMAND, QWEN])
+    assert client.wake("chat").message == "wake of chat accepted"
+    assert client.sleep("chat").instance is None
+    assert core.nudges == [("chat", "wake"), ("chat", "sleep")]
+    core.on_demand_services = {"fiction-sources"}
+    with pytest.raises(OzwaldAPIError) as refused:
+        client.wake("qwen1.5-vllm")
+    assert refused.value.status == 409 and "not on demand" in refused.value.detail
+    with pytest.raises(OzwaldAPIError) as unknown:
+        client.sleep("no such")  # quoted into one path segment
+    assert unknown.value.status == 404 and "'no such'" in unknown.value.detail
+
+
+def test_wake_with_a_wait_longer_than_one_request_follows_the_statuses(client: OzwaldClient, core: FakeCore,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's blocking request runs out (here at once) before the instance is available: the client goes
+    on waiting on the statuses until it is."""
+    monkeypatch.setattr(ozwald.client, "NUDGE_WAIT_S", 0.0)  # the wake's own wait ends at once, as after 60 s
+    client.update([ON_DEMAND])
+
+    def wake_later(name: str, operation: str) -> None:
+        def watched() -> None:  # once the client waits on the statuses, the instance becomes available
+            core.await_active_waits(1)
+            core.set_status(name, "available")
+        threading.Thread(target=watched, daemon=True).start()
+
+    core.on_nudge = wake_later
+    answer = client.wake("chat", wait=30)
+    assert answer.settled is True and answer.instance is not None and answer.instance.status == "available"
+
+
+def test_sleep_with_a_wait_that_runs_out_is_not_settled(client: OzwaldClient, core: FakeCore) -> None:
+    client.update([ON_DEMAND])
+    answer = client.sleep("chat", wait=0)
+    assert answer.settled is False and answer.instance is not None and answer.instance.status == "starting"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ def _spec_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
 
 def _served_operations() -> set[tuple[str, str]]:
     app = create_app(FakeCore(), API_KEY)
-    return {(route.method, route.rule) for route in app.routes}
+    # Bottle's `<name>` is OpenAPI's `{name}`
+    return {(route.method, re.sub(r"<(\w+)>", r"{\1}", route.rule)) for route in app.routes}
 
 
 def test_spec_is_openapi_3_1_with_bearer_auth(spec: dict[str, Any]) -> None:
@@ -67,8 +69,8 @@ def test_contract_fields_are_in_the_schemas(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     assert set(schemas["ServiceInformation"]["properties"]) >= {"name", "service", "variety", "profile", "status",
                                                                 "properties", "info"}
-    assert schemas["ServiceInformation"]["properties"]["status"]["enum"] == ["starting", "available", "stopping",
-                                                                             "failed"]
+    assert schemas["ServiceInformation"]["properties"]["status"]["enum"] == ["starting", "available", "idle",
+                                                                             "stopping", "failed"]
     assert set(schemas["HostResources"]["required"]) >= {
         "total_cpu_cores", "available_cpu_cores", "total_ram_gb", "available_ram_gb", "total_vram_gb",
         "available_vram_gb", "total_gpus", "available_gpus", "gpus"}

@@ -22,7 +22,16 @@ from ozwald.client import (
     ProfileResultRecord,
     UpdateAccepted,
 )
-from ozwald.records import ActiveService, PendingChange, PlanEntry, ServiceInfo, ServiceRequest, _Details
+from ozwald.records import (
+    ActiveService,
+    NudgeAccepted,
+    OnDemandInfo,
+    PendingChange,
+    PlanEntry,
+    ServiceInfo,
+    ServiceRequest,
+    _Details,
+)
 from ozwald.resources.views import AvailableResource, GpuSummary, HostResources, VendorSummary
 from ozwald.state.profile_results import ProfileResult
 from ozwald.state.profiles import ProfileRequest, ProfileRequestBody
@@ -37,6 +46,8 @@ PAIRS: dict[str, tuple[Any, dict[str, set[str]], set[str]]] = {
     "ServiceInformation": (ActiveService, {}, set()),
     "ServiceInfo": (ServiceInfo, {}, set()),
     "PendingChange": (PendingChange, {}, set()),
+    "OnDemandInfo": (OnDemandInfo, {}, set()),
+    "NudgeAccepted": (NudgeAccepted, {}, set()),
     "PlanEntry": (PlanEntry, {}, set()),
     "UpdateAccepted": (UpdateAccepted, {}, set()),
     "HostResources": (HostResources, {}, set()),

@@ -15,21 +15,22 @@ from tests.api.conftest import API_KEY, FakeCore
 
 
 class SettlingCore(FakeCore):
-    """Statuses follow the desired set: `broken` fails with a reason, `slow` stays starting, everything else is
-    available."""
+    """Statuses follow the desired set: `broken` fails with a reason, `slow` stays starting, an instance given a
+    status with `set_status` has that one, everything else is available."""
 
     def active_services(self) -> list[ActiveService]:
         with self.lock:
             desired = self.desired
+            given = dict(self.status_of)
         out = []
         for i in desired.instances:
-            failed = i.name == "broken"
+            status = given.get(i.name) or ("failed" if i.name == "broken" else "starting" if i.name == "slow"
+                                           else "available")
             info: dict[str, Any] = {"unit": f"ozwald-{i.name}.service", "generation": desired.generation}
-            if failed:
+            if status == "failed":
                 info["reason"] = "image localhost/nope:latest not found"
             out.append(ActiveService(name=i.name, service=i.service, variety=i.variety, profile=i.profile,
-                                     status="failed" if failed else "starting" if i.name == "slow" else "available",
-                                     info=ServiceInfo.model_validate(info)))
+                                     status=status, info=ServiceInfo.model_validate(info)))
         return out
 
 

@@ -59,3 +59,40 @@ def test_quadlet_directories(tmp_path: Path) -> None:
 
     expected = "ok" if os.geteuid() == 0 else "fail"  # root may write anywhere
     assert [f.level for f in check_quadlet_dirs([locked / "x"])] == [expected]
+
+
+ON_DEMAND = parse_settings("""\
+services:
+  - name: chat
+    image: x
+    ports: ['18080:8000']
+    on_demand: {idle_stop: 5m}
+    profiles:
+      always-on: {on_demand: false}
+  - name: embed
+    image: y
+    ports: ['18081:8000']
+    varieties:
+      cpu: {}
+      gpu: {on_demand: true}
+  - name: plain
+    image: z
+""")
+
+
+def test_socket_proxyd_is_needed_only_by_on_demand_services(tmp_path: Path) -> None:
+    from ozwald.doctor import check_socket_proxyd
+
+    absent = tmp_path / "systemd-socket-proxyd"
+    finding = check_socket_proxyd(ON_DEMAND, absent)
+    assert finding.level == "warn" and finding.check == "socket-proxyd"
+    assert finding.message == (f"{absent} is missing or not executable: the on-demand services chat, embed/gpu "
+                               "cannot be served (their sockets start no proxy)")
+    assert "systemd" in finding.fix
+    assert check_socket_proxyd(SETTINGS, absent).level == "ok"  # nothing runs on demand: not needed
+    absent.write_text("#!/bin/sh\n")
+    absent.chmod(0o644)
+    assert check_socket_proxyd(ON_DEMAND, absent).level == "warn"  # there, but it cannot run
+    absent.chmod(0o755)
+    present = check_socket_proxyd(ON_DEMAND, absent)
+    assert present.level == "ok" and present.message == f"{absent} is present (on demand: chat, embed/gpu)"

@@ -108,6 +108,7 @@ def test_statuses_restarts_and_failures_of_the_published_statuses(core: tuple[Pr
     assert value(text, "ozwald_instance_status", name="a", status="available", **labels) == 1
     assert value(text, "ozwald_instance_status", name="a", status="starting", **labels) == 0
     assert value(text, "ozwald_instance_status", name="b", status="failed", **labels) == 1
+    assert value(text, "ozwald_instance_status", name="a", status="idle", **labels) == 0  # a series per status
     assert value(text, "ozwald_instance_restarts_total", name="b", service="llm") == 5
     assert value(text, "ozwald_instance_failures_total", name="b", service="llm") == 1
     assert value(text, "ozwald_instance_failures_total", name="a", service="llm") == 0

@@ -127,3 +127,18 @@ def test_histogram_buckets_are_cumulative_with_inf_last() -> None:
         histogram.observe(value)
     assert histogram.cumulative() == [(1.0, 2), (10.0, 3), (float("inf"), 4)]
     assert histogram.count == 4 and histogram.total == 54.5
+
+
+def test_an_idle_on_demand_instance_has_settled_and_its_wake_is_not_a_start_time() -> None:
+    """`idle` is ready (the socket listens): the generation is applied, and the container a connection starts
+    later is no desired change, so it adds nothing to the start-time histogram."""
+    obs, clock = observer()
+    obs.observe([])
+    obs.desired_changed(3)
+    obs.observe([status("a", "starting", 3, pending={"job": "start"})])
+    obs.observe([status("a", "idle", 3)])
+    assert obs.snapshot().applied_generation == 3
+    clock.now += 3600.0
+    obs.observe([status("a", "starting", 3)])  # a connection came
+    obs.observe([status("a", "available", 3)])
+    assert "svc" not in obs.snapshot().start_seconds

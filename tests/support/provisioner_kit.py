@@ -36,6 +36,7 @@ class StubReconciler:
         self.read_desired = read_desired
         self.publish = publish
         self.woken: list[int] = []
+        self.nudges: list[tuple[str, str]] = []  # (instance, wake|sleep)
         self.woke = threading.Event()
         self.alive = False
         self.bus_lost = threading.Event()
@@ -49,6 +50,9 @@ class StubReconciler:
     def wake(self, generation: int) -> None:
         self.woken.append(generation)
         self.woke.set()
+
+    def nudge(self, name: str, operation: str) -> None:
+        self.nudges.append((name, operation))
 
     def replace_settings(self, settings: Settings) -> None:
         self.settings = settings
