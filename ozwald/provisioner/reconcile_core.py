@@ -295,6 +295,9 @@ class ReconcilerCore:
         self.outcomes = {o.instance.name: o for o in snap.outcomes}
         self.wanted = set(rendered)
         self.on_demand = on_demand
+        # Ozwald stops what the settings cannot render: started again once they can, even by a process that did
+        # not see it stop (else it would be held as if it had ended by itself).
+        self.stopped_by_us |= {o.instance.name for o in snap.outcomes if isinstance(o, m.Unresolved)}
         for table in (self.refused, self.failures, self.container_ids):
             for name in [n for n in table if n not in self.outcomes]:
                 del table[name]
@@ -319,7 +322,7 @@ class ReconcilerCore:
         to_stop += [u for units in ahead.values() for u in units]
         down = [n for n in act["stop"] if not any(u in busy or u in to_stop for u in _units_of(n))]
         self.decided.update({unit: "stop" for unit in to_stop})
-        self.stopped_by_us = (self.stopped_by_us | {_instance_of(u) for u in to_stop}) - set(deliberate)
+        self.stopped_by_us |= {_instance_of(u) for u in to_stop if _instance_of(u) not in deliberate}
         self.decided.update({self._primary(n): op for op in ("start", "restart") for n in act[op] if not ahead[n]})
         # Publish before the first job is queued: 100 jobs queued one call after another take seconds, and the
         # units go down meanwhile; `available` from before must not outlive that.
@@ -339,6 +342,7 @@ class ReconcilerCore:
                 self.decided.pop(self._primary(name), None)
             report.reloaded = changed
             return [*commands, *([m.Reload()] if changed else []), m.Publish()]
+        self.stopped_by_us -= set(deliberate)  # started now, not while stops end: a later pass must still start them
         for name in deliberate:
             new, old, state = rendered[name], files.get(name), states.get(unit_name(name))
             if old is not None and old.text != new.unit.text and state is not None \
@@ -400,8 +404,11 @@ class ReconcilerCore:
         jobs_by_unit: dict[str, list[str]] = {}
         for unit, operation in [*self.jobs.values(), *self.decided.items()]:
             # A wake starts the proxy to start the container: it is the container's job as far as a status goes.
-            owner = unit_name(_instance_of(unit)) if unit == proxy_name(_instance_of(unit)) else unit
-            jobs_by_unit.setdefault(owner, []).append(operation)
+            if unit == proxy_name(_instance_of(unit)):
+                if operation != "start":
+                    continue  # a proxy stopped after its container failed: the failure is the news
+                unit = unit_name(_instance_of(unit))  # a wake's start is the container's as far as a status goes
+            jobs_by_unit.setdefault(unit, []).append(operation)
         for name in self.waking:
             jobs_by_unit.setdefault(unit_name(name), []).append("wake")
         generation, services = self.desired.generation, []

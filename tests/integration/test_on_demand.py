@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""On-demand instances against real systemd sockets, `systemd-socket-proxyd` and Podman in the test host, and
+the same scenario in the simulated host (tests/reconcile/test_on_demand.py holds the simulator's other
+scenarios): both must give the same sequence of statuses.
+
+What the issue's probe saw fail, checked here for real: a request that arrives while the container stops for
+idleness is held and served by the next start; more than five starts on demand within five minutes never hit
+the container's start limit; a container that cannot start never leaves the socket `failed`.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ozwald import sockets
+from ozwald.config import Settings
+from ozwald.provisioner.reconciler import Reconciler
+from ozwald.records import ActiveService, DesiredInstance
+from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
+from tests.integration.test_reconciler import Desired, Published
+from tests.support.simrun import SimRun
+from tests.testhost.harness import TestHost
+
+IDLE_S = 3
+CHAT = DesiredInstance(name="chat", service="chat")
+BROKEN = DesiredInstance(name="broken", service="broken")
+Statuses = dict[str, ActiveService]
+
+
+def settings() -> Settings:
+    # SIM tells the simulated host how the container behaves; the test server ignores it.
+    return Settings.model_validate({"services": [
+        server("chat", ports=["8090:8000"], health=PYTHON_HEALTH, on_demand={"idle_stop": f"{IDLE_S}s"},
+               environment={"SIM": "healthy:2", "START_DELAY_S": "2"}),
+        server("broken", ports=["8091:8000"], on_demand={"idle_stop": f"{IDLE_S}s"}, min_uptime="1s",
+               environment={"SIM": "fail", "EXIT_CODE": "4"}),
+    ]})
+
+
+class Scenario:
+    """One run of the scenario, against either host: `request` is a client's request to an instance's socket
+    (True: answered), `settle` waits until the statuses pass a check."""
+
+    def __init__(self, post: Callable[..., None], settle: Callable[[Callable[[Statuses], bool]], Statuses],
+                 request: Callable[[str], bool], statuses: Callable[[str], list[str]]) -> None:
+        self.post, self.settle, self.request, self.statuses = post, settle, request, statuses
+
+    def run(self) -> dict[str, list[str]]:
+        self.post(CHAT, BROKEN)
+        self.settle(lambda s: _is(s, chat="idle", broken="idle"))
+        assert self.request("chat")  # held until the container is ready, then served
+        self.settle(lambda s: _is(s, chat="idle"))  # after idle_stop without a connection
+        assert not self.request("broken")  # its start fails: the connection is closed
+        self.settle(lambda s: _is(s, broken="failed"))
+        return {"chat": self.statuses("chat"), "broken": self.statuses("broken")}
+
+
+def _is(statuses: Statuses, **wanted: str) -> bool:
+    return all(name in statuses and statuses[name].status == status for name, status in wanted.items())
+
+
+EXPECTED = {"chat": ["starting", "idle", "starting", "available", "stopping", "idle"],
+            "broken": ["starting", "idle", "starting", "failed"]}
+
+
+def test_the_simulator_gives_the_expected_sequence() -> None:
+    sim = SimRun(settings())
+
+    def settle(check: Callable[[Statuses], bool]) -> Statuses:
+        for _ in range(600):
+            if check({s.name: s for s in sim.published}):
+                return {s.name: s for s in sim.published}
+            sim.run(0.1)
+        raise AssertionError(f"did not settle: {sim.published}")
+
+    def request(name: str) -> bool:
+        connection = sim.connect(name)
+        settle(lambda _: connection.outcome != "pending")
+        return connection.outcome == "served"
+
+    assert Scenario(sim.post, settle, request, sim.sequence).run() == EXPECTED
+
+
+@pytest.fixture(scope="module")
+def on_demand_host(testhost: TestHost) -> Iterator[tuple[Drivers, Reconciler, Desired, Published]]:
+    desired, published = Desired(), Published()
+    with drivers_for(testhost) as drivers:
+        reconciler = Reconciler(settings(), desired, drivers.systemd, drivers.store, published,
+                                podman=drivers.podman, journal_prefix=drivers.journal_prefix, resync_interval=30,
+                                knock=lambda _, port, timeout: sockets.knock(testhost.ip, port, timeout))
+        reconciler.start()
+        try:
+            yield drivers, reconciler, desired, published
+        finally:
+            desired.set()
+            reconciler.wake(desired.value.generation)
+            published.wait(lambda s: not s, timeout=60)
+            reconciler.stop()
+
+
+def _request(host: TestHost, name: str, timeout: float = 60.0) -> bool:
+    port = {"chat": 8090, "broken": 8091}[name]
+    try:
+        return "MODEL_NAME" in http_json(host.url(port, "/env"), timeout=timeout) or True
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+@pytest.mark.testhost
+def test_the_test_host_gives_the_same_sequence(on_demand_host: Any) -> None:
+    drivers, reconciler, desired, published = on_demand_host
+
+    def post(*instances: DesiredInstance) -> None:
+        desired.set(*instances)
+        reconciler.wake(desired.value.generation)
+
+    def settle(check: Callable[[Statuses], bool]) -> Statuses:
+        return published.wait(check, timeout=60)
+
+    seen = Scenario(post, settle, lambda name: _request(drivers.host, name), published.statuses_of).run()
+    assert seen == EXPECTED
+    chat = published.by_name()["chat"]
+    assert chat.info.on_demand is not None and chat.info.on_demand.socket_state == "active/listening"
+    assert drivers.host.systemctl("is-active", "ozwald-broken.socket").stdout.strip() == "active"
+    assert "exited 4" in str(published.by_name()["broken"].info.get("reason")) or \
+        published.by_name()["broken"].info.get("reason")
+
+
+@pytest.mark.testhost
+def test_requests_during_the_idle_stop_and_many_cycles_are_all_served(on_demand_host: Any) -> None:
+    """Eight cycles within a few minutes (the start limit is 5 in 5 min), each request sent the moment the
+    container is stopping for idleness, after the first."""
+    drivers, reconciler, desired, published = on_demand_host
+    desired.set(CHAT)
+    reconciler.wake(desired.value.generation)
+    published.wait(lambda s: _is(s, chat="idle") and set(s) == {"chat"})
+    stopping = threading.Event()
+    results = []
+    for cycle in range(8):
+        results.append(_request(drivers.host, "chat"))
+        published.wait(lambda s: _is(s, chat="stopping"), timeout=60)
+        stopping.set()
+        if cycle % 2 == 0:
+            results.append(_request(drivers.host, "chat"))  # while the container stops: held, then served
+        published.wait(lambda s: _is(s, chat="idle"), timeout=60)
+    assert results == [True] * len(results)
+    unit = drivers.systemd.unit_states(["ozwald-chat.service"])[0]
+    assert unit.result != "start-limit-hit"
+    assert "failed" not in published.statuses_of("chat")
+
+
+@pytest.mark.testhost
+def test_wake_warms_it_and_sleep_frees_it(on_demand_host: Any) -> None:
+    drivers, reconciler, desired, published = on_demand_host
+    desired.set(CHAT)
+    reconciler.wake(desired.value.generation)
+    published.wait(lambda s: _is(s, chat="idle"))
+    reconciler.nudge("chat", "wake")
+    published.wait(lambda s: _is(s, chat="available"))
+    reconciler.nudge("chat", "sleep")
+    published.wait(lambda s: _is(s, chat="idle"))
+    assert drivers.host.systemctl("is-active", "ozwald-chat.service").stdout.strip() in ("inactive", "failed")
+    assert _request(drivers.host, "chat")  # the socket still listens and starts it again
+    reconciler.nudge("chat", "wake")  # woken without a connection: it idles out all the same
+    published.wait(lambda s: _is(s, chat="idle"), timeout=60)
+
+
+@pytest.mark.testhost
+def test_removing_it_removes_every_unit(on_demand_host: Any) -> None:
+    drivers, reconciler, desired, published = on_demand_host
+    desired.set(CHAT)
+    reconciler.wake(desired.value.generation)
+    published.wait(lambda s: _is(s, chat="idle"))
+    desired.set()
+    reconciler.wake(desired.value.generation)
+    published.wait(lambda s: not s)
+    for path in ("/run/containers/systemd/ozwald-chat.container", "/run/systemd/system/ozwald-chat.socket",
+                 "/run/systemd/system/ozwald-chat:proxy.service"):
+        assert not drivers.host.guest_path(path).exists(), path
+    listed = drivers.systemd.list_units("ozwald-chat*")
+    assert not [u for u in listed if u.active_state not in ("inactive", "failed")], listed
