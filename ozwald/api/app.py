@@ -279,13 +279,19 @@ def _watch_query(environ: Environ) -> tuple[int | None, float]:
                                                             "header of an earlier answer"))
             after = int(value)
         else:
-            try:
-                wait = float(value)
-            except ValueError:
-                wait = -1.0
-            if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
-                raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
+            wait = _wait_seconds(value)
     return after, DEFAULT_WAIT_S if wait is None else wait  # without after, wait has nothing to wait past
+
+
+def _wait_seconds(value: str) -> float:
+    """A `wait` query value: seconds from 0 to MAX_WAIT_S, else 422 naming the field."""
+    try:
+        wait = float(value)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
+        raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
+    return wait
 
 
 def _nudge_body(answer: NudgeAccepted) -> bytes:
@@ -298,12 +304,7 @@ def _wait_query(environ: Environ) -> float | None:
     """`wait` (seconds) of a wake or sleep, None when not given; 422 naming the field."""
     wait: float | None = None
     for _, value in _query(environ, frozenset({"wait"})):
-        try:
-            wait = float(value)
-        except ValueError:
-            wait = -1.0
-        if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
-            raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
+        wait = _wait_seconds(value)
     return wait
 
 
