@@ -171,9 +171,8 @@ class ReconcilerCore:
         self.news = self.news or bool(states)
         for state in states:
             name = _instance_of(state.name)
-            if name in self.waking and state.name == unit_name(name) and (
-                    state.active_state != "inactive" or now - self.waking[name] > WAKE_GRACE_S):
-                del self.waking[name]  # its container moved (or the knock found nobody): the states tell
+            if name in self.waking and state.name == unit_name(name) and state.active_state != "inactive":
+                del self.waking[name]  # its container moved: the states tell (decide() expires a knock unheard)
             self.unit_reads += 1
             self.last_read[state.name] = now
             if state.load_state == "loaded":
@@ -403,11 +402,8 @@ class ReconcilerCore:
     def compose(self) -> list[ActiveService]:
         jobs_by_unit: dict[str, list[str]] = {}
         for unit, operation in [*self.jobs.values(), *self.decided.items()]:
-            # A wake starts the proxy to start the container: it is the container's job as far as a status goes.
             if unit == proxy_name(_instance_of(unit)):
-                if operation != "start":
-                    continue  # a proxy stopped after its container failed: the failure is the news
-                unit = unit_name(_instance_of(unit))  # a wake's start is the container's as far as a status goes
+                continue  # Ozwald only stops proxies (after their container failed): the container's state tells
             jobs_by_unit.setdefault(unit, []).append(operation)
         for name in self.waking:
             jobs_by_unit.setdefault(unit_name(name), []).append("wake")
