@@ -156,7 +156,7 @@ def _on_demand_ports(service: Any, base: tuple[str | int, ...], source: SourceMa
             if not setting or not setting[-1][1].enabled:
                 continue
             ports = next((layer.ports for _, layer in reversed(levels) if layer.ports is not None), ())
-            problem = _on_demand_problem(ports, setting[-1][1])
+            problem = setting[-1][1].port_problem(ports)
             where = (*setting[-1][0], "on_demand")
             if problem is not None and where not in issues:
                 combination = ", ".join(f"{kind} {name!r}" for kind, name in (("variety", variety),
@@ -164,19 +164,6 @@ def _on_demand_ports(service: Any, base: tuple[str | int, ...], source: SourceMa
                 issues[where] = source.issue(where, f"{problem}{f' ({combination})' if combination else ''}")
     return list(issues.values())
 
-
-def _on_demand_problem(ports: Any, on_demand: Any) -> str | None:
-    why = "an on-demand service needs exactly one published TCP port with a host port (its socket listens there " \
-          "and proxies to the container)"
-    if len(ports) != 1:
-        return f"{why}; it publishes {len(ports)}"
-    port = ports[0]
-    if port.protocol != "tcp" or port.host is None:
-        return f"{why}; it publishes {port.podman_spec()}"
-    if on_demand.backend_for(port.host) == port.host:
-        return f"on_demand.backend_port {port.host} is the public port; the container needs another one behind " \
-               "the proxy"
-    return None
 
 
 def _container_keys_on_resource(service: Any, base: tuple[str | int, ...], source: SourceMap) -> list[ConfigIssue]:

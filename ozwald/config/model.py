@@ -267,6 +267,21 @@ class OnDemand(Strict):
             return self.backend_port
         return public_port + 10000 if public_port <= 55535 else public_port - 10000
 
+    def port_problem(self, ports: tuple[Port, ...]) -> str | None:
+        """Why these published ports cannot be served on demand, or None: the socket listens on exactly one TCP
+        port with a host port and proxies it to the container on another."""
+        why = "an on-demand service needs exactly one published TCP port with a host port (its socket listens " \
+              "there and proxies to the container)"
+        if len(ports) != 1:
+            return f"{why}; it publishes {len(ports)}"
+        port = ports[0]
+        if port.protocol != "tcp" or port.host is None:
+            return f"{why}; it publishes {port.podman_spec()}"
+        if self.backend_for(port.host) == port.host:
+            return f"on_demand.backend_port {port.host} is the public port; the container needs another one " \
+                   "behind the proxy"
+        return None
+
 
 RestartPolicy = Literal["no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"]
 

@@ -88,9 +88,9 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
     out = _Sections(target=podman_version)
     on_demand = None
     if spec.on_demand is not None:
-        if len(spec.ports) != 1:
-            raise RenderError(f"on-demand service {spec.service!r} publishes {len(spec.ports)} ports; it needs "
-                              "exactly one TCP port with a host port")
+        problem = spec.on_demand.port_problem(spec.ports)  # check_config refuses it too, naming the line
+        if problem is not None:
+            raise RenderError(f"service {spec.service!r}: {problem}")
         on_demand = render_on_demand(instance, spec.on_demand, spec.ports[0], spec.service, spec.persistent)
     out.unit += [
         f"Description=Ozwald instance {instance} (service {spec.service}, variety {spec.variety or '-'}, "

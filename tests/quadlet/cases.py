@@ -62,7 +62,20 @@ def cases() -> dict[str, RenderedUnit]:
                                               "ports-volumes-health")
     out["health-command-persistent"] = render_unit(resolve(GPU_HEALTH, "embeddings"), "health-command-persistent")
     out["adversarial"] = render_unit(resolve(adversarial_settings(), "weird.name_1-x"), "weird.name_1-x")
+    out["on-demand"] = render_unit(resolve(ON_DEMAND, "chat", None, "persistent"), "on-demand")
     return out
+
+
+ON_DEMAND = parse_settings("""\
+services:
+  - name: chat
+    image: localhost/ozwald-testserver:latest
+    ports: ["0.0.0.0:8090:8000"]
+    health: {http: "http://127.0.0.1:8000/health", probe: python3}
+    on_demand: {idle_stop: 90s}
+    profiles:
+      persistent: {persistent: true}
+""")
 
 
 CASES_SETTINGS = {"contract": CONTRACT, "gpu-health": GPU_HEALTH}

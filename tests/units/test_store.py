@@ -77,3 +77,55 @@ def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
     units = store(tmp_path)
     units.sync([(render_unit(resolve(SETTINGS, "a"), "a"), False)])
     assert os.listdir(tmp_path / "run") == ["ozwald-a.container"]
+
+
+ON_DEMAND = parse_settings("""\
+services:
+  - name: od
+    image: localhost/a:latest
+    ports: ["8090:8000"]
+    on_demand: true
+    profiles:
+      plain: {on_demand: false}
+""")
+
+
+def test_an_on_demand_instance_has_its_socket_and_proxy_in_systemds_directory(tmp_path: Path) -> None:
+    units = store(tmp_path)
+    unit = render_unit(resolve(ON_DEMAND, "od"), "od")
+    assert units.write(unit, False)
+    socket, proxy = (tmp_path / "run" / "systemd" / name for name in ("ozwald-od.socket", "ozwald-od:proxy.service"))
+    assert socket.read_text() == unit.companions[0].text and proxy.read_text() == unit.companions[1].text
+    assert not units.write(unit, False)  # unchanged: nothing rewritten
+    assert set(units.existing()) == {"od"}  # the instance is its .container; the companions go with it
+    assert units.remove("od")
+    assert not socket.exists() and not proxy.exists()
+
+
+def test_a_persistent_socket_is_enabled_and_moves_with_the_instance(tmp_path: Path) -> None:
+    units = store(tmp_path)
+    unit = render_unit(resolve(ON_DEMAND, "od"), "od")
+    persistent = render_unit(resolve(ON_DEMAND.model_copy(update={"services": tuple(
+        s.model_copy(update={"persistent": True}) for s in ON_DEMAND.services)}), "od"), "od")
+    units.write(unit, False)
+    assert units.write(persistent, True)
+    link = tmp_path / "etc" / "systemd" / "sockets.target.wants" / "ozwald-od.socket"
+    assert link.is_symlink() and os.readlink(link) == "../ozwald-od.socket" and link.resolve().is_file()
+    assert not (tmp_path / "run" / "systemd" / "ozwald-od.socket").exists()
+    assert units.write(unit, False)  # back to runtime: the link and the persistent copies go
+    assert not link.is_symlink() and not (tmp_path / "etc" / "systemd" / "ozwald-od.socket").exists()
+
+
+def test_turning_on_demand_off_removes_the_companions(tmp_path: Path) -> None:
+    units = store(tmp_path)
+    units.write(render_unit(resolve(ON_DEMAND, "od"), "od"), False)
+    assert units.write(render_unit(resolve(ON_DEMAND, "od", None, "plain"), "od"), False)
+    assert list((tmp_path / "run" / "systemd").iterdir()) == []
+
+
+def test_systemds_directories_sit_beside_quadlets_in_a_root() -> None:
+    root = Path("/proc/1/root")
+    units = UnitStore(runtime_dir=root / "run/containers/systemd", persistent_dir=root / "etc/containers/systemd")
+    assert (units.systemd_runtime_dir, units.systemd_persistent_dir) == (root / "run/systemd/system",
+                                                                         root / "etc/systemd/system")
+    assert UnitStore().systemd_runtime_dir == Path("/run/systemd/system")
