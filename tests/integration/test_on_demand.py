@@ -10,7 +10,6 @@ the container's start limit; a container that cannot start never leaves the sock
 
 from __future__ import annotations
 
-import threading
 import urllib.error
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -104,9 +103,17 @@ def on_demand_host(testhost: TestHost) -> Iterator[tuple[Drivers, Reconciler, De
 def _request(host: TestHost, name: str, timeout: float = 60.0) -> bool:
     port = {"chat": 8090, "broken": 8091}[name]
     try:
-        return "MODEL_NAME" in http_json(host.url(port, "/env"), timeout=timeout) or True
+        http_json(host.url(port, "/env"), timeout=timeout)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+    return True
+
+
+def _post_idle_chat(reconciler: Reconciler, desired: Desired, published: Published) -> None:
+    """Only `chat` desired, and idle."""
+    desired.set(CHAT)
+    reconciler.wake(desired.value.generation)
+    published.wait(lambda s: _is(s, chat="idle") and set(s) == {"chat"})
 
 
 @pytest.mark.testhost
@@ -133,15 +140,11 @@ def test_requests_during_the_idle_stop_and_many_cycles_are_all_served(on_demand_
     """Eight cycles within a few minutes (the start limit is 5 in 5 min), each request sent the moment the
     container is stopping for idleness, after the first."""
     drivers, reconciler, desired, published = on_demand_host
-    desired.set(CHAT)
-    reconciler.wake(desired.value.generation)
-    published.wait(lambda s: _is(s, chat="idle") and set(s) == {"chat"})
-    stopping = threading.Event()
+    _post_idle_chat(reconciler, desired, published)
     results = []
     for cycle in range(8):
         results.append(_request(drivers.host, "chat"))
         published.wait(lambda s: _is(s, chat="stopping"), timeout=60)
-        stopping.set()
         if cycle % 2 == 0:
             results.append(_request(drivers.host, "chat"))  # while the container stops: held, then served
         published.wait(lambda s: _is(s, chat="idle"), timeout=60)
@@ -154,25 +157,23 @@ def test_requests_during_the_idle_stop_and_many_cycles_are_all_served(on_demand_
 @pytest.mark.testhost
 def test_wake_warms_it_and_sleep_frees_it(on_demand_host: Any) -> None:
     drivers, reconciler, desired, published = on_demand_host
-    desired.set(CHAT)
-    reconciler.wake(desired.value.generation)
-    published.wait(lambda s: _is(s, chat="idle"))
+    _post_idle_chat(reconciler, desired, published)
     reconciler.nudge("chat", "wake")
     published.wait(lambda s: _is(s, chat="available"))
     reconciler.nudge("chat", "sleep")
     published.wait(lambda s: _is(s, chat="idle"))
     assert drivers.systemd.unit_states(["ozwald-chat.service"])[0].active_state == "inactive"
     assert _request(drivers.host, "chat")  # the socket still listens and starts it again
+    published.wait(lambda s: _is(s, chat="idle"), timeout=60)
     reconciler.nudge("chat", "wake")  # woken without a connection: it idles out all the same
+    published.wait(lambda s: _is(s, chat="available"), timeout=60)
     published.wait(lambda s: _is(s, chat="idle"), timeout=60)
 
 
 @pytest.mark.testhost
 def test_removing_it_removes_every_unit(on_demand_host: Any) -> None:
     drivers, reconciler, desired, published = on_demand_host
-    desired.set(CHAT)
-    reconciler.wake(desired.value.generation)
-    published.wait(lambda s: _is(s, chat="idle"))
+    _post_idle_chat(reconciler, desired, published)
     desired.set()
     reconciler.wake(desired.value.generation)
     published.wait(lambda s: not s)

@@ -168,6 +168,9 @@ class SimHost:
         self._serial += 1
         return self._serial
 
+    def _job_path(self) -> str:
+        return f"/org/freedesktop/systemd1/job/{self._serial_next()}"
+
     def _at(self, unit: Unit, delay: float, what: str) -> None:
         heapq.heappush(self._timers, (self.now + delay, self._serial_next(), unit.name, unit.epoch, what))
 
@@ -315,7 +318,7 @@ class SimHost:
         elif container.job is None or container.job[1] == "stop":
             if container.job is not None:
                 self._end_job(container, "canceled")
-            container.job = (f"/org/freedesktop/systemd1/job/{self._serial_next()}", "start")
+            container.job = (self._job_path(), "start")
             if container.active_state in ("inactive", "failed") or container.sub_state == "auto-restart":
                 self._start(container, manual=True)
 
@@ -357,7 +360,7 @@ class SimHost:
         if container is None or proxy is None or proxy.active_state != "inactive" or container.job is not None:
             return
         if container.active_state in ("active", "activating") and container.sub_state != "auto-restart":
-            container.job = (f"/org/freedesktop/systemd1/job/{self._serial_next()}", "stop")
+            container.job = (self._job_path(), "stop")
             self._set(container, "deactivating", "stop-sigterm")
             self._at(container, STOP_S, "stopped")
 
@@ -406,7 +409,7 @@ class SimHost:
                 continue
             if unit.job is not None:
                 self._end_job(unit, "canceled")
-            unit.job = (path := f"/org/freedesktop/systemd1/job/{self._serial_next()}", operation)
+            unit.job = (path := self._job_path(), operation)
             out[name] = path
             if not is_container_unit(name):
                 self._enqueue_companion(unit, operation)
