@@ -148,7 +148,7 @@ def on_demand_status(observed: Observed, socket: SocketObserved, target_hash: st
         return "starting" if socket.job is not None or observed.job is not None else "failed"
     if sock.active_state != "active" or socket.job is not None:
         return "starting"
-    if state is None or state.load_state != "loaded" or state.active_state == "inactive":
+    if state is None or state.active_state == "inactive":  # a unit whose file is gone may still run: not idle
         return "starting" if observed.job is not None else "idle"
     if state.active_state == "deactivating" and observed.job is None and not restarting(state):
         return "stopping"

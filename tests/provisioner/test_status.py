@@ -7,8 +7,16 @@ from typing import Any
 
 import pytest
 
-from ozwald.provisioner.status import Observed, RunningSpec, describe, status_of
-from ozwald.records import DesiredInstance
+from ozwald.provisioner.status import (
+    Observed,
+    RunningSpec,
+    SocketObserved,
+    describe,
+    describe_on_demand,
+    on_demand_status,
+    status_of,
+)
+from ozwald.records import DesiredInstance, OnDemandInfo
 from ozwald.systemd.protocol import UnitState
 
 UNIT = "ozwald-m.service"
@@ -82,3 +90,48 @@ def test_failed_always_carries_a_reason() -> None:
     assert item.status == "failed" and item.info["reason"] == "exited 3 after 0.4 s: boom"
     unknown = describe(INSTANCE, NEW, Observed(state("inactive", "dead"), None), 7, UNIT)
     assert unknown.status == "failed" and unknown.info["reason"]
+
+
+LISTENING = UnitState(name="ozwald-m.socket", load_state="loaded", active_state="active", sub_state="listening")
+SOCKET_INFO = OnDemandInfo(socket="ozwald-m.socket", listen="8090", idle_stop=5.0)
+
+
+def socket(sock: UnitState | None = LISTENING, job: str | None = None) -> SocketObserved:
+    return SocketObserved(sock, job, SOCKET_INFO)
+
+
+@pytest.mark.parametrize(("observed", "sock", "expected"), [
+    # the socket listens and no container runs: the only `idle`
+    (Observed(None, None), socket(), "idle"),
+    (Observed(state("inactive", "dead"), None), socket(), "idle"),
+    # a connection started it, or a wake
+    (Observed(state("activating", "start"), RUNS_NEW), socket(), "starting"),
+    (Observed(state("inactive", "dead"), None, job="wake"), socket(), "starting"),
+    (Observed(state("active"), RUNS_NEW), socket(), "available"),
+    # stopping for idleness: still runs, so never idle
+    (Observed(state("deactivating", "stop-sigterm"), None), socket(), "stopping"),
+    # still running from a file that is gone (systemd: not-found): not idle either
+    (Observed(UnitState(name=UNIT, load_state="not-found", active_state="deactivating", sub_state="stop-sigterm"),
+              None), socket(), "stopping"),
+    # a failed start, or a socket that is down
+    (Observed(state("failed", "failed", result="exit-code"), None), socket(), "failed"),
+    (Observed(None, None), socket(UnitState(name="ozwald-m.socket", load_state="loaded", active_state="failed",
+                                            sub_state="failed", result="resources")), "failed"),
+    (Observed(None, None), socket(None), "failed"),
+    (Observed(None, None), socket(None, job="start"), "starting"),
+    (Observed(None, None, job="start once the stops end"), socket(None), "starting"),
+])
+def test_on_demand_status_table(observed: Observed, sock: SocketObserved, expected: str) -> None:
+    assert on_demand_status(observed, sock, NEW) == expected
+
+
+def test_an_idle_or_failed_socket_says_why() -> None:
+    idle = describe_on_demand(INSTANCE, NEW, Observed(None, None), socket(), 1, UNIT)
+    assert idle.status == "idle" and "listens on 8090" in str(idle.info["reason"])
+    assert idle.info.on_demand is not None and idle.info.on_demand.socket_state == "active/listening"
+    down = describe_on_demand(INSTANCE, NEW, Observed(None, None), socket(UnitState(
+        name="ozwald-m.socket", load_state="loaded", active_state="failed", sub_state="failed",
+        result="trigger-limit-hit")), 1, UNIT)
+    assert down.status == "failed"
+    assert down.info["reason"] == ("the socket ozwald-m.socket is failed (trigger-limit-hit): connections are "
+                                   "refused until Ozwald starts it again")
