@@ -310,12 +310,13 @@ class ReconcilerCore:
         def up(unit: str) -> bool:
             return unit not in busy and (s := states.get(unit)) is not None and s.active_state not in DOWN
 
-        # Units to stop first: all of an instance nobody wants; before an on-demand instance changes, its
-        # container and proxy (the next connection starts the new spec); before a plain one starts, a socket and
-        # proxy left from when it ran on demand (the socket holds its port).
+        # Units to stop first: all of an instance nobody wants; all of an on-demand instance that changes (its
+        # socket too: a connection in its backlog would start the old spec again while it stops, and again after
+        # each stop; the socket listens again with the new spec); before a plain one starts, a socket and proxy
+        # left from when it ran on demand (the socket holds its port).
         to_stop = [u for n in act["stop"] for u in _units_of(n) if up(u)]
         starting = {unit for unit, op in [*self.jobs.values(), *self.decided.items()] if op != "stop"}
-        ahead = {n: [u for u in ((unit_name(n), proxy_name(n)) if n in on_demand else (socket_name(n), proxy_name(n)))
+        ahead = {n: [u for u in (_units_of(n) if n in on_demand else (socket_name(n), proxy_name(n)))
                      if up(u) or u in starting] if n not in on_demand or n in act["restart"] else []
                  for n in deliberate}
         to_stop += [u for units in ahead.values() for u in units]

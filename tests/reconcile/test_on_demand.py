@@ -135,6 +135,20 @@ def test_a_change_restarts_the_socket_and_the_next_connection_runs_the_new_spec(
     assert connection.outcome == "served" and sim.status("chat").status == "available"  # truth checks the spec
 
 
+def test_a_change_while_a_connection_waits_for_the_old_spec_ends() -> None:
+    """The connection would start the old spec again each time its container stopped for the change (a
+    livelock); the change stops the socket too, so the waiting connection is reset, and the next is served by
+    the new spec."""
+    sim = idle_run()
+    waiting = sim.connect("chat")
+    sim.reload(settings(environment={"SIM": "healthy:3", "N": "2"}))
+    sim.run(2)
+    assert waiting.outcome == "reset" and sim.status("chat").status == "idle"
+    after = sim.connect("chat")
+    sim.run(3.5)
+    assert after.outcome == "served" and sim.status("chat").status == "available"  # truth checks the spec
+
+
 def test_turning_on_demand_on_and_off_moves_the_port_between_container_and_socket() -> None:
     sim = SimRun(settings(on_demand=None))
     sim.post(CHAT)

@@ -94,10 +94,15 @@ class SimRun:
     def run(self, seconds: float) -> None:
         """Let time pass: the host's timers fire, the driver turns whenever it would wake up or hear news."""
         end = self.host.now + seconds
+        same_instant = 0
         while True:
             self.turn([Tick()])
             if self.host.events:
+                same_instant += 1
+                if same_instant > 1000:  # the reconciler and the host undo each other without time passing
+                    raise TruthViolation(f"t={self.host.now:.2f}: livelock: 1000 turns in one instant")
                 continue
+            same_instant = 0
             wake = self.host.now + max(self.reconciler.core.wait_seconds(self.host.now), 0.05)
             timer = self.host.next_timer()
             step = min(wake, timer if timer is not None else wake, end)
