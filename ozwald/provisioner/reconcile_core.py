@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ozwald.provisioner import reconcile_messages as m
+from ozwald.provisioner import reconcile_on_demand as od
 from ozwald.provisioner import status as st
 from ozwald.provisioner.events import DesiredChanged
 from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
 from ozwald.quadlet.naming import instance_of_unit, proxy_name, socket_name, unit_name
-from ozwald.quadlet.on_demand import knock_address, listen_address
+from ozwald.quadlet.on_demand import knock_address
 from ozwald.quadlet.stored import StoredUnit
-from ozwald.records import ActiveService, DesiredInstance, DesiredSet, OnDemandInfo
+from ozwald.records import ActiveService, DesiredInstance, DesiredSet
 from ozwald.systemd.protocol import JobRemoved, UnitChanged, UnitState
 
 HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver turns at least this often
@@ -31,12 +32,6 @@ DOWN = ("inactive", "failed")
 
 def _instance_of(unit: str) -> str:
     return instance_of_unit(unit) or unit
-
-
-def _units_of(name: str) -> tuple[str, str, str]:
-    """Every unit an instance can have, in the order they are stopped: an on-demand instance's socket first (a
-    connection still in its backlog would start proxy and container again), its proxy, the container's."""
-    return socket_name(name), proxy_name(name), unit_name(name)
 
 
 class ReconcilerCore:
@@ -145,11 +140,10 @@ class ReconcilerCore:
         return [m.Publish(), m.Enqueue("stop", (unit_name(event.name),))]
 
     def _wanted_units(self) -> set[str]:
-        return {unit_name(n) for n in self.wanted} | {u for n in self.on_demand for u in _units_of(n)}
+        return {unit_name(n) for n in self.wanted} | {u for n in self.on_demand for u in od.units_of(n)}
 
     def _primary(self, name: str) -> str:
-        """The unit whose being down means the instance is not served: the socket of an on-demand instance."""
-        return socket_name(name) if name in self.on_demand else unit_name(name)
+        return od.primary(name, self.on_demand)
 
     def _queued(self, event: m.Queued) -> None:
         busy = {unit: path for path, (unit, _) in self.jobs.items()}
@@ -238,7 +232,7 @@ class ReconcilerCore:
         for name in [n for n, at in self.waking.items() if now - at > WAKE_GRACE_S or n not in self.on_demand]:
             del self.waking[name]
             self.news = True
-        stray = self._stray_proxies(busy)
+        stray = od.stray_proxies(self.on_demand, self.states, busy)
         if stray:
             self.decided.update({unit: "stop" for unit in stray})
             return [m.Enqueue("stop", stray)]
@@ -247,14 +241,6 @@ class ReconcilerCore:
             self.reload_owed = False
             return [m.Reload()]
         return []
-
-    def _stray_proxies(self, busy: set[str]) -> tuple[str, ...]:
-        """Proxies whose container failed: stopped, so that the next connection tries the container again (a
-        running proxy only closes connections). Failed starts are bounded by the container's start limit."""
-        return tuple(proxy_name(n) for n in sorted(self.on_demand)
-                     if (c := self.states.get(unit_name(n))) is not None and c.active_state == "failed"
-                     and (p := self.states.get(proxy_name(n))) is not None and p.active_state not in DOWN
-                     and not {unit_name(n), proxy_name(n)} & busy)
 
     # One pass --------------------------------------------------------------------------------------------
     def _pass(self, snap: m.Snapshot, now: float) -> list[m.Command]:
@@ -275,12 +261,7 @@ class ReconcilerCore:
         # A stop under way that this process did not queue (its predecessor's, killed meanwhile): on purpose too.
         self.stopped_by_us |= {_instance_of(u) for u, unit_state in states.items()
                                if unit_state.active_state == "deactivating" and unit_state.job_type and u not in busy}
-        # An on-demand instance is served while its socket listens: that is the state its plan reads.
-        plan_states = dict(states)
-        for name in on_demand:
-            plan_states.pop(unit_name(name), None)
-            if socket_name(name) in states:
-                plan_states[unit_name(name)] = states[socket_name(name)]
+        plan_states = od.plan_states(states, on_demand)
         # Down on purpose (Ozwald stopped it), or found inactive by a new process that cannot tell why: started
         # again; only what systemd gave up on (failed), or saw end by itself, is held until a re-post. A socket
         # is never held: it must listen while its instance is desired.
@@ -310,17 +291,13 @@ class ReconcilerCore:
         def up(unit: str) -> bool:
             return unit not in busy and (s := states.get(unit)) is not None and s.active_state not in DOWN
 
-        # Units to stop first: all of an instance nobody wants; all of an on-demand instance that changes (its
-        # socket too: a connection in its backlog would start the old spec again while it stops, and again after
-        # each stop; the socket listens again with the new spec); before a plain one starts, a socket and proxy
-        # left from when it ran on demand (the socket holds its port).
-        to_stop = [u for n in act["stop"] for u in _units_of(n) if up(u)]
+        # Units to stop first: all of an instance nobody wants, and those in the way of a start or a change.
+        to_stop = [u for n in act["stop"] for u in od.units_of(n) if up(u)]
         starting = {unit for unit, op in [*self.jobs.values(), *self.decided.items()] if op != "stop"}
-        ahead = {n: [u for u in (_units_of(n) if n in on_demand else (socket_name(n), proxy_name(n)))
-                     if up(u) or u in starting] if n not in on_demand or n in act["restart"] else []
+        ahead = {n: [u for u in od.stop_before_change(n, on_demand, n in act["restart"]) if up(u) or u in starting]
                  for n in deliberate}
         to_stop += [u for units in ahead.values() for u in units]
-        down = [n for n in act["stop"] if not any(u in busy or u in to_stop for u in _units_of(n))]
+        down = [n for n in act["stop"] if not any(u in busy or u in to_stop for u in od.units_of(n))]
         self.decided.update({unit: "stop" for unit in to_stop})
         self.stopped_by_us |= {_instance_of(u) for u in to_stop if _instance_of(u) not in deliberate}
         self.decided.update({self._primary(n): op for op in ("start", "restart") for n in act[op] if not ahead[n]})
@@ -328,7 +305,7 @@ class ReconcilerCore:
         # units go down meanwhile; `available` from before must not outlive that.
         commands: list[m.Command] = [m.Publish()] if to_stop or act["restart"] else []
         commands.append(m.Enqueue("stop", tuple(to_stop)))
-        failed = tuple(u for n in down for u in _units_of(n) if (s := states.get(u)) is not None and s.failed)
+        failed = tuple(u for n in down for u in od.units_of(n) if (s := states.get(u)) is not None and s.failed)
         changed = self.reload_owed or any(n in self.files for n in down)
         commands += [m.ResetFailed(failed), *(m.Remove(n) for n in down)]
         for name in down:
@@ -393,13 +370,6 @@ class ReconcilerCore:
             return st.Observed(state=state, running=observed.running, container_id=known_id[1])
         return observed
 
-    def _socket(self, name: str, outcome: m.Rendered, jobs: list[str]) -> st.SocketObserved:
-        units = outcome.unit.on_demand
-        assert units is not None
-        info = OnDemandInfo(socket=socket_name(name), listen=listen_address(units.public), idle_stop=units.idle_stop,
-                            exclusive_with=list(outcome.exclusive_with))
-        return st.SocketObserved(self.states.get(socket_name(name)), jobs[-1] if jobs else None, info)
-
     def compose(self) -> list[ActiveService]:
         jobs_by_unit: dict[str, list[str]] = {}
         for unit, operation in [*self.jobs.values(), *self.decided.items()]:
@@ -420,7 +390,8 @@ class ReconcilerCore:
                 target = outcome.unit.spec_hash if outcome is not None else None
                 observed = self._observe(instance, target, jobs_by_unit.get(unit, []))
                 if outcome is not None and outcome.on_demand:
-                    socket = self._socket(instance.name, outcome, jobs_by_unit.get(socket_name(instance.name), []))
+                    socket = od.socket_observed(instance.name, outcome, self.states,
+                                                jobs_by_unit.get(socket_name(instance.name), []))
                     services.append(st.describe_on_demand(instance, target, observed, socket, generation, unit))
                 else:
                     services.append(st.describe(instance, target, observed, generation, unit))
