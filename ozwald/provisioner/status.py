@@ -150,8 +150,9 @@ def on_demand_status(observed: Observed, socket: SocketObserved, target_hash: st
         return "starting"
     if state is None or state.active_state == "inactive":  # a unit whose file is gone may still run: not idle
         return "starting" if observed.job is not None else "idle"
-    if state.active_state == "deactivating" and observed.job is None and not restarting(state):
-        return "stopping"
+    if state.active_state == "deactivating" and observed.job is None and not restarting(state) \
+            and state.result in ("", "success"):
+        return "stopping"  # for idleness; a container whose start failed also passes here, on its way to failed
     return "starting"
 
 

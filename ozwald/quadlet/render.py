@@ -28,6 +28,7 @@ START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
 SLEEP = "/usr/bin/sleep"
 SYSTEMCTL = "/usr/bin/systemctl"
+SH = "/bin/sh"
 
 
 class RenderError(OzwaldError, ValueError):
@@ -123,8 +124,12 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
     if on_demand is not None:
         # Every start on demand counts towards the start limit; one that became ready clears the count, so only
-        # starts that fail add up to `start-limit-hit` (a crash loop driven by connections).
-        out.service.append(f"ExecStartPost=-{SYSTEMCTL} reset-failed {unit_name(instance)}")
+        # starts that fail add up to `start-limit-hit` (a crash loop driven by connections). Only while the main
+        # process lives: reset-failed also clears the result, and a container that exited during the min_uptime
+        # gate would end "Deactivated successfully" instead of failed (seen in the test host). `$$` is systemd's
+        # literal `$`, for the shell.
+        out.service.append(f"ExecStartPost=-{SH} -c 'kill -0 \"$$MAINPID\" && exec {SYSTEMCTL} reset-failed "
+                           f"{unit_name(instance)}'")
     if spec.persistent and on_demand is None:  # on demand, the socket comes back after a reboot, not this
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)

@@ -55,14 +55,16 @@ class Scenario:
         assert self.request("chat")  # held until the container is ready, then served
         self.settle(lambda s: _is(s, chat="idle"))  # after idle_stop without a connection
         assert not self.request("broken")  # its start fails: the connection is closed, the socket listens on
-        return {"chat": self.statuses("chat")}
+        self.settle(lambda s: _is(s, broken="failed"))
+        return {"chat": self.statuses("chat"), "broken": self.statuses("broken")}
 
 
 def _is(statuses: Statuses, **wanted: str) -> bool:
     return all(name in statuses and statuses[name].status == status for name, status in wanted.items())
 
 
-EXPECTED = {"chat": ["starting", "idle", "starting", "available", "stopping", "idle"]}
+EXPECTED = {"chat": ["starting", "idle", "starting", "available", "stopping", "idle"],
+            "broken": ["starting", "idle", "starting", "failed"]}
 
 
 def test_the_simulator_gives_the_expected_sequence() -> None:
@@ -132,7 +134,8 @@ def test_the_test_host_gives_the_same_sequence(on_demand_host: Any) -> None:
     assert seen == EXPECTED
     chat = published.by_name()["chat"]
     assert chat.info.on_demand is not None and chat.info.on_demand.socket_state == "active/listening"
-    assert drivers.host.systemctl("is-active", "ozwald-broken.socket").stdout.strip() == "active"
+    assert drivers.systemd.unit_states(["ozwald-broken.socket"])[0].active_state == "active"
+    assert "exited 4" in str(published.by_name()["broken"].info.get("reason"))
 
 
 @pytest.mark.testhost

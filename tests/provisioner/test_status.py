@@ -113,6 +113,8 @@ def socket(sock: UnitState | None = LISTENING, job: str | None = None) -> Socket
     # still running from a file that is gone (systemd: not-found): not idle either
     (Observed(UnitState(name=UNIT, load_state="not-found", active_state="deactivating", sub_state="stop-sigterm"),
               None), socket(), "stopping"),
+    # its start failed: systemd cleans up on its way to `failed` (the test host shows deactivating first)
+    (Observed(state("deactivating", "stop-post", result="exit-code"), None), socket(), "starting"),
     # a failed start, or a socket that is down
     (Observed(state("failed", "failed", result="exit-code"), None), socket(), "failed"),
     (Observed(None, None), socket(UnitState(name="ozwald-m.socket", load_state="loaded", active_state="failed",

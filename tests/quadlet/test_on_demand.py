@@ -32,7 +32,8 @@ def test_the_container_publishes_on_loopback_and_stops_when_unneeded() -> None:
     unit = render_unit(resolve(ON_DEMAND, "chat"), "chat")
     lines = _lines(unit.text)
     assert {"PublishPort=127.0.0.1:18090:8000/tcp", "StopWhenUnneeded=yes", "Restart=no",
-            "ExecStartPost=-/usr/bin/systemctl reset-failed ozwald-chat.service"} <= lines
+            "ExecStartPost=-/bin/sh -c 'kill -0 \"$$MAINPID\" && exec /usr/bin/systemctl reset-failed "
+            "ozwald-chat.service'"} <= lines
     assert not any(line.startswith("PublishPort=0.0.0.0") for line in lines)
 
 

@@ -89,7 +89,7 @@ class Config:
                    _seconds(_setting(text, "TimeoutStartSec", "90")), int(_setting(text, "StartLimitBurst", "5")),
                    _seconds(_setting(text, "StartLimitIntervalSec", "10")), float(gate.group(1)) if gate else 0.0,
                    float(idle.group(1)) if idle else 0.0,
-                   re.search(r"^ExecStartPost=\S*systemctl reset-failed", text, re.MULTILINE) is not None)
+                   re.search(r"^ExecStartPost=.*systemctl reset-failed", text, re.MULTILINE) is not None)
 
 
 @dataclass
