@@ -155,9 +155,11 @@ class Truth:
         try:
             while not self._stop.is_set():
                 try:
-                    before = client.unit_state(UNIT).active_state
+                    first = client.unit_state(UNIT)
+                    asked = time.time()
                     _, items = api.json("GET", ACTIVE)
                     after = client.unit_state(UNIT).active_state
+                    before = first.active_state
                 except Exception as exc:  # the check itself broke: reported, and the run is not clean
                     self.errors.append(repr(exc))
                     self._stop.wait(0.5)
@@ -169,7 +171,10 @@ class Truth:
                     self.said[said] = self.said.get(said, 0) + 1
                     if not self.sequence or self.sequence[-1] != said:
                         self.sequence.append(said)
-                    at = f"t={time.monotonic() - t0:.2f}s unit {before} -> {after}"
+                    # how long the unit had been in its state when the API was asked: the publish's lag
+                    lag = asked - first.state_change_usec / 1e6
+                    at = (f"t={time.monotonic() - t0:.2f}s: API said {said} while the unit was {before} -> {after}, "
+                          f"asked {lag * 1000:.0f} ms after the unit became {before}")
                     if said == "available" and before != "active" and after != "active":
                         self.available_down.append(at)
                     if said == "idle" and before in RUNS and after in RUNS:
@@ -225,6 +230,14 @@ def proxy_cost(host: TestHost, api: Api, n: int) -> dict[str, dict[str, list[flo
     return result
 
 
+def phases(host: TestHost, unit: str, served: Served) -> dict[str, float]:
+    """Where a first byte's time went, from the container unit's own timestamps (CLOCK_MONOTONIC is shared with
+    the guest): `pre` until its start begins, `start` until it is active, `post` until the first byte."""
+    ts = monotonic_props(host, unit, "InactiveExitTimestamp", "ActiveEnterTimestamp")
+    up, active = ts["InactiveExitTimestamp"], ts["ActiveEnterTimestamp"]
+    return {"pre": up - served.t0, "start": active - up, "post": (served.first or served.end) - active}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -268,6 +281,7 @@ def main() -> None:
             held: list[tuple[Served, bool]] = []  # a request sent while stopping, and whether it really was
             idle_stops: list[float] = []
             starts: list[float] = []
+            split: dict[str, list[dict[str, float]]] = {"ondemand": [], "floor": []}
             began = time.monotonic()
             with Truth(host.ip, ozwald.api_port, ozwald.system_key, host.bus_address) as truth:
                 for cycle in range(args.cycles):
@@ -276,6 +290,7 @@ def main() -> None:
                             t0 = time.monotonic()
                             client.start_unit(f"{FLOOR}.service", timeout=120)
                             floor.append(request(host.ip, FLOOR_PORT, t0=t0))
+                            split["floor"].append(phases(host, f"{FLOOR}.service", floor[-1]))
                             client.stop_unit(f"{FLOOR}.service", timeout=120)
                             continue
                         wait_status(api, is_status("idle"))
@@ -283,6 +298,7 @@ def main() -> None:
                         starts.append(time.monotonic())
                         served = request(host.ip, PUBLIC)
                         ours.append(served)
+                        split["ondemand"].append(phases(host, UNIT, served))
                         last = served
                         if cycle % 3 == 1:
                             # `idle` too: a stop quicker than one blocking query's round trip is not missed
@@ -317,11 +333,12 @@ def main() -> None:
             api.json("POST", "/srv/services/active/update/", [])
             api.close()
             client.close()
-    report(args, ours, floor, held, idle_stops, starts, elapsed, truth, left, unit_result, proxy)
+    report(args, ours, floor, split, held, idle_stops, starts, elapsed, truth, left, unit_result, proxy)
     print(f"\n# load average after: {load_average()}")
 
 
-def report(args: argparse.Namespace, ours: list[Served], floor: list[Served], held: list[tuple[Served, bool]],
+def report(args: argparse.Namespace, ours: list[Served], floor: list[Served],
+           split: dict[str, list[dict[str, float]]], held: list[tuple[Served, bool]],
            idle_stops: list[float], starts: list[float], elapsed: float, truth: Truth, left: list[str],
            unit_result: str, proxy: dict[str, dict[str, list[float]]]) -> None:
     ttfb = [s.first - s.t0 for s in ours if s.ok and s.first]
@@ -340,6 +357,11 @@ def report(args: argparse.Namespace, ours: list[Served], floor: list[Served], he
     print(f"| a) requests refused/reset/failed | {len(failed)} of {len(ours) + len(held)} "
           f"({sum(w for _, w in held)} of {len(held)} sent during a stop) | {len(floor_failed)} of {len(floor)} | 0 "
           f"| {met(not failed)} |")
+    for phase, what in (("pre", "request or StartUnit → the container's start begins"),
+                        ("start", "→ the unit active (healthy; on demand: + ExecStartPost)"),
+                        ("post", "→ the answer's first byte")):
+        print(f"| a) median {phase}: {what} | {ms(statistics.median(p[phase] for p in split['ondemand']))} | "
+              f"{ms(statistics.median(p[phase] for p in split['floor']))} | | |")
     heldt = [h.first - h.t0 for h, _ in held if h.ok and h.first]
     if heldt:
         print(f"| a) first byte of a request sent during the stop, median | {ms(statistics.median(heldt))} | | | |")
