@@ -109,9 +109,8 @@ def wait_status(api: Api, check: Callable[[dict[str, Any] | None], bool], timeou
         status, items = api.json("GET", f"{ACTIVE}?after={revision}&wait=5")
         revision = api.last_headers.get("x-ozwald-revision", revision)
         item = next((i for i in items if i["name"] == NAME), None) if status == 200 else None
-        if check(item):
-            assert item is not None
-            return item
+        if check(item) and item is not None:
+            return dict(item)
         if time.monotonic() > deadline:
             raise TimeoutError(f"{NAME}: last seen {item}")
 
