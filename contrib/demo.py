@@ -102,9 +102,8 @@ def show(items: list[dict[str, Any]]) -> None:
 
 def on_demand(host: TestHost, ozwald: InstalledOzwald) -> None:
     """Step 5: an on-demand instance goes idle → starting → available → stopping → idle around one request."""
-    desired = [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "fast-gpu"}, {"name": "embeddings"},
-               {"name": "chat-small"}]
-    say("on demand: POST the same set plus chat-small (on_demand: {idle_stop: 5s}), then one request to it")
+    desired = [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "fast-gpu"}, {"name": "chat-small"}]
+    say("on demand: POST qwen1.5-vllm as it is plus chat-small (on_demand: {idle_stop: 5s}), then one request")
     ozwald.request("POST", "/srv/services/active/update/", desired)
     item: dict[str, Any] = {}
     deadline = time.monotonic() + 60
@@ -223,6 +222,7 @@ def full_demo() -> int:
               f"-d '[{{\"name\":\"qwen1.5-vllm\",\"variety\":\"cpu-only\",\"profile\":\"no-gpu\"}}]' "
               f"{ozwald.url('/srv/services/active/update/')}")
         print(f"  curl {host.url(8080, '/v1/models')}")
+        print(f"  curl {host.url(8081, '/v1/models')}   # chat-small, on demand: started by this, idle 5 s later")
         print(f"  sudo nsenter -t {host.pid1} -a systemctl status ozwald   # STATUS= line, reload, journal")
         if sys.stdin.isatty():
             input("\npress Enter to tear the host down ")
