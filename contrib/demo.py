@@ -9,7 +9,9 @@ orchestrator against the HTTP API:
 2. posts a desired set: a stand-in for vLLM (an OpenAI-compatible test server) and one that cannot start;
 3. follows the statuses (starting → available, and failed with the reason), then asks the model;
 4. previews a profile change (`ozwald plan`), applies it (`ozwald update_services --wait`);
-5. prints curl calls to try (and waits for Enter when run in a terminal), then purges the package.
+5. adds an on-demand instance: idle (only its socket listens), a request starts it and is answered once it
+   is healthy, and 5 s without a request stop it again;
+6. prints curl calls to try (and waits for Enter when run in a terminal), then purges the package.
 
 Without root it only renders the unit and shows what systemd would run, through Podman's generator.
 """
@@ -21,16 +23,21 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ozwald.config import load_settings, parse_settings, resolve  # noqa: E402
 from ozwald.quadlet import render_unit  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.deploy.package import InstalledOzwald
+    from tests.testhost.harness import TestHost
 
 SERVICES = """\
   - name: qwen1.5-vllm
@@ -45,6 +52,13 @@ SERVICES = """\
     profiles:
       no-gpu: {environment: {MAX_MODEL_LEN: "45000"}}
       fast-gpu: {environment: {GPU_MEMORY_UTILIZATION: "0.9"}}
+  - name: chat-small
+    description: a small chat model served on demand (started by the first request, stopped when idle)
+    image: localhost/ozwald-testserver:latest
+    ports: ["8081:8000"]
+    health: {http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s}
+    environment: {MODEL_NAME: Qwen/Qwen2.5-0.5B-Instruct, START_DELAY_S: "2"}
+    on_demand: {idle_stop: 5s}
   - name: embeddings
     description: an embedding server whose model file is missing (it exits at once)
     image: localhost/ozwald-testserver:latest
@@ -84,6 +98,53 @@ def show(items: list[dict[str, Any]]) -> None:
         reason = item["info"].get("reason")
         print(f"  {item['name']:<14} {item['status']:<10} variety={item['variety']} profile={item['profile']}"
               + (f"\n  {'':<14} reason: {reason}" if reason else ""))
+
+
+def on_demand(host: TestHost, ozwald: InstalledOzwald) -> None:
+    """Step 5: an on-demand instance goes idle → starting → available → stopping → idle around one request."""
+    desired = [{"name": "qwen1.5-vllm", "variety": "cpu-only", "profile": "fast-gpu"}, {"name": "chat-small"}]
+    say("on demand: POST qwen1.5-vllm as it is plus chat-small (on_demand: {idle_stop: 5s}), then one request")
+    ozwald.request("POST", "/srv/services/active/update/", desired)
+    item: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while item.get("status") != "idle" and time.monotonic() < deadline:
+        item = next((i for i in ozwald.request("GET", "/srv/services/active/")[1] if i["name"] == "chat-small"), {})
+        time.sleep(0.05)
+    print(f"  chat-small is {item.get('status')}: {item.get('info', {}).get('reason')}")
+    print("  " + ozwald.sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "ozwald-chat-small*")
+          .strip().replace("\n", "\n  "))
+    answered: dict[str, Any] = {}
+
+    def ask() -> None:
+        started = time.monotonic()
+        request = urllib.request.Request(host.url(8081, "/v1/completions"),
+                                         data=json.dumps({"model": "x", "prompt": "Wake up"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answered["text"] = json.loads(response.read())["choices"][0]["text"]
+        answered["after"] = time.monotonic() - started
+
+    t0 = time.monotonic()
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    print(f"  t= 0.00 s  POST {host.url(8081, '/v1/completions')} sent to the idle socket")
+    seen, told = "idle", False
+    while time.monotonic() - t0 < 60:
+        status = next((i["status"] for i in ozwald.request("GET", "/srv/services/active/")[1]
+                       if i["name"] == "chat-small"), "gone")
+        if "after" in answered and not told:
+            print(f"  t={answered['after']:5.2f} s  answered {answered['text']!r}: the request was held, not refused")
+            told = True
+        if status != seen:
+            print(f"  t={time.monotonic() - t0:5.2f} s  chat-small {status}")
+            seen = status
+        if told and status == "idle":
+            break
+        time.sleep(0.05)
+    asker.join(timeout=5)
+    left = ozwald.sh("podman", "ps", "--format", "{{.Names}}").split()
+    print(f"  containers of chat-small running now: {[n for n in left if 'chat-small' in n] or 'none'}; "
+          "the socket still listens, the next request starts it again")
 
 
 def full_demo() -> int:
@@ -149,6 +210,8 @@ def full_demo() -> int:
         print("  " + ", ".join(f"{k}={env.get(k)}" for k in ("MODEL_NAME", "GPU", "GPU_MEMORY_UTILIZATION",
                                                              "MAX_MODEL_LEN")))
 
+        on_demand(host, ozwald)
+
         key = ozwald.key
         say("try it yourself while the host runs (the key is in the host's /etc/ozwald/ozwald.env)")
         print(f"  export OZWALD_SYSTEM_KEY={key[:6]}…  # sudo grep OZWALD_SYSTEM_KEY "
@@ -159,6 +222,7 @@ def full_demo() -> int:
               f"-d '[{{\"name\":\"qwen1.5-vllm\",\"variety\":\"cpu-only\",\"profile\":\"no-gpu\"}}]' "
               f"{ozwald.url('/srv/services/active/update/')}")
         print(f"  curl {host.url(8080, '/v1/models')}")
+        print(f"  curl {host.url(8081, '/v1/models')}   # chat-small, on demand: started by this, idle 5 s later")
         print(f"  sudo nsenter -t {host.pid1} -a systemctl status ozwald   # STATUS= line, reload, journal")
         if sys.stdin.isatty():
             input("\npress Enter to tear the host down ")

@@ -3,9 +3,10 @@
 
 Until ``ozwald serve`` exists this stands in for it: with the unit's own hardening, environment file
 and settings path, it uses Ozwald's modules from the deployed venv to do each thing the provisioner
-needs: write Quadlet files into both Quadlet directories, make systemd reload and start the unit
-Quadlet generates (over D-Bus, as root), ask Podman over its socket, read the journal, talk to the
-password-protected Redis from the settings file, read host resources, write its state directory.
+needs: write Quadlet files into both Quadlet directories (and on-demand units into systemd's two),
+make systemd reload and start the unit Quadlet generates (over D-Bus, as root), ask Podman over its
+socket, read the journal, talk to the password-protected Redis from the settings file, read host
+resources, write its state directory.
 It also checks that the rest of the file system is read-only. The outcome is written as JSON to
 ``/var/lib/ozwald/probe.json``: ``{"check name": "ok" | "error text"}``.
 """
@@ -82,6 +83,16 @@ def _runtime() -> None:
 @check("quadlet_persistent_dir_writable")
 def _persistent() -> None:
     write_and_remove("/etc/containers/systemd")
+
+
+@check("systemd_runtime_dir_writable")  # an on-demand instance's socket and proxy units
+def _systemd_runtime() -> None:
+    write_and_remove("/run/systemd/system")
+
+
+@check("systemd_persistent_dir_writable")  # the same, for a persistent instance
+def _systemd_persistent() -> None:
+    write_and_remove("/etc/systemd/system")
 
 
 @check("state_dir_writable")

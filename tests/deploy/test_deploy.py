@@ -138,7 +138,7 @@ def test_systemd_accepts_the_unit(ozwald_deployment: ProvisionerDeployment) -> N
     assert props["EnvironmentFiles"].startswith(f"{ENV_PATH} (ignore_errors=yes)")
     assert f"OZWALD_CONFIG={CONFIG_PATH}" in props["Environment"].split()
     assert props["ProtectSystem"] == "strict"
-    assert props["ReadWritePaths"].split() == ["/etc/containers/systemd"]
+    assert props["ReadWritePaths"].split() == ["/etc/containers/systemd", "/run/systemd/system", "/etc/systemd/system"]
     assert props["RuntimeDirectory"] == "containers/systemd"
     assert props["RuntimeDirectoryPreserve"] == "yes"
     assert props["ConfigurationDirectory"] == "containers/systemd"
@@ -170,7 +170,7 @@ def test_the_unit_sandbox_allows_what_the_provisioner_does(test_drop_in: Provisi
     assert started.returncode == 0 and results and not failed, (
         f"{failed or results}\n{started.stderr}\n{deployment.journal(lines=40)}"
     )
-    assert len(results) >= 11
+    assert len(results) >= 13
     mode = stat.S_IMODE(host.guest_path("/var/lib/ozwald").stat().st_mode)
     assert mode == 0o700
 
