@@ -34,6 +34,11 @@ TEST_SERVICE = f"""
     ports: ["{SERVICE_PORT}:8000"]
     health: {{http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s}}
     environment: {{MODEL_NAME: hello, GREETING: "one"}}
+  - name: lazy
+    description: the test server on demand
+    image: {TESTSERVER_IMAGE}
+    ports: ["{SERVICE_PORT + 1}:8000"]
+    on_demand: {{idle_stop: 30s}}
 """
 
 

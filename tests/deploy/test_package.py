@@ -207,6 +207,10 @@ def test_stop_and_start_provisioner_drive_only_ozwalds_units(ozwald: InstalledOz
 
 def test_purge_leaves_nothing_running(ozwald: InstalledOzwald) -> None:
     assert ozwald.systemctl("is-active", "ozwald-hello.service", check=False).stdout.strip() == "active"
+    status_code, body = ozwald.request("POST", "/srv/services/active/update/", [{"name": "hello"}, {"name": "lazy"}])
+    assert status_code == 202, body
+    ozwald.wait_for(lambda: ozwald.active().get("lazy", {}).get("status") == "idle", 60, "lazy to be idle")
+    assert ozwald.systemctl("is-active", "ozwald-lazy.socket", check=False).stdout.strip() == "active"
     ozwald.purge()
     units = ozwald.sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "ozwald*")
     running = [line for line in units.splitlines() if " active " in f" {line} " or "running" in line]
@@ -215,3 +219,4 @@ def test_purge_leaves_nothing_running(ozwald: InstalledOzwald) -> None:
     for path in ("/etc/ozwald", "/var/lib/ozwald", "/usr/lib/systemd/system/ozwald.service"):
         assert not ozwald.host.guest_path(path).exists(), path
     assert list(ozwald.host.guest_path("/run/containers/systemd").glob("ozwald-*")) == []
+    assert list(ozwald.host.guest_path("/run/systemd/system").glob("ozwald-*")) == []  # on-demand sockets, proxies
