@@ -127,6 +127,9 @@ class ReconcilerCore:
         outcome = self.on_demand.get(event.name)
         if outcome is None or outcome.unit.on_demand is None or event.name in self.waiting:
             return []
+        sock = self.states.get(socket_name(event.name))
+        if event.operation == "wake" and (sock is None or sock.active_state != "active"):
+            return []  # not listening: a knock would wake whatever else holds the port (its status says why)
         self.news = True
         if event.operation == "wake":
             # Published as starting before the knock: the container starts before systemd's signal is heard.

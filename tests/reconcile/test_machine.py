@@ -147,11 +147,23 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
     def _serves_on_demand(self, name: str, behaviour: str, status: str) -> None:
         """Left alone, an on-demand instance is idle (or failed, its last start having failed); the next
-        connection is served by a healthy spec, and it goes idle again."""
+        connection is served by a healthy spec, and it goes idle again. Five failed starts within five minutes
+        (crashes before ready) hit the start limit: connections are then closed until a wake (or a re-post)."""
         sim = self.sim
         assert status in ("idle", "failed"), (name, status)
+        limited = sim.host.units[f"ozwald-{name}.service"].result == "start-limit-hit"
+        if not sim.host.listening(name):  # another desired instance on demand holds the same port
+            assert status == "failed" and "is failed (resources)" in sim.status(name).info["reason"], name
+            assert sim.connect(name).outcome == "refused"
+            return
         connection = sim.connect(name)
         sim.run(15)
+        if behaviour.startswith("healthy") and limited:
+            assert connection.outcome == "reset" and sim.status(name).status == "failed", (name, connection)
+            sim.nudge(name, "wake")
+            sim.run(15)
+            connection = sim.connect(name)
+            sim.run(15)
         if behaviour.startswith("healthy"):
             assert connection.outcome == "served", (name, connection)
             assert sim.status(name).status == "idle"

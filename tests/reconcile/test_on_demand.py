@@ -195,3 +195,16 @@ def test_a_new_provisioner_adopts_an_on_demand_instance_as_it_is() -> None:
     assert len(sim.host.units["ozwald-chat.service"].starts) == starts  # adopted, not restarted
     sim.run(IDLE_S + 1)
     assert sim.status("chat").status == "idle"
+
+
+def test_a_socket_that_cannot_bind_is_failed_and_a_wake_does_not_knock_on_the_holder() -> None:
+    """Two on-demand instances of one service share its port: the second socket fails (address in use); a
+    wake of it must not connect to the port, which would start the first one's container."""
+    sim = idle_run()
+    sim.post(CHAT, PLAIN, DesiredInstance(name="twin", service="chat"))
+    sim.run(3)
+    twin = sim.status("twin")
+    assert twin.status == "failed" and "ozwald-twin.socket is failed (resources)" in twin.info["reason"]
+    sim.nudge("twin", "wake")
+    sim.run(0.5)
+    assert not sim.host.running("chat") and sim.status("chat").status == "idle"

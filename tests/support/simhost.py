@@ -109,7 +109,7 @@ class Unit:
     running: Config | None = None  # what the current invocation was started from
     job: tuple[str, str] | None = None  # (path, operation)
     starts: list[float] = field(default_factory=list)
-    epoch: int = 0  # bumped on every transition: timers of an older epoch are void
+    epoch: int = 0  # a new serial on every transition: timers of an older epoch are void
     last_connection: float = 0.0  # a proxy's: when its last connection came
 
 
@@ -178,7 +178,7 @@ class SimHost:
     def _set(self, unit: Unit, active: str, sub: str, result: str | None = None) -> None:
         unit.active_state, unit.sub_state, unit.change_usec = active, sub, self.usec()
         unit.result = result or unit.result
-        unit.epoch += 1
+        unit.epoch = self._serial_next()  # never reused: a unit removed and loaded again starts over
         if active in ("inactive", "failed"):
             unit.running = None
         self.events.append(UnitChanged(unit.name))
@@ -195,6 +195,7 @@ class SimHost:
         if len(window) >= unit.config.burst:
             self._set(unit, "failed", "failed", "start-limit-hit")
             self._end_job(unit, "failed")
+            self._container_down(unit, failed=True)  # a proxy waiting for it starts and closes its connections
             return
         unit.starts = [*window, self.now]
         if manual:
@@ -273,6 +274,11 @@ class SimHost:
         else:
             self._trigger(sock, proxy)
         return connection
+
+    def _port_taken(self, sock: Unit) -> bool:
+        listen = _setting(sock.config.text, "ListenStream", "")
+        return any(u is not sock and u.name.endswith(".socket") and u.active_state == "active"
+                   and _setting(u.config.text, "ListenStream", "") == listen for u in self.units.values())
 
     def knock(self, host: str, port: int, timeout: float) -> None:
         """A connection to whichever socket listens on `port` (Reconciler's `knock`), closed at once."""
@@ -442,7 +448,11 @@ class SimHost:
                 self._set(unit, "inactive", "dead")
                 for connection in self._pending(instance_of_unit(unit.name) or ""):
                     connection.outcome = "reset"
-            if operation in ("start", "restart"):
+            if operation in ("start", "restart") and self._port_taken(unit):
+                self._set(unit, "failed", "failed", "resources")  # bind(): address already in use
+                self._end_job(unit, "failed")
+                return
+            if operation in ("start", "restart") and unit.active_state != "active":
                 self._set(unit, "active", "listening")
             self._end_job(unit, "done")
         elif operation == "stop":
