@@ -4,12 +4,13 @@
 A reader (of the desired-state file, or systemd's generator reading a unit) must see either the old or
 the new content, never a torn one, even after a power loss: hence temp file + fsync + rename + fsync of
 the directory. The lock is `flock` on a separate file, because the data file itself is replaced by
-rename and a lock on it would be lost.
+rename and a lock on it would be lost. And a line written to a FIFO, which is how a swap gate opens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
@@ -58,3 +59,21 @@ def locked(lock_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def write_fifo(path: str, line: str) -> bool:
+    """Write one line to a FIFO that a process has open for reading; False (nothing written) when none has, or
+    the FIFO does not exist: opening for writing never blocks."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader
+            return False
+        raise
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+    return True

@@ -57,6 +57,8 @@ class DesiredInstance(BaseModel):
     profile: str | None = None
     variety_auto: bool = False  # True when Ozwald picked the variety for this host
     devices: tuple[str, ...] | None = None  # a GPU pin chosen at admission (by UUID); None: the spec's devices
+    # On-demand instances this one swaps with (they do not fit together on its GPUs), chosen at admission
+    exclusive_with: tuple[str, ...] = ()
 
 
 class DesiredSet(BaseModel):

@@ -27,7 +27,7 @@ from ozwald.cli.common import (
 from ozwald.cli.output import print_json, print_table
 
 if TYPE_CHECKING:
-    from ozwald.records import ActiveService
+    from ozwald.records import ActiveService, PlanEntry
 
 
 def cmd_list_configured(args: argparse.Namespace) -> int:
@@ -89,9 +89,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entries)
         return EXIT_OK
-    rows = [(e.name, e.action, e.service or "-", e.variety or "-", e.profile or "-", e.reason) for e in entries]
+    rows = [(e.name, e.action, e.service or "-", e.variety or "-", e.profile or "-", e.reason + _swaps(e))
+            for e in entries]
     print_table(("INSTANCE", "ACTION", "SERVICE", "VARIETY", "PROFILE", "WHY"), rows, "(nothing to do)")
     return EXIT_OK
+
+
+def _swaps(entry: PlanEntry) -> str:
+    partners = (entry.fit or {}).get("exclusive_with")
+    return f"; on demand, swaps with {', '.join(partners)}" if partners else ""
 
 
 def _progress(service: ActiveService) -> str:

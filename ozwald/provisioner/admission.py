@@ -10,6 +10,10 @@ and never used. `vram_gb` is needed on every GPU the instance's devices give it
 totals, not with what is free right now, because free memory already counts Ozwald's own running
 services; memory used by processes Ozwald does not manage is not subtracted (see `doctor`).
 
+On-demand instances run only while used, so admission checks each alone beside the always-on instances,
+never their sum; those that do not fit together swap (`ozwald.provisioner.exclusion`). Always-on instances
+keep their reservations and are never stopped to make room.
+
 Placement: an instance that declares `gpus: 1` and whose devices would give it more than one GPU, or every
 GPU of a vendor by name (`nvidia.com/gpu=all`, also on a host with one GPU, which may have two tomorrow), is
 pinned to the single GPU with the most VRAM left after the other instances, by UUID (`nvidia.com/gpu=GPU-…`),
@@ -20,11 +24,12 @@ replaces only the devices that give it GPUs; others (`/dev/fuse`) stay. Existing
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ozwald.config import EffectiveSpec, Settings
+from ozwald.provisioner.exclusion import SwapRoom, exclusive_pairs
 from ozwald.provisioner.requests import effective_spec
 from ozwald.records import DesiredInstance
 from ozwald.resources import HostSnapshot
@@ -88,14 +93,24 @@ class Fit:
     conflicts: list[Conflict] = field(default_factory=list)
     # instance → which footprint admission used per resource ("declared", or the measured result and when)
     footprints: dict[str, dict[str, str]] = field(default_factory=dict)
+    on_demand: set[str] = field(default_factory=set)  # checked each alone beside the always-on ones
+    exclusive_with: dict[str, tuple[str, ...]] = field(default_factory=dict)  # on-demand instance → swaps with
+
+    def at_once(self, users: Mapping[str, float] | Mapping[str, int], alone: str | None = None) -> float:
+        """The always-on users' sum plus one on-demand user: `alone`, or else the largest."""
+        base = float(sum(v for n, v in users.items() if n not in self.on_demand))
+        on_demand = [float(v) for n, v in users.items() if n in self.on_demand and (alone is None or n == alone)]
+        return base + max(on_demand, default=0.0)
 
     def for_instance(self, name: str, snapshot: HostSnapshot) -> dict[str, Any]:
-        """What the plan shows per instance: each GPU it gets, with that GPU's total and declared sum."""
+        """What the plan shows per instance: each GPU it gets, with that GPU's total and the sum admission checked
+        (the always-on instances, plus this one if it runs on demand, else the largest on-demand one)."""
         out: dict[str, Any] = {}
         for gpu_id in self.gpus.get(name, ()):
             gpu = snapshot.gpu(gpu_id)
             total = gpu.vram_total_mib if gpu is not None else None
-            declared = sum(self.vram_mib.get(gpu_id, {}).values())
+            users = self.vram_mib.get(gpu_id, {})
+            declared = self.at_once(users, name if name in self.on_demand else None)
             out[gpu_id] = {"vram_needed_mib": self.vram_mib.get(gpu_id, {}).get(name, 0),
                            "vram_declared_total_mib": declared, "vram_total_mib": total,
                            "fits": total is None or declared <= total}
@@ -163,12 +178,13 @@ def assess(settings: Settings, instances: Sequence[DesiredInstance], snapshot: H
     RAM capacity is the host's total less `reserve_memory_gb`."""
     fit = Fit()
     ram_total = round(max(0.0, snapshot.ram_total_bytes / 1024**3 - reserve_memory_gb), 2)
-    vram_users: dict[str, list[str]] = defaultdict(list)
     for instance in instances:
         spec = effective_spec(settings, instance)
         if spec.type != "container":
             continue
         needs = spec.resources
+        if spec.on_demand is not None:
+            fit.on_demand.add(instance.name)
         measured, note = (None, None)
         if lookup is not None and (needs.memory_gb is None or needs.vram_gb is None):
             measured, note = lookup(instance)
@@ -194,28 +210,40 @@ def assess(settings: Settings, instances: Sequence[DesiredInstance], snapshot: H
                 fit.conflicts.append(Conflict("vram", vram_gb, 0, "GB", (instance.name,)))
             for gpu in taken:
                 fit.vram_mib.setdefault(gpu.id, {})[instance.name] = int(vram_gb * GIB_MIB)
-                vram_users[gpu.id].append(instance.name)
+    room: dict[str, float] = {}
     for gpu_id, users in fit.vram_mib.items():
         found = snapshot.gpu(gpu_id)
         total = (found.vram_total_mib or 0) if found is not None else 0
-        needed = sum(users.values())
-        if needed > total:
-            fit.conflicts.append(Conflict(f"vram:{gpu_id}", round(needed / GIB_MIB, 2), round(total / GIB_MIB, 2),
-                                          "GB", tuple(vram_users[gpu_id])))
-    memory = round(sum(fit.memory_gb.values()), 2)
-    if memory > ram_total:
-        fit.conflicts.append(Conflict("memory", memory, ram_total, "GB", tuple(fit.memory_gb)))
-    cpus = round(sum(fit.cpus.values()), 2)
-    if cpus > snapshot.cpu_cores_total:
-        fit.conflicts.append(Conflict("cpu", cpus, snapshot.cpu_cores_total, "cores", tuple(fit.cpus)))
+        room[f"vram:{gpu_id}"] = total - _check(fit, f"vram:{gpu_id}", users, total, GIB_MIB, "GB")
+    room["memory"] = ram_total - _check(fit, "memory", fit.memory_gb, ram_total, 1, "GB")
+    _check(fit, "cpu", fit.cpus, snapshot.cpu_cores_total, 1, "cores")
+    swap_needs = {name: {f"vram:{g}": float(users[name]) for g, users in fit.vram_mib.items() if name in users}
+             | ({"memory": fit.memory_gb[name]} if name in fit.memory_gb else {}) for name in sorted(fit.on_demand)}
+    fit.exclusive_with = exclusive_pairs(SwapRoom(room, swap_needs))
     return fit
 
 
+def _check(fit: Fit, resource: str, users: Mapping[str, float] | Mapping[str, int], capacity: float, scale: int,
+           unit: str) -> float:
+    """Record a conflict when the always-on users plus any one on-demand user need more than `capacity`;
+    returns what the always-on users need. `scale` converts the users' amounts into the conflict's unit."""
+    always = {n: float(v) for n, v in users.items() if n not in fit.on_demand}
+    alone = {n: float(v) for n, v in users.items() if n in fit.on_demand}
+    base = sum(always.values())
+    over = [n for n, v in alone.items() if base + v > capacity + 1e-9]
+    if base > capacity + 1e-9 or over:
+        needed = base + max((alone[n] for n in over), default=0.0)
+        fit.conflicts.append(Conflict(resource, round(needed / scale, 2), round(capacity / scale, 2), unit,
+                                      (*always, *over)))
+    return base
+
+
 def reservations(fit: Fit) -> dict[str, float]:
-    """Declared needs in the resource names of `ozwald.resources.views` (for the resource endpoints)."""
+    """Declared needs in the resource names of `ozwald.resources.views` (for the resource endpoints): the
+    always-on instances' sum plus the largest on-demand one, what admission keeps room for."""
     out: dict[str, float] = defaultdict(float)
-    out["memory"] = sum(fit.memory_gb.values())
-    out["cpu"] = sum(fit.cpus.values())
+    out["memory"] = fit.at_once(fit.memory_gb)
+    out["cpu"] = fit.at_once(fit.cpus)
     for gpu_id, users in fit.vram_mib.items():
-        out[f"vram:{gpu_id}"] = float(sum(users.values()))
+        out[f"vram:{gpu_id}"] = fit.at_once(users)
     return dict(out)

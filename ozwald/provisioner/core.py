@@ -224,7 +224,9 @@ class Provisioner:
             kept.append(instance.model_copy(update={"devices": old.devices}) if same and old else instance)
         lookup = self._footprint_lookup()
         placed = place(self.settings, kept, snapshot, lookup)
-        return placed, self._assess(placed, snapshot, lookup), snapshot, clashes
+        fit = self._assess(placed, snapshot, lookup)
+        placed = [i.model_copy(update={"exclusive_with": fit.exclusive_with.get(i.name, ())}) for i in placed]
+        return placed, fit, snapshot, clashes
 
     def _assess(self, instances: list[DesiredInstance], snapshot: HostSnapshot, lookup: Any = None) -> Fit:
         return assess(self.settings, instances, snapshot, lookup if lookup is not None else self._footprint_lookup(),
@@ -341,6 +343,8 @@ class Provisioner:
                 details["variety"] = f"{instance.variety}: picked for this host"
             if entry.name in fit.footprints:
                 details["footprint"] = fit.footprints[entry.name]
+            if entry.name in fit.on_demand:
+                details["exclusive_with"] = list(instance.exclusive_with)
             conflicts = [c.describe() for c in fit.conflicts if entry.name in c.instances]
             if conflicts:
                 details["does_not_fit"] = conflicts

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ozwald.provisioner import reconcile_messages as m
 from ozwald.provisioner import reconcile_on_demand as od
+from ozwald.provisioner import reconcile_swap as sw
 from ozwald.provisioner import status as st
 from ozwald.provisioner.events import DesiredChanged
 from ozwald.provisioner.plan import Target, hold_failed, plan, spec_of, stale, started_from
@@ -27,6 +28,7 @@ HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver 
 BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
 RETRY_FAILED_PASS_S = 2.0
 WAKE_GRACE_S = 5.0  # a knock whose container did not move by then is not shown as starting any longer
+GATE_RETRY_S = 0.05  # a swap gate nobody read yet (its shell is starting) is opened again this much later
 DOWN = ("inactive", "failed")
 
 
@@ -55,6 +57,9 @@ class ReconcilerCore:
         self.gone: set[str] = set()  # unwanted units whose stop ended "done": their signals are not news
         self.waiting: set[str] = set()  # instances whose start waits for stops to end
         self.stopped_by_us: set[str] = set()  # instances Ozwald stopped: down on purpose, not held as failed
+        self.opened: dict[str, str] = {}  # swapping instance → the invocation whose gate Ozwald opened
+        self.gate_retry: dict[str, float] = {}  # swapping instance → when to open its gate again (nobody read it)
+        self.swap_waiting: dict[str, str] = {}  # swapping instance at its gate → what it waits for
         self.last_read: dict[str, float] = {}
         self.reload_owed = False
         self.news = True  # something a status is composed from changed since the last publish
@@ -96,6 +101,9 @@ class ReconcilerCore:
             self.files = dict(event.files)
         elif isinstance(event, m.Nudge):
             return self._nudge(event, now)
+        elif isinstance(event, m.GateClosed):
+            self.opened.pop(event.name, None)
+            self.gate_retry[event.name] = now + GATE_RETRY_S
         else:
             self.failures[event.name] = (event.state_change_usec, event.reason)
             self.news = True
@@ -203,7 +211,8 @@ class ReconcilerCore:
         return any(op == "stop" for _, op in self.jobs.values()) or "stop" in self.decided.values()
 
     def wait_seconds(self, now: float) -> float:
-        due = min(self.next_resync, self.retry_at if self.retry_at is not None else self.next_resync)
+        due = min(self.next_resync, self.retry_at if self.retry_at is not None else self.next_resync,
+                  *self.gate_retry.values())
         wait = min(HEARTBEAT_S, max(0.0, due - now))
         return min(wait, BUSY_UNIT_READ_S) if self.dirty else wait
 
@@ -239,11 +248,33 @@ class ReconcilerCore:
         if stray:
             self.decided.update({unit: "stop" for unit in stray})
             return [m.Enqueue("stop", stray)]
+        swap = self._swap(now, busy)
+        if swap:
+            return swap
         if self.reload_owed and not self.stopping():
             # Files of stopped units are removed at once; the reload waits for the last stop to end.
             self.reload_owed = False
             return [m.Reload()]
         return []
+
+    def _swap(self, now: float, busy: set[str]) -> list[m.Command]:
+        """Stop the partners in the way of a swapping instance's start, and open its gate once they are down."""
+        groups = {n: o.exclusive_with for n, o in self.on_demand.items() if o.exclusive_with}
+        self.opened = {n: run for n, run in self.opened.items() if n in groups
+                       and (state := self.states.get(unit_name(n))) is not None and state.invocation_id == run}
+        step = sw.swap_step(groups, self.states, busy, self.opened)
+        if step.waiting != self.swap_waiting:
+            self.swap_waiting, self.news = step.waiting, True
+        for name in [n for n, at in self.gate_retry.items() if at <= now or n not in groups]:
+            del self.gate_retry[name]
+        opens = [n for n in step.open if n not in self.gate_retry]
+        for name in opens:
+            state = self.states.get(unit_name(name))
+            self.opened[name] = state.invocation_id if state is not None else ""
+        self.decided.update({unit: "stop" for unit in step.stop})
+        self.news = self.news or bool(opens or step.stop)
+        # Published before the stop is queued: `available` must not outlive the container.
+        return [*([m.Publish(), m.Enqueue("stop", step.stop)] if step.stop else []), *(m.OpenGate(n) for n in opens)]
 
     # One pass --------------------------------------------------------------------------------------------
     def _pass(self, snap: m.Snapshot, now: float) -> list[m.Command]:
@@ -333,6 +364,12 @@ class ReconcilerCore:
                 changed = True
             self.refused.pop(name, None)
             self.failures.pop(name, None)
+        for name, new in rendered.items():  # a swap group changed: its gate is rewritten, nothing restarts
+            old = files.get(name)
+            gate = new.unit.swap_gate.text if new.unit.swap_gate is not None else None
+            if name not in deliberate and old is not None and old.swap_gate != gate:
+                commands.append(m.Write(new.unit, new.persistent))
+                changed = True
         report.reloaded = changed
         commands += [m.ReadFiles(), m.Reload()] if changed else []
         # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do. An
@@ -359,6 +396,8 @@ class ReconcilerCore:
         state = self.states.get(unit_name(instance.name))
         if instance.name in self.waiting:
             jobs = [*jobs, "start once the stops end"]
+        if instance.name in self.swap_waiting:
+            jobs = [*jobs, self.swap_waiting[instance.name]]
         observed = st.Observed(state=state, running=self._running(instance.name, state),
                                job=jobs[-1] if jobs else None, refused=self.refused.get(instance.name))
         status = st.status_of(observed, target_hash)

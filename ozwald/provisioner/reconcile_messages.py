@@ -84,9 +84,18 @@ class Explained:
     reason: str
 
 
+@dataclass(frozen=True)
+class GateClosed:
+    """Nobody read the swap gate of an instance when Ozwald opened it (its gate process had not opened the FIFO
+    yet, or had just ended): opened again shortly, if it is still at its gate."""
+
+    name: str
+
+
 __all__ = ["Nudge"]  # re-exported: the core's events in one place
 
-Event = DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | UnitChanged | JobRemoved
+Event = (DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | GateClosed | UnitChanged
+         | JobRemoved)
 
 
 # Commands ----------------------------------------------------------------------------------------------
@@ -147,7 +156,15 @@ class Publish:
     """Compose and publish the statuses (explaining new failures first: `unexplained`)."""
 
 
-Command = ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Knock | Publish
+@dataclass(frozen=True)
+class OpenGate:
+    """Let the start of a swapping on-demand instance go on: write a line to the FIFO its gate reads."""
+
+    name: str
+
+
+Command = (ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Knock | OpenGate
+           | Publish)
 
 
 @dataclass

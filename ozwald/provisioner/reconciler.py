@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Protocol
 
-from ozwald import sockets
+from ozwald import files, sockets
 from ozwald.config import ResolveError, Settings
 from ozwald.diagnose import explain_failure
 from ozwald.podman import PodmanInspector, PodmanUnavailable
@@ -36,14 +37,15 @@ from ozwald.provisioner.reconcile_messages import PassReport
 from ozwald.provisioner.requests import effective_spec
 from ozwald.quadlet import RenderedUnit, RenderError, render_unit
 from ozwald.quadlet.keys import NEWEST_KNOWN, Version
-from ozwald.quadlet.naming import UNIT_PATTERN, container_name, instance_of_unit
+from ozwald.quadlet.naming import UNIT_PATTERN, container_name, instance_of_unit, swap_gate
+from ozwald.quadlet.on_demand import render_swap_gate
 from ozwald.quadlet.stored import StoredUnit
 from ozwald.records import ActiveService, DesiredInstance, DesiredSet, PlanEntry
 from ozwald.systemd import SystemdError
 from ozwald.systemd.journal import container_log_tail
 from ozwald.systemd.protocol import JobRemoved, SystemdEvent, UnitChanged, UnitState
 
-__all__ = ["PassReport", "Reconciler", "hold_failed", "render_outcome", "started_from"]
+__all__ = ["PassReport", "Reconciler", "hold_failed", "render_outcome", "render_outcomes", "started_from"]
 
 log = logging.getLogger(__name__)
 ENQUEUE_CHUNK = 10  # jobs queued between two heartbeats of the worker
@@ -90,6 +92,23 @@ def render_outcome(settings: Settings, instance: DesiredInstance, podman_version
     return rm.Rendered(instance, unit, spec.persistent, spec.image or "", spec.health is not None)
 
 
+def render_outcomes(settings: Settings, instances: Sequence[DesiredInstance], podman_version: Version
+                    ) -> list[rm.Outcome]:
+    """Every desired instance rendered; an on-demand one that swaps with others (admission's choice, kept to
+    partners that still run on demand under the current settings) gets the gate that serialises their starts."""
+    outcomes = [render_outcome(settings, i, podman_version) for i in instances]
+    on_demand = {o.instance.name for o in outcomes if isinstance(o, rm.Rendered) and o.on_demand}
+    out: list[rm.Outcome] = []
+    for outcome in outcomes:
+        if isinstance(outcome, rm.Rendered) and outcome.on_demand:
+            partners = tuple(p for p in outcome.instance.exclusive_with if p in on_demand)
+            if partners:
+                gate = render_swap_gate(outcome.instance.name, partners)
+                outcome = replace(outcome, unit=replace(outcome.unit, swap_gate=gate), exclusive_with=partners)
+        out.append(outcome)
+    return out
+
+
 class Reconciler:
     def __init__(self, settings: Settings, read_desired: Callable[[], DesiredSet], systemd: SystemdPort,
                  units: UnitFilesPort, publish: Callable[[list[ActiveService]], None], *,
@@ -97,7 +116,8 @@ class Reconciler:
                  journal_prefix: Sequence[str] = (), resync_interval: float = 60.0,
                  run_besides: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None,
                  explain: Explain | None = None, clock: Callable[[], float] = time.monotonic,
-                 knock: Callable[[str, int, float], None] = sockets.knock) -> None:
+                 knock: Callable[[str, int, float], None] = sockets.knock,
+                 open_gate: Callable[[str], bool] | None = None) -> None:
         self.settings = settings
         self.read_desired = read_desired
         self.systemd = systemd
@@ -112,6 +132,8 @@ class Reconciler:
         self.explain = explain or self._explain
         self.clock = clock
         self.knock = knock  # a client's connection to an on-demand socket (the simulated host's, in tests)
+        # A line to the FIFO a swapping instance's start waits on (the simulated host's gate, in tests)
+        self.open_gate = open_gate or (lambda name: files.write_fifo(swap_gate(name), "go"))
         self.core = ReconcilerCore(resync_interval)
         self._unresolved: dict[str, str] = {}  # instance → why it cannot run, as last logged
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -261,6 +283,9 @@ class Reconciler:
             self._enqueue(command.operation, command.units)
         elif isinstance(command, rm.Knock):
             self._knock(command)
+        elif isinstance(command, rm.OpenGate):
+            if not self.open_gate(command.name):
+                self._feed(rm.GateClosed(command.name))
         else:
             self._publish()
 
@@ -269,7 +294,7 @@ class Reconciler:
         if self.run_besides is not None:
             extra = tuple(i for i in self.run_besides(desired) if i.name not in desired.by_name())
             desired = desired.model_copy(update={"instances": desired.instances + extra})
-        outcomes = [render_outcome(self.settings, i, self.podman_version) for i in desired.instances]
+        outcomes = render_outcomes(self.settings, desired.instances, self.podman_version)
         unresolved = {o.instance.name: o.reason for o in outcomes if isinstance(o, rm.Unresolved)}
         for name, reason in unresolved.items():
             if self._unresolved.get(name) != reason:  # once per cause, not once per pass
@@ -353,7 +378,7 @@ class Reconciler:
 
     def preview(self, desired: DesiredSet) -> list[PlanEntry]:
         """What a pass would do for `desired`, without doing it (the plan endpoint; any thread)."""
-        outcomes = [render_outcome(self.settings, i, self.podman_version) for i in desired.instances]
+        outcomes = render_outcomes(self.settings, desired.instances, self.podman_version)
         targets = [Target(o.instance, o.unit.spec_hash, o.unit.text) for o in outcomes if isinstance(o, rm.Rendered)]
         files, states = self.units.existing(), self.states()
         return plan(self.settings, targets, files, states, stale(files, states))

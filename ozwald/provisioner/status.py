@@ -150,6 +150,8 @@ def on_demand_status(observed: Observed, socket: SocketObserved, target_hash: st
         return "starting"
     if state is None or state.active_state == "inactive":  # a unit whose file is gone may still run: not idle
         return "starting" if observed.job is not None else "idle"
+    if observed.job == "stop" and state.active_state != "failed":
+        return "stopping"  # Ozwald stops it: a sleep, or a partner's start in a swap
     if state.active_state == "deactivating" and observed.job is None and not restarting(state) \
             and state.result in ("", "success"):
         return "stopping"  # for idleness; a container whose start failed also passes here, on its way to failed
@@ -178,7 +180,9 @@ def describe_on_demand(instance: DesiredInstance, target_hash: str | None, obser
             info.pop(key, None)
         info["reason"] = (f"idle: {socket.info.socket} listens on {socket.info.listen}; the next connection "
                           "starts the container") if status == "idle" else (
-            "stopping after idle_stop without a connection; a connection now is held and served by the next start")
+            "stopping after idle_stop without a connection" if observed.job is None else
+            "stopping on purpose (a sleep, or the start of an instance it swaps with)") + (
+            "; a connection now is held and served by the next start")
     return base.model_copy(update={"status": status, "info": ServiceInfo.model_validate(info)})
 
 

@@ -46,6 +46,17 @@ def proxy_name(instance: str) -> str:
     return f"{container_name(instance)}{PROXY_MARK}{UNIT_SUFFIX}"
 
 
+def swap_dropin(instance: str) -> str:
+    """The drop-in (relative to systemd's unit directory) that gates the start of an on-demand instance which
+    swaps with others on its GPUs."""
+    return f"{unit_name(instance)}.d/50-ozwald-swap.conf"
+
+
+def swap_gate(instance: str) -> str:
+    """The FIFO the gate of a swapping instance's start waits on, until Ozwald writes a line to it."""
+    return f"/run/ozwald/swap/{container_name(instance)}.gate"
+
+
 def unit_filename(instance: str) -> str:
     """The Quadlet file Ozwald writes for an instance."""
     return f"{container_name(instance)}{FILE_SUFFIX}"

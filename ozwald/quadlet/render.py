@@ -50,11 +50,13 @@ class RenderedUnit:
     warnings: tuple[str, ...] = ()
     env_file: str | None = field(default=None, repr=False)
     on_demand: OnDemandUnits | None = None  # its socket and proxy, for an on-demand instance
+    swap_gate: CompanionUnit | None = None  # the drop-in that gates its start, when it swaps with others
 
     @property
     def companions(self) -> tuple[CompanionUnit, ...]:
-        """The plain systemd units written beside the Quadlet file."""
-        return () if self.on_demand is None else (self.on_demand.socket, self.on_demand.proxy)
+        """The plain systemd units (and drop-in) written beside the Quadlet file."""
+        units = () if self.on_demand is None else (self.on_demand.socket, self.on_demand.proxy)
+        return units + ((self.swap_gate,) if self.swap_gate is not None else ())
 
 
 @dataclass

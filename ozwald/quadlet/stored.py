@@ -19,6 +19,7 @@ class StoredUnit:
     # When the file was last written (µs since the epoch, as systemd's timestamps): a unit's invocation
     # started before it runs an older spec. Read with the file, so no decision has to stat it.
     written_usec: int = 0
+    swap_gate: str | None = None  # the text of the drop-in that gates its start (swapping on demand), if any
 
     @functools.cached_property
     def labels(self) -> dict[str, str]:

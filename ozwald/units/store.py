@@ -3,8 +3,9 @@
 
 Ozwald owns the `ozwald-*.container` files in two Quadlet directories: the runtime one (gone at reboot)
 and the persistent one (kept, for services with `persistent: true`). An on-demand instance's socket and proxy
-are plain systemd units, in systemd's runtime or persistent directory likewise; a persistent socket is linked
-into `sockets.target.wants/` as `systemctl enable` would. Files are replaced atomically
+are plain systemd units, in systemd's runtime or persistent directory likewise (with the drop-in that gates
+the start of one that swaps with others); a persistent socket is linked into `sockets.target.wants/` as
+`systemctl enable` would. Files are replaced atomically
 (write a temporary file, fsync, rename), so systemd's generator never reads half a unit, and a file is
 rewritten only when its bytes change, so an unchanged service causes no reload and no restart.
 """
@@ -24,6 +25,7 @@ from ozwald.quadlet.naming import (
     instance_of_filename,
     proxy_name,
     socket_name,
+    swap_dropin,
     unit_filename,
 )
 from ozwald.quadlet.render import RenderedUnit
@@ -74,7 +76,12 @@ class UnitStore:
                     written_usec = path.stat().st_mtime_ns // 1000
                 except FileNotFoundError:
                     continue
-                found[instance] = StoredUnit(instance, path, persistent, text, written_usec)
+                try:
+                    gate: str | None = (self._systemd_dir(persistent) / swap_dropin(instance)).read_text(
+                        encoding="utf-8")
+                except FileNotFoundError:
+                    gate = None
+                found[instance] = StoredUnit(instance, path, persistent, text, written_usec, gate)
         return found
 
     def write(self, unit: RenderedUnit, persistent: bool) -> bool:
@@ -101,7 +108,7 @@ class UnitStore:
         wanted = {c.filename: c for c in unit.companions}
         for kind in (False, True):
             directory = self._systemd_dir(kind)
-            for filename in (socket_name(unit.instance), proxy_name(unit.instance)):
+            for filename in (socket_name(unit.instance), proxy_name(unit.instance), swap_dropin(unit.instance)):
                 path = directory / filename
                 companion = wanted.get(filename) if kind == persistent else None
                 if companion is None:
@@ -140,7 +147,7 @@ class UnitStore:
         for persistent in (False, True):
             directory = self._systemd_dir(persistent)
             for path in (directory / "sockets.target.wants" / socket_name(instance), directory / socket_name(instance),
-                         directory / proxy_name(instance)):
+                         directory / proxy_name(instance), directory / swap_dropin(instance)):
                 removed = _unlink(path) or removed
             with contextlib.suppress(FileNotFoundError):
                 (self._dir(persistent) / env_filename(instance)).unlink()
@@ -169,10 +176,14 @@ class UnitStore:
 
 
 def _unlink(path: Path) -> bool:
+    """Remove a file; a drop-in's directory goes with its last file."""
     try:
         path.unlink()
     except FileNotFoundError:
         return False
+    if path.parent.name.endswith(".d"):
+        with contextlib.suppress(OSError):  # not empty (an operator's own drop-in): it stays
+            path.parent.rmdir()
     return True
 
 

@@ -4,11 +4,20 @@ real generator: tests/quadlet/test_golden.py)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import stat
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from ozwald.config import Settings, parse_settings, resolve
 from ozwald.quadlet import RenderError, render_unit
-from ozwald.quadlet.on_demand import SOCKET_PROXYD, knock_address
+from ozwald.files import write_fifo
+from ozwald.quadlet.naming import swap_gate
+from ozwald.quadlet.on_demand import SOCKET_PROXYD, knock_address, render_swap_gate
 from tests.quadlet.cases import ON_DEMAND
 
 
@@ -65,3 +74,26 @@ def test_a_wake_knocks_where_this_host_reaches_the_socket(port: str, address: tu
     settings = parse_settings(f"services:\n  - name: s\n    image: x\n    ports: ['{port}']\n    on_demand: true\n")
     unit = render_unit(resolve(settings, "s"), "s")
     assert unit.on_demand is not None and knock_address(unit.on_demand.public) == address
+
+
+def test_the_swap_gate_holds_a_start_until_a_line_is_written_to_its_fifo() -> None:
+    """The gate's own shell command, run for real: it makes its FIFO, blocks, and ends once Ozwald writes."""
+    instance = f"gate-test-{os.getpid()}"
+    gate = render_swap_gate(instance, ("other",))
+    assert gate.filename == f"ozwald-{instance}.service.d/50-ozwald-swap.conf"
+    [line] = [ln for ln in gate.text.splitlines() if ln.startswith("ExecStartPre=")]
+    program, script = shlex.split(line.removeprefix("ExecStartPre="))[0], shlex.split(line)[-1]
+    fifo = Path(swap_gate(instance))
+    assert not write_fifo(str(fifo), "go")  # no gate: nothing written, no error
+    process = subprocess.Popen([program, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while not write_fifo(str(fifo), "go"):  # until its shell has opened the FIFO
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        assert process.wait(timeout=10) == 0
+        assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_IMODE(fifo.stat().st_mode) == 0o600
+        assert not write_fifo(str(fifo), "go")  # the start went on: nobody reads any longer
+    finally:
+        process.kill()
+        fifo.unlink(missing_ok=True)

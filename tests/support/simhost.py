@@ -32,7 +32,7 @@ import heapq
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ozwald.quadlet.naming import (
@@ -78,6 +78,7 @@ class Config:
     ready_gate_s: float  # the min_uptime ExecStartPost gate of a unit without a health check
     idle_s: float = 0.0  # a proxy's --exit-idle-time
     reset_on_ready: bool = False  # ExecStartPost resets the unit's start counter once it is ready
+    gated: bool = False  # a swap gate (drop-in ExecStartPre) holds its start until Ozwald opens it
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -89,7 +90,8 @@ class Config:
                    _seconds(_setting(text, "TimeoutStartSec", "90")), int(_setting(text, "StartLimitBurst", "5")),
                    _seconds(_setting(text, "StartLimitIntervalSec", "10")), float(gate.group(1)) if gate else 0.0,
                    float(idle.group(1)) if idle else 0.0,
-                   re.search(r"^ExecStartPost=.*systemctl reset-failed", text, re.MULTILINE) is not None)
+                   re.search(r"^ExecStartPost=.*systemctl reset-failed", text, re.MULTILINE) is not None,
+                   re.search(r"^ExecStartPre=.*/run/ozwald/swap/", text, re.MULTILINE) is not None)
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Unit:
     starts: list[float] = field(default_factory=list)
     epoch: int = 0  # a new serial on every transition: timers of an older epoch are void
     last_connection: float = 0.0  # a proxy's: when its last connection came
+    activated_at: float = 0.0  # when its current start began
 
 
 @dataclass
@@ -201,7 +204,16 @@ class SimHost:
         if manual:
             unit.n_restarts = 0
         unit.running, unit.invocation = unit.config, f"inv{self._serial_next()}"
-        unit.start_usec, unit.exit_usec, unit.result = self.usec(), 0, "success"
+        unit.exit_usec, unit.result, unit.activated_at = 0, "success", self.now
+        if unit.config.gated:
+            self._set(unit, "activating", "start-pre")  # the gate waits for open_gate()
+            self._at(unit, unit.config.start_timeout_s, "timeout")
+            return
+        self._run(unit)
+
+    def _run(self, unit: Unit) -> None:
+        """The main process starts: what it does comes from SIM."""
+        unit.start_usec = self.usec()
         self._set(unit, "activating", "start")
         kind, *args = unit.config.behaviour.split(":")
         if kind == "fail":
@@ -210,7 +222,16 @@ class SimHost:
             self._at(unit, unit.config.start_timeout_s, "timeout")
         else:
             self._at(unit, float(args[0]) + unit.config.ready_gate_s if args else 1.0, "ready")
-        self._at(unit, unit.config.start_timeout_s, "timeout")
+        # TimeoutStartSec counts from the start job, the time at the gate included
+        self._at(unit, unit.config.start_timeout_s - (self.now - unit.activated_at), "timeout")
+
+    def open_gate(self, instance: str) -> bool:
+        """Ozwald writes to the swap gate: the start at the gate goes on; False when no start waits there."""
+        unit = self.units.get(unit_name(instance))
+        if unit is None or (unit.active_state, unit.sub_state) != ("activating", "start-pre"):
+            return False
+        self._run(unit)
+        return True
 
     def _fire(self, unit: Unit, what: str) -> None:
         if what == "idle":
@@ -226,7 +247,7 @@ class SimHost:
                 self._at(unit, max(0.0, float(args[1]) - (self.usec() - unit.start_usec) / 1e6), "exit:1")
             if unit.job is not None and unit.job[1] in ("start", "restart"):
                 self._end_job(unit, "done")
-        elif what.startswith("exit") or (what == "timeout" and unit.sub_state == "start"):
+        elif what.startswith("exit") or (what == "timeout" and unit.sub_state in ("start", "start-pre")):
             self.crash(unit.name, int(what.split(":")[1]) if what.startswith("exit") else 1,
                        "timeout" if what == "timeout" else "exit-code")
         elif what == "stopped":
@@ -465,7 +486,12 @@ class SimHost:
     def reload(self) -> None:
         texts = {unit_name(instance): stored.text for instance, stored in self.files.items()}
         for instance in self.files:
-            texts.update(self.companions.get(instance, {}))
+            for filename, text in self.companions.get(instance, {}).items():
+                if ".service.d/" in filename:  # a drop-in: part of the unit it extends
+                    unit = filename.split(".d/", 1)[0]
+                    texts[unit] = texts.get(unit, "") + "\n" + text
+                else:
+                    texts[filename] = text
         for name, text in texts.items():
             config = Config.parse(text)
             if name in self.units:
@@ -502,11 +528,15 @@ class SimHost:
 
     def write(self, unit: RenderedUnit, persistent: bool) -> bool:
         old = self.files.get(unit.instance)
-        if old is not None and old.text == unit.text and old.persistent == persistent:
-            return False
-        self.files[unit.instance] = StoredUnit(unit.instance, Path("/sim") / unit.filename, persistent, unit.text,
-                                               self.usec())
+        gate = unit.swap_gate.text if unit.swap_gate else None
         self.companions[unit.instance] = {c.filename: c.text for c in unit.companions}
+        if old is not None and old.text == unit.text and old.persistent == persistent:
+            if old.swap_gate == gate:
+                return False
+            self.files[unit.instance] = replace(old, swap_gate=gate)  # the Quadlet file is left alone
+            return True
+        self.files[unit.instance] = StoredUnit(unit.instance, Path("/sim") / unit.filename, persistent, unit.text,
+                                               self.usec(), gate)
         return True
 
     def remove(self, instance: str) -> bool:

@@ -45,7 +45,7 @@ class SimRun:
     def _new_reconciler(self) -> Reconciler:
         return Reconciler(self.settings, self._read_desired, self.host, self.host, self._publish,
                           resync_interval=self.resync_interval, explain=lambda _, state: self.host.explain(state),
-                          clock=lambda: self.host.now, knock=self.host.knock)
+                          clock=lambda: self.host.now, knock=self.host.knock, open_gate=self.host.open_gate)
 
     def _read_desired(self) -> DesiredSet:
         if self.desired_unreadable:

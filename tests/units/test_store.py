@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ozwald.config import parse_settings, resolve
 from ozwald.quadlet import render_unit
+from ozwald.quadlet.on_demand import render_swap_gate
 from ozwald.units import UnitStore
 
 SETTINGS = parse_settings("""\
@@ -129,3 +131,25 @@ def test_systemds_directories_sit_beside_quadlets_in_a_root() -> None:
     assert (units.systemd_runtime_dir, units.systemd_persistent_dir) == (root / "run/systemd/system",
                                                                          root / "etc/systemd/system")
     assert UnitStore().systemd_runtime_dir == Path("/run/systemd/system")
+
+
+def test_a_swap_gate_is_a_drop_in_that_changes_without_touching_the_quadlet_file(tmp_path: Path) -> None:
+    units = store(tmp_path)
+    unit = render_unit(resolve(ON_DEMAND, "od"), "od")
+    units.write(unit, False)
+    container = tmp_path / "run" / "ozwald-od.container"
+    mtime = container.stat().st_mtime_ns
+    gated = replace(unit, swap_gate=render_swap_gate("od", ("other",)))
+    assert units.write(gated, False)
+    dropin = tmp_path / "run" / "systemd" / "ozwald-od.service.d" / "50-ozwald-swap.conf"
+    assert dropin.read_text() == gated.companions[-1].text
+    assert container.stat().st_mtime_ns == mtime  # its start time still tells which spec runs
+    assert units.existing()["od"].swap_gate == dropin.read_text()
+    own = dropin.parent / "90-operator.conf"
+    own.write_text("[Service]\nEnvironment=A=1\n")
+    assert units.write(unit, False)  # out of the group: the gate goes, the operator's drop-in stays
+    assert not dropin.exists() and own.exists() and units.existing()["od"].swap_gate is None
+    own.unlink()
+    units.write(gated, False)
+    assert units.remove("od")
+    assert not (tmp_path / "run" / "systemd" / "ozwald-od.service.d").exists()
