@@ -92,10 +92,17 @@ class GateClosed:
     name: str
 
 
+@dataclass(frozen=True)
+class ConnectionsCounted:
+    """Connections from each instance's proxy to its container, now: requests in flight."""
+
+    counts: Mapping[str, int]
+
+
 __all__ = ["Nudge"]  # re-exported: the core's events in one place
 
-Event = (DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | GateClosed | UnitChanged
-         | JobRemoved)
+Event = (DesiredChanged | Snapshot | Queued | UnitsRead | FilesRead | Explained | Nudge | GateClosed
+         | ConnectionsCounted | UnitChanged | JobRemoved)
 
 
 # Commands ----------------------------------------------------------------------------------------------
@@ -163,8 +170,15 @@ class OpenGate:
     name: str
 
 
+@dataclass(frozen=True)
+class CountConnections:
+    """Count the connections from on-demand instances' proxies to their containers (instance → backend port)."""
+
+    ports: Mapping[str, int]
+
+
 Command = (ReadHost | ReadUnits | ReadFiles | Write | Remove | Reload | ResetFailed | Enqueue | Knock | OpenGate
-           | Publish)
+           | CountConnections | Publish)
 
 
 @dataclass

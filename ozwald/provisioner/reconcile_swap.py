@@ -7,8 +7,8 @@ reached their gates (first come, first served):
 
 - a partner whose start is past its gate (loading its model) is never interrupted: the newcomer waits until
   it is ready (its first requests are served), then stops it;
-- partners that run are stopped, and the gate opens once they are down, so the GPU memory is free before the
-  model loads;
+- partners that run are stopped once their requests in flight have ended (at most SWAP_DRAIN_S), and the
+  gate opens once they are down, so the GPU memory is free before the model loads;
 - a start that waits blocks the later starts of its own partners, so they cannot overtake it.
 
 A pure function of the units' states, like `plan`; the core executes its answer and asks again on news.
@@ -34,11 +34,45 @@ def _loading(state: UnitState | None) -> bool:
         "start-pre", "auto-restart")
 
 
+SWAP_DRAIN_S = 30.0  # how long a start waits for a running partner's requests in flight before stopping it
+COUNT_EVERY_S = 0.25  # how often those requests are counted meanwhile (nothing signals their end)
+
+
 @dataclass(frozen=True)
 class SwapStep:
-    stop: tuple[str, ...] = ()  # container units to stop now
+    stop: tuple[str, ...] = ()  # partners in the way of a start, to stop once their requests in flight end
     open: tuple[str, ...] = ()  # instances whose gate opens now
-    waiting: dict[str, str] = field(default_factory=dict)  # instance at its gate → what it waits for
+    waiting: dict[str, str] = field(default_factory=dict)  # instance at its gate → the starts it waits for
+    stopping: dict[str, tuple[str, ...]] = field(default_factory=dict)  # instance at its gate → partners to stop
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What to do with the partners a swap stops: stop those without a request in flight (or after
+    SWAP_DRAIN_S), count the connections of the others again."""
+
+    stop: tuple[str, ...] = ()
+    count: tuple[str, ...] = ()
+    draining: tuple[str, ...] = ()  # still serving: the waiting start says so
+
+
+def drain_step(want: tuple[str, ...], since: Mapping[str, float], counted: Mapping[str, tuple[float, int]],
+               asked: Mapping[str, float], now: float) -> Drain:
+    """`since`: partner → when a start first wanted it stopped; `counted`: partner → (when, connections from its
+    proxy to its container); `asked`: partner → when they were last asked for. A request in flight on a partner
+    is not cut by a swap, unless it outlasts SWAP_DRAIN_S (a stream that never ends, or clients that keep
+    connections open)."""
+    stop, count, draining = [], [], []
+    for name in want:
+        began = since.get(name, now)
+        at, connections = counted.get(name, (float("-inf"), -1))
+        if now - began >= SWAP_DRAIN_S or (at >= began and connections == 0):
+            stop.append(name)
+            continue
+        draining.append(name)
+        if now - asked.get(name, float("-inf")) >= COUNT_EVERY_S:
+            count.append(name)
+    return Drain(tuple(stop), tuple(count), tuple(draining))
 
 
 def swap_step(groups: Mapping[str, tuple[str, ...]], states: Mapping[str, UnitState], busy: Collection[str],
@@ -58,6 +92,7 @@ def swap_step(groups: Mapping[str, tuple[str, ...]], states: Mapping[str, UnitSt
     stop: list[str] = []
     open_now: list[str] = []
     waiting: dict[str, str] = {}
+    stopping: dict[str, tuple[str, ...]] = {}
     for name in arrived:
         partners = groups[name]
         ahead = sorted(p for p in partners if p in claimed)
@@ -68,9 +103,9 @@ def swap_step(groups: Mapping[str, tuple[str, ...]], states: Mapping[str, UnitSt
         up = sorted(p for p in partners if (s := state(p)) is not None and s.active_state not in DOWN
                     and not at_gate(s))
         if up:
-            stop += [unit_name(p) for p in up if unit_name(p) not in busy
+            stop += [p for p in up if unit_name(p) not in busy
                      and (s := state(p)) is not None and s.active_state != "deactivating"]
-            waiting[name] = f"waits for {', '.join(up)} to stop (they swap)"
+            stopping[name] = tuple(up)
             continue
         open_now.append(name)
-    return SwapStep(tuple(dict.fromkeys(stop)), tuple(open_now), waiting)
+    return SwapStep(tuple(dict.fromkeys(stop)), tuple(open_now), waiting, stopping)

@@ -117,7 +117,8 @@ class Reconciler:
                  run_besides: Callable[[DesiredSet], Sequence[DesiredInstance]] | None = None,
                  explain: Explain | None = None, clock: Callable[[], float] = time.monotonic,
                  knock: Callable[[str, int, float], None] = sockets.knock,
-                 open_gate: Callable[[str], bool] | None = None) -> None:
+                 open_gate: Callable[[str], bool] | None = None,
+                 count_connections: Callable[[int], int] = sockets.connections_to) -> None:
         self.settings = settings
         self.read_desired = read_desired
         self.systemd = systemd
@@ -134,6 +135,7 @@ class Reconciler:
         self.knock = knock  # a client's connection to an on-demand socket (the simulated host's, in tests)
         # A line to the FIFO a swapping instance's start waits on (the simulated host's gate, in tests)
         self.open_gate = open_gate or (lambda name: files.write_fifo(swap_gate(name), "go"))
+        self.count_connections = count_connections  # requests in flight to a backend port (the simulated host's)
         self.core = ReconcilerCore(resync_interval)
         self._unresolved: dict[str, str] = {}  # instance → why it cannot run, as last logged
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -286,6 +288,8 @@ class Reconciler:
         elif isinstance(command, rm.OpenGate):
             if not self.open_gate(command.name):
                 self._feed(rm.GateClosed(command.name))
+        elif isinstance(command, rm.CountConnections):
+            self._feed(rm.ConnectionsCounted({n: self.count_connections(p) for n, p in command.ports.items()}))
         else:
             self._publish()
 

@@ -139,7 +139,7 @@ def test_systemd_accepts_the_unit(ozwald_deployment: ProvisionerDeployment) -> N
     assert f"OZWALD_CONFIG={CONFIG_PATH}" in props["Environment"].split()
     assert props["ProtectSystem"] == "strict"
     assert props["ReadWritePaths"].split() == ["/etc/containers/systemd", "/run/systemd/system", "/etc/systemd/system"]
-    assert props["RuntimeDirectory"] == "containers/systemd"
+    assert props["RuntimeDirectory"].split() == ["containers/systemd", "ozwald"]  # /run/ozwald: swap gates
     assert props["RuntimeDirectoryPreserve"] == "yes"
     assert props["ConfigurationDirectory"] == "containers/systemd"
     assert "path=/usr/bin/ozwald" in props["ExecStart"] and "argv[]=/usr/bin/ozwald serve" in props["ExecStart"]

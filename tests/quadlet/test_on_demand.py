@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ozwald.config import Settings, parse_settings, resolve
-from ozwald.quadlet import RenderError, render_unit
 from ozwald.files import write_fifo
+from ozwald.quadlet import RenderError, render_unit
 from ozwald.quadlet.naming import swap_gate
 from ozwald.quadlet.on_demand import SOCKET_PROXYD, knock_address, render_swap_gate
 from tests.quadlet.cases import ON_DEMAND

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ozwald.config import Settings
+from ozwald.provisioner.reconcile_swap import SWAP_DRAIN_S
 from ozwald.records import DesiredInstance
 from tests.support.simrun import SimRun, TruthViolation
 
@@ -77,8 +78,8 @@ def idle_run() -> SwapRun:
 
 def test_the_swap_group_is_shown_and_only_grouped_instances_get_a_gate() -> None:
     sim = idle_run()
-    assert sim.status("chat").info.on_demand is not None
-    assert sim.status("chat").info.on_demand.exclusive_with == ["code", "embed"]
+    on_demand = sim.status("chat").info.on_demand
+    assert on_demand is not None and on_demand.exclusive_with == ["code", "embed"]
     assert sim.host.units["ozwald-chat.service"].config.gated
     assert "ozwald-code.service" in sim.host.companions["chat"]["ozwald-chat.service.d/50-ozwald-swap.conf"]
 
@@ -129,15 +130,40 @@ def test_the_provisioner_restarted_while_a_start_waits_at_its_gate_still_lets_it
     assert code.outcome == "served" and not sim.host.running("chat")
 
 
+def test_a_request_in_flight_is_not_cut_by_a_swap() -> None:
+    sim = idle_run()
+    long = sim.connect("chat", duration=6)
+    sim.run(4)  # chat is ready at 3 s and answers until 9 s
+    code = sim.connect("code")
+    sim.run(1)
+    job = sim.status("code").info["pending"]["job"]
+    assert job == f"waits for the requests in flight of chat to end (at most {SWAP_DRAIN_S:g} s), then stops it " \
+        "(they swap)"
+    assert sim.status("chat").status == "available"
+    sim.run(8)
+    assert long.outcome == "served" and code.outcome == "served"
+    assert code.served_at is not None and long.served_at is not None and code.served_at > long.served_at + 6
+
+
+def test_a_request_that_outlasts_the_drain_is_cut_and_the_swap_goes_on() -> None:
+    sim = idle_run()
+    endless = sim.connect("chat", duration=SWAP_DRAIN_S * 3)
+    sim.run(4)
+    code = sim.connect("code")
+    sim.run(SWAP_DRAIN_S + 5)
+    assert endless.outcome == "cut" and code.outcome == "served"
+
+
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from([0.0, 0.3, 1.0, 2.5, 4.0, 7.0])),
-                min_size=1, max_size=12))
-def test_any_traffic_is_served_in_turn_without_two_partners_at_once(traffic: list[tuple[str, float]]) -> None:
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from([0.0, 0.3, 1.0, 2.5, 4.0, 7.0]),
+                          st.sampled_from([0.0, 0.5, 2.0])), min_size=1, max_size=12))
+def test_any_traffic_is_served_in_turn_without_two_partners_at_once(
+        traffic: list[tuple[str, float, float]]) -> None:
     sim = idle_run()
     connections = []
-    for name, pause in traffic:
-        connections.append(sim.connect(name))
+    for name, pause, duration in traffic:
+        connections.append(sim.connect(name, duration))
         sim.run(pause)
-    sim.run(40)
-    assert [c.outcome for c in connections] == ["served"] * len(connections)
+    sim.run(60)
+    assert [c.outcome for c in connections] == ["served"] * len(connections)  # none refused, reset or cut
     assert all(sim.status(n).status == "idle" for n in NAMES)

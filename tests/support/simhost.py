@@ -122,8 +122,13 @@ class Connection:
 
     instance: str
     opened: float
-    outcome: str = "pending"  # served, refused (nothing listens), reset (the start it waited for failed)
+    outcome: str = "pending"  # served, refused (nothing listens), reset (the start it waited for failed),
+    # cut (its container stopped while it was still being answered)
     served_at: float | None = None
+    duration: float = 0.0  # how long the answer takes once the container has it
+
+    def in_flight(self, now: float) -> bool:
+        return self.outcome == "served" and self.served_at is not None and now < self.served_at + self.duration
 
 
 class SimHost:
@@ -184,6 +189,10 @@ class SimHost:
         unit.epoch = self._serial_next()  # never reused: a unit removed and loaded again starts over
         if active in ("inactive", "failed"):
             unit.running = None
+        if active in ("deactivating", "inactive", "failed") and is_container_unit(unit.name):
+            for connection in self.connections:  # the server goes: answers under way are cut
+                if connection.instance == instance_of_unit(unit.name) and connection.in_flight(self.now):
+                    connection.outcome = "cut"
         self.events.append(UnitChanged(unit.name))
         self.on_change()
 
@@ -224,6 +233,23 @@ class SimHost:
             self._at(unit, float(args[0]) + unit.config.ready_gate_s if args else 1.0, "ready")
         # TimeoutStartSec counts from the start job, the time at the gate included
         self._at(unit, unit.config.start_timeout_s - (self.now - unit.activated_at), "timeout")
+
+    def close(self, connection: Connection) -> None:
+        """The client closes a connection it held open: its answer, if under way, ends now."""
+        if connection.in_flight(self.now) and connection.served_at is not None:
+            connection.duration = self.now - connection.served_at
+            proxy = self.units.get(proxy_name(connection.instance))
+            if proxy is not None and proxy.active_state == "active":
+                proxy.last_connection = self.now
+                self._at(proxy, proxy.config.idle_s, "idle")
+
+    def count_connections(self, port: int) -> int:
+        """Requests in flight through the proxy that forwards to `port` (Reconciler's `count_connections`)."""
+        for name, unit in self.units.items():
+            if name.endswith(":proxy.service") and f" 127.0.0.1:{port}" in unit.config.text:
+                instance = instance_of_unit(name)
+                return sum(1 for c in self.connections if c.instance == instance and c.in_flight(self.now))
+        return 0
 
     def open_gate(self, instance: str) -> bool:
         """Ozwald writes to the swap gate: the start at the gate goes on; False when no start waits there."""
@@ -283,9 +309,9 @@ class SimHost:
             del self.units[unit.name]
 
     # On demand ----------------------------------------------------------------------------------------------
-    def connect(self, instance: str) -> Connection:
-        """A client connects to the instance's socket."""
-        connection = Connection(instance, self.now)
+    def connect(self, instance: str, duration: float = 0.0) -> Connection:
+        """A client connects to the instance's socket; its answer takes `duration` once the container has it."""
+        connection = Connection(instance, self.now, duration=duration)
         self.connections.append(connection)
         sock, proxy = self.units.get(socket_name(instance)), self.units.get(proxy_name(instance))
         if sock is None or sock.active_state != "active" or proxy is None:
@@ -324,8 +350,8 @@ class SimHost:
         """The proxy takes the connection: served by a ready container, else closed (reset)."""
         connection.outcome = "served" if backend_up else "reset"
         connection.served_at = self.now if backend_up else None
-        proxy.last_connection = self.now
-        self._at(proxy, proxy.config.idle_s, "idle")
+        proxy.last_connection = max(proxy.last_connection, self.now + (connection.duration if backend_up else 0.0))
+        self._at(proxy, proxy.last_connection - self.now + proxy.config.idle_s, "idle")
 
     def _pending(self, instance: str) -> list[Connection]:
         return [c for c in self.connections if c.instance == instance and c.outcome == "pending"]
@@ -488,8 +514,8 @@ class SimHost:
         for instance in self.files:
             for filename, text in self.companions.get(instance, {}).items():
                 if ".service.d/" in filename:  # a drop-in: part of the unit it extends
-                    unit = filename.split(".d/", 1)[0]
-                    texts[unit] = texts.get(unit, "") + "\n" + text
+                    extended = filename.split(".d/", 1)[0]
+                    texts[extended] = texts.get(extended, "") + "\n" + text
                 else:
                     texts[filename] = text
         for name, text in texts.items():

@@ -45,7 +45,8 @@ class SimRun:
     def _new_reconciler(self) -> Reconciler:
         return Reconciler(self.settings, self._read_desired, self.host, self.host, self._publish,
                           resync_interval=self.resync_interval, explain=lambda _, state: self.host.explain(state),
-                          clock=lambda: self.host.now, knock=self.host.knock, open_gate=self.host.open_gate)
+                          clock=lambda: self.host.now, knock=self.host.knock, open_gate=self.host.open_gate,
+                          count_connections=self.host.count_connections)
 
     def _read_desired(self) -> DesiredSet:
         if self.desired_unreadable:
@@ -71,9 +72,9 @@ class SimRun:
         self.desired = DesiredSet(generation=self.desired.generation + 1, instances=tuple(instances))
         self.turn([DesiredChanged(self.desired.generation)])
 
-    def connect(self, name: str) -> Connection:
+    def connect(self, name: str, duration: float = 0.0) -> Connection:
         """A client connects to an on-demand instance's socket (the reconciler hears of what follows)."""
-        connection = self.host.connect(name)
+        connection = self.host.connect(name, duration)
         self.turn([])
         return connection
 
