@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ozwald.config import resolve
@@ -140,3 +141,19 @@ def test_with_redis_down_updates_and_gets_are_answered_and_the_copies_come_back(
         assert provisioner.update([]).generation == 3
     finally:
         provisioner.stop()
+
+
+def test_on_demand_instances_that_do_not_fit_together_are_admitted_alone_and_swap(
+        redis_client: Client, tmp_path: Path) -> None:
+    """Each needs 60 % of this host's memory: together they would not fit, each alone does."""
+    gib = round(psutil.virtual_memory().total / 1024**3 * 0.6, 1)
+    services = "services:\n" + "".join(
+        f"  - name: {name}\n    image: x\n    on_demand: true\n    ports: ['{port}:8000']\n"
+        f"    resources: {{memory_gb: {gib}}}\n" for name, port in (("chat", 18090), ("code", 18091)))
+    provisioner, _ = make_provisioner(services, redis_client, tmp_path)
+    items = [ServiceRequest(name="chat"), ServiceRequest(name="code")]
+    entries = {e.name: e for e in provisioner.plan(items)}
+    assert entries["chat"].fit is not None and entries["chat"].fit["exclusive_with"] == ["code"]
+    assert "does_not_fit" not in entries["chat"].fit
+    stored = provisioner.update(items).by_name()
+    assert (stored["chat"].exclusive_with, stored["code"].exclusive_with) == (("code",), ("chat",))
