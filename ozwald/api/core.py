@@ -12,8 +12,8 @@ else becomes a logged 500 `{"detail": "internal error"}`. The ones a core raises
 
 - `ozwald.records.UpdateError` -> 400 `{"detail": {"index", "field", "message"}}`;
 - `ozwald.records.AdmissionError` -> 409 `{"detail": ...}` (the request is valid but cannot be admitted now);
-- `ozwald.provisioner.wake.NotDesired` -> 404, `NotOnDemand` -> 409 (a wake or sleep of an instance that is not
-  desired, or not on demand);
+- `ozwald.provisioner.wake.NotDesired` -> 404, `NotOnDemand` and `NotListening` -> 409 (a wake or sleep of an
+  instance that is not desired, or not on demand; a wake of one whose socket does not listen);
 - `ozwald.state.QueueFull` -> 429 `{"detail": ...}` with Retry-After (the profiling queue is full);
 - `ozwald.records.CoreUnavailable` -> 503 `{"detail": ...}` (a dependency such as the cache is down).
 """
@@ -74,7 +74,7 @@ class ProvisionerCore(Protocol):
         """POST /srv/services/active/<name>/wake: start the container of a desired on-demand instance now; it
         then idles out after `idle_stop` like after a connection. Answers at once (the API waits, with
         `?wait=`, by watching the statuses). Raises an error answered 404 when `name` is not in the desired set,
-        409 when it is not on demand (ozwald.provisioner.wake)."""
+        409 when it is not on demand, or (a wake) when its socket does not listen (ozwald.provisioner.wake)."""
         ...
 
     def sleep(self, name: str) -> NudgeAccepted:

@@ -32,7 +32,7 @@ from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
 from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
 from ozwald.provisioner.status_writer import StatusWriter
-from ozwald.provisioner.wake import check_nudge
+from ozwald.provisioner.wake import check_listening, check_nudge
 from ozwald.records import (
     ActiveService,
     AdmissionError,
@@ -317,6 +317,8 @@ class Provisioner:
         except StateError as exc:
             raise CoreUnavailable(f"the desired set cannot be read: {exc}") from exc
         message = check_nudge(self.settings, desired, name, operation)
+        if operation == "wake":
+            check_listening(name, self._status_of(name))
         self.reconciler.nudge(name, operation)
         return NudgeAccepted(message=message)
 

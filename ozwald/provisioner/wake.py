@@ -12,7 +12,7 @@ from __future__ import annotations
 from ozwald.config import ResolveError, Settings
 from ozwald.errors import Exit, OzwaldError
 from ozwald.provisioner.requests import effective_spec
-from ozwald.records import DesiredSet, NudgeOperation
+from ozwald.records import ActiveService, DesiredSet, NudgeOperation
 
 SHOWN_NAMES = 20  # the most desired names a "not desired" error lists
 
@@ -29,6 +29,28 @@ class NotOnDemand(OzwaldError):
 
     exit_status = Exit.USAGE
     http_status = 409
+
+
+class NotListening(OzwaldError):
+    """The instance's socket does not listen (its port is taken, or it is being restarted): a wake connects to
+    the port, and would reach whatever else listens there, or nothing."""
+
+    exit_status = Exit.FAILED
+    http_status = 409
+
+
+def check_listening(name: str, status: ActiveService | None) -> None:
+    """A wake needs the instance's socket listening, as last published; NotListening says what it is instead.
+    Nothing published yet by this process: the reconciler's own check (it knocks only on a listening socket)."""
+    if status is None:
+        return
+    on_demand = status.info.on_demand
+    state = on_demand.socket_state if on_demand is not None else None
+    if state is not None and state.startswith("active/"):
+        return
+    reason = status.info.get("reason")
+    raise NotListening(f"cannot wake {name}: its socket is {state or 'not loaded yet'}"
+                       + (f" ({reason})" if reason else "") + "; Ozwald starts it again every 2 s, try then")
 
 
 def _shown(name: str) -> str:

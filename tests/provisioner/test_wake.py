@@ -13,8 +13,8 @@ from ozwald.api import create_server
 from ozwald.client import OzwaldAPIError, OzwaldClient
 from ozwald.errors import Exit
 from ozwald.provisioner.core import Provisioner
-from ozwald.provisioner.wake import NotDesired, NotOnDemand
-from ozwald.records import ServiceRequest
+from ozwald.provisioner.wake import NotDesired, NotListening, NotOnDemand
+from ozwald.records import ActiveService, OnDemandInfo, ServiceInfo, ServiceRequest
 from ozwald.state.resp import Client
 from tests.support.provisioner_kit import StubReconciler, make_provisioner
 
@@ -92,3 +92,26 @@ def test_through_the_api_and_the_client(core: tuple[Provisioner, StubReconciler]
             client.wake("gone")
         assert unknown.value.status == 404 and "desired: chat, docs, embed, warm" in unknown.value.detail
     assert reconciler.nudges == [("chat", "wake")]
+
+
+def test_a_wake_whose_socket_does_not_listen_is_refused_saying_why(core: tuple[Provisioner, StubReconciler]) -> None:
+    """A wake connects to the port: with the socket down (its port taken by something else) it would reach
+    whatever listens there."""
+    provisioner, reconciler = core
+    down = ActiveService(name="chat", service="chat", status="failed", info=ServiceInfo(
+        reason="the socket ozwald-chat.socket is failed (resources)",
+        on_demand=OnDemandInfo(socket="ozwald-chat.socket", socket_state="failed/failed", listen="18080",
+                                idle_stop=90)))
+    reconciler.publish([down])
+    with pytest.raises(NotListening) as raised:
+        provisioner.wake("chat")
+    assert str(raised.value) == ("cannot wake chat: its socket is failed/failed (the socket ozwald-chat.socket is "
+                                 "failed (resources)); Ozwald starts it again every 2 s, try then")
+    assert raised.value.http_status == 409
+    assert "its container stops" in provisioner.sleep("chat").message  # a sleep needs no socket
+    listening = down.model_copy(update={"status": "idle", "info": down.info.model_copy(update={
+        "on_demand": OnDemandInfo(socket="ozwald-chat.socket", socket_state="active/listening", listen="18080",
+                                  idle_stop=90)})})
+    reconciler.publish([listening])
+    assert provisioner.wake("chat").status == "accepted"
+    assert reconciler.nudges == [("chat", "sleep"), ("chat", "wake")]
