@@ -59,6 +59,8 @@ class DesiredInstance(BaseModel):
     devices: tuple[str, ...] | None = None  # a GPU pin chosen at admission (by UUID); None: the spec's devices
     # On-demand instances this one swaps with (they do not fit together on its GPUs), chosen at admission
     exclusive_with: tuple[str, ...] = ()
+    # Run by the profiling queue: an on-demand service runs like any other (its container at once, no socket)
+    profiled: bool = False
 
 
 class DesiredSet(BaseModel):

@@ -205,7 +205,7 @@ class Profiler:
         log.info("profiling %s (variety %s, profile %s, spec %s)", item.service, instance.variety, instance.profile,
                  spec.spec_hash)
         start_wall_usec = int(time.time() * 1e6)
-        self._set_current(instance)
+        self._set_current(instance.model_copy(update={"profiled": True}))
         # Until Podman made the container's payload cgroup, the unit's cgroup holds `podman run` itself
         # (tens of MiB): those samples go to a fallback, used only if no payload cgroup ever shows up.
         payload = FootprintSampler()

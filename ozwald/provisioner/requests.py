@@ -19,10 +19,13 @@ CDI_VENDORS = {"nvidia.com/": "nvidia", "amd.com/": "amd"}
 
 
 def effective_spec(settings: Settings, instance: DesiredInstance) -> EffectiveSpec:
-    """The instance's spec, with the GPU pin admission chose (if any) in place of the configured devices."""
+    """The instance's spec, with the GPU pin admission chose (if any) in place of the configured devices; a
+    profiled instance is measured from its container's own start, so never on demand."""
     spec = resolve(settings, instance.service, instance.variety, instance.profile)
     if instance.devices is not None:
         spec = replace(spec, devices=instance.devices)
+    if instance.profiled and spec.on_demand is not None:
+        spec = replace(spec, on_demand=None)
     return spec
 
 

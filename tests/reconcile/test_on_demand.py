@@ -208,3 +208,13 @@ def test_a_socket_that_cannot_bind_is_failed_and_a_wake_does_not_knock_on_the_ho
     sim.nudge("twin", "wake")
     sim.run(0.5)
     assert not sim.host.running("chat") and sim.status("chat").status == "idle"
+
+
+def test_the_profiling_queue_runs_an_on_demand_service_like_any_other() -> None:
+    """Profiled, its container starts at once and publishes the public port itself: no socket, no proxy."""
+    sim = SimRun(settings())
+    sim.post(CHAT.model_copy(update={"name": "profile-chat", "profiled": True}))
+    sim.run(4)
+    assert sim.status("profile-chat").status == "available" and sim.host.running("profile-chat")
+    assert not sim.host.listening("profile-chat") and "ozwald-profile-chat.socket" not in sim.host.units
+    assert "PublishPort=8090:8000" in sim.host.files["profile-chat"].text
