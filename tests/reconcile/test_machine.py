@@ -48,7 +48,8 @@ def make_settings(secret: Path, *, drop: str | None, env: str, secret_readable: 
          "varieties": {"cpu-only": {}, "nvidia": {"environment": {"SIM": "healthy:4"}, "devices": []}},
          "profiles": {"small": {}, "large": {"environment": {"N": "2"}}, "broken": {"environment": {"SIM": "fail"}},
                       "flaky": {"environment": {"SIM": "crash:2:6"}}, "stuck": {"environment": {"SIM": "hang"}},
-                      "demand": {"ports": ["8090:8000"], "on_demand": {"idle_stop": "3s"}}}},
+                      "demand": {"ports": ["8090:8000"], "on_demand": {"idle_stop": "3s"}},
+                      "demand-b": {"ports": ["8091:8000"], "on_demand": {"idle_stop": "3s"}}}},
         {"name": "embed", "image": "localhost/x:latest", "min_uptime": "1s",
          "environment": {"SIM": "healthy:2", "HF_TOKEN": {"file": str(secret)}}},
     ]
@@ -69,7 +70,7 @@ instances = st.builds(
     lambda name, variety, profile: (name, variety, profile),
     st.sampled_from(["a", "b", "c"]),
     st.sampled_from(["cpu-only", "nvidia"]),
-    st.sampled_from(["small", "large", "broken", "flaky", "stuck", "demand"]),
+    st.sampled_from(["small", "large", "broken", "flaky", "stuck", "demand", "demand-b"]),
 )
 
 
@@ -86,11 +87,16 @@ class ReconcilerMachine(RuleBasedStateMachine):
         logging.getLogger("ozwald").setLevel(logging.CRITICAL)
         STATS["runs"] += 1
 
-    @rule(items=st.lists(instances, max_size=3, unique_by=lambda i: i[0]), embed=st.booleans())
-    def post(self, items: list[tuple[str, str, str]], embed: bool) -> None:
-        desired = [DesiredInstance(name=n, service="chat", variety=v, profile=p) for n, v, p in items]
+    @rule(items=st.lists(instances, max_size=3, unique_by=lambda i: i[0]), embed=st.booleans(), swap=st.booleans())
+    def post(self, items: list[tuple[str, str, str]], embed: bool, swap: bool) -> None:
+        """`swap`: the on-demand instances swap with each other (admission's choice, given here)."""
+        on_demand = [n for n, _, p in items if p.startswith("demand")] if swap else []
+        desired = [DesiredInstance(name=n, service="chat", variety=v, profile=p,
+                                   exclusive_with=tuple(o for o in on_demand if o != n) if n in on_demand else ())
+                   for n, v, p in items]
         if embed:
             desired.append(DesiredInstance(name="e", service="embed"))
+        self.grouped_usec = self.sim.host.usec()
         self.sim.post(*desired)
 
     @rule(drop=st.sampled_from([None, "profile", "variety", "service"]), env=st.sampled_from(["1", "2"]),
@@ -122,6 +128,19 @@ class ReconcilerMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 3.0, 10.0]))
     def wait(self, seconds: float) -> None:
         self.sim.run(seconds)
+
+    @invariant()
+    def partners_that_swap_never_start_beside_each_other(self) -> None:
+        """Two instances of a swap group never run past their gates at once, unless both started before the post
+        that grouped them (a new group stops nothing: the next start goes through the gate)."""
+        units = self.sim.host.units
+        for instance in self.sim.desired.instances:
+            for partner in instance.exclusive_with:
+                both = [units.get(f"ozwald-{n}.service") for n in (instance.name, partner)]
+                if all(u is not None and u.running is not None and u.sub_state not in ("start-pre", "auto-restart")
+                       for u in both):
+                    assert not any(u is not None and u.start_usec > getattr(self, "grouped_usec", 0) for u in both), \
+                        (instance.name, partner)
 
     @invariant()
     def every_desired_instance_is_published_once(self) -> None:
