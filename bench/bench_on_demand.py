@@ -357,7 +357,7 @@ def report(args: argparse.Namespace, ours: list[Served], floor: list[Served],
           f"({sum(w for _, w in held)} of {len(held)} sent during a stop) | {len(floor_failed)} of {len(floor)} | 0 "
           f"| {met(not failed)} |")
     for phase, what in (("pre", "request or StartUnit → the container's start begins"),
-                        ("start", "→ the unit active (healthy; on demand: + ExecStartPost)"),
+                        ("start", "→ the unit active (healthy)"),
                         ("post", "→ the answer's first byte")):
         print(f"| a) median {phase}: {what} | {ms(statistics.median(p[phase] for p in split['ondemand']))} | "
               f"{ms(statistics.median(p[phase] for p in split['floor']))} | | |")

@@ -27,8 +27,6 @@ STOP_GRACE_S = 15  # systemd must outwait `podman rm --time <stop_timeout>`, or 
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL_S = 300
 SLEEP = "/usr/bin/sleep"
-SYSTEMCTL = "/usr/bin/systemctl"
-SH = "/bin/sh"
 
 
 class RenderError(OzwaldError, ValueError):
@@ -103,7 +101,7 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
     ]
     if on_demand is not None:
         out.unit += [
-            # Started by its proxy's Requires=, stopped once the proxy exits for idleness.
+            # Started by its proxy's Wants=, stopped once the proxy exits for idleness.
             "StopWhenUnneeded=yes",
             f"# On demand: socket {on_demand.socket.filename}, proxy {on_demand.proxy.filename} "
             f"({on_demand.digest})",
@@ -124,14 +122,6 @@ def render_unit(spec: EffectiveSpec, instance: str, podman_version: Version = NE
         # one that exits a second later. Holding the start in ExecStartPost makes "active" (and so the end
         # of the start job, and `available`) mean "up for min_uptime"; an exit meanwhile fails the start.
         out.service.append(f"ExecStartPost={SLEEP} {_seconds(spec.min_uptime)}")
-    if on_demand is not None:
-        # Every start on demand counts towards the start limit; one that became ready clears the count, so only
-        # starts that fail add up to `start-limit-hit` (a crash loop driven by connections). Only while the main
-        # process lives: reset-failed also clears the result, and a container that exited during the min_uptime
-        # gate would end "Deactivated successfully" instead of failed (seen in the test host). `$$` is systemd's
-        # literal `$`, for the shell.
-        out.service.append(f"ExecStartPost=-{SH} -c 'kill -0 \"$$MAINPID\" && exec {SYSTEMCTL} reset-failed "
-                           f"{unit_name(instance)}'")
     if spec.persistent and on_demand is None:  # on demand, the socket comes back after a reboot, not this
         out.install.append("WantedBy=multi-user.target default.target")
     text = _assemble(out, instance)

@@ -71,7 +71,8 @@ def test_a_connection_during_the_idle_stop_is_held_and_served_by_the_next_start(
 
 def test_many_cycles_in_a_few_minutes_never_hit_the_start_limit() -> None:
     """Every start on demand is a start of the container's unit; five in five minutes used to exhaust its
-    StartLimitBurst. A start that became ready clears the counter (ExecStartPost)."""
+    StartLimitBurst. A start that became ready clears the counter (the proxy's ExecStartPost, once the container
+    is active): without it the sixth start hits the start limit."""
     sim = idle_run()
     connections = []
     for _ in range(12):

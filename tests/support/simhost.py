@@ -16,7 +16,8 @@ takes a moment. What the container does comes from its environment's `SIM` varia
 
 An on-demand instance's socket and proxy are units too (`connect` is a client's connection): the socket
 listens and, on a connection while no proxy runs, starts the proxy, which needs the container's unit; the
-connection waits in the backlog until the proxy runs, and is reset if the container's start fails. The
+connection waits in the backlog until the proxy runs, and is reset if the container's start fails. A proxy
+that starts while its container is active clears the container's start counter (its ExecStartPost). The
 proxy exits after its `--exit-idle-time` without a connection, and the container (`StopWhenUnneeded=yes`)
 stops with it; a connection meanwhile starts both again once the stop ended. The proxy wants the container
 (Wants=, After=, PartOf=): it runs even when the container's start failed, closing the connections it takes,
@@ -77,7 +78,7 @@ class Config:
     interval_s: float
     ready_gate_s: float  # the min_uptime ExecStartPost gate of a unit without a health check
     idle_s: float = 0.0  # a proxy's --exit-idle-time
-    reset_on_ready: bool = False  # ExecStartPost resets the unit's start counter once it is ready
+    reset_on_ready: bool = False  # a proxy's ExecStartPost: resets its container's start counter if it is active
     gated: bool = False  # a swap gate (drop-in ExecStartPre) holds its start until Ozwald opens it
 
     @classmethod
@@ -264,8 +265,6 @@ class SimHost:
             self._idle(unit)
             return
         if what == "ready" and unit.active_state == "activating" and unit.sub_state == "start":
-            if unit.config.reset_on_ready:
-                unit.starts = []
             self._set(unit, "active", "running")
             self._container_ready(unit)
             kind, *args = unit.config.behaviour.split(":")
@@ -380,6 +379,8 @@ class SimHost:
         self._end_job(proxy, "done")
         proxy.last_connection = self.now
         name = instance_of_unit(proxy.name) or ""
+        if proxy.config.reset_on_ready and self._ready(name):  # `systemctl is-active … && systemctl reset-failed …`
+            self.reset_failed_units([unit_name(name)])
         for connection in self._pending(name):
             self._serve(proxy, connection, self._ready(name))
         self._at(proxy, proxy.config.idle_s, "idle")
