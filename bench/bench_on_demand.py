@@ -25,7 +25,7 @@ d) truth: a thread reads the container unit's state over D-Bus, GET /srv/service
    every ~50 ms through all the cycles: `available` while the unit is not active in both reads, or `idle` while
    it is activating/active/deactivating in both reads, is a violation.
 
-GPU swap (exclusion groups) is not built, so its goal is not measured here.
+The GPU swap between on-demand instances that do not fit together is measured by bench_gpu_swap.py.
 
 Run as root:
 
