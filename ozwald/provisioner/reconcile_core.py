@@ -266,7 +266,8 @@ class ReconcilerCore:
     def _swap(self, now: float, busy: set[str]) -> list[m.Command]:
         """Stop the partners in the way of a swapping instance's start once their requests in flight ended, and
         open its gate once they are down."""
-        groups = {n: o.exclusive_with for n, o in self.on_demand.items() if o.exclusive_with}
+        # Every on-demand instance: one out of any group now may still be at a gate its old drop-in set up.
+        groups = {n: o.exclusive_with for n, o in self.on_demand.items()}
         self.opened = {n: run for n, run in self.opened.items() if n in groups
                        and (state := self.states.get(unit_name(n))) is not None and state.invocation_id == run}
         step = sw.swap_step(groups, self.states, busy, self.opened)

@@ -53,8 +53,9 @@ class SwapRun(SimRun):
             and unit.sub_state != "start-pre"
 
     def check_swap(self) -> None:
-        for name, partners in PARTNERS.items():
-            for partner in partners:
+        for instance in self.desired.instances:  # the groups of the desired set as posted
+            name = instance.name
+            for partner in instance.exclusive_with:
                 if self.past_gate(name) and self.past_gate(partner):
                     raise TruthViolation(f"t={self.host.now:.2f}: {name} and {partner} run at once")
         for name in NAMES:
@@ -167,3 +168,14 @@ def test_any_traffic_is_served_in_turn_without_two_partners_at_once(
     sim.run(60)
     assert [c.outcome for c in connections] == ["served"] * len(connections)  # none refused, reset or cut
     assert all(sim.status(n).status == "idle" for n in NAMES)
+
+
+def test_a_start_at_its_gate_when_the_group_is_dissolved_goes_on() -> None:
+    """The drop-in goes with the group, but a start already at the gate still waits there: Ozwald opens it."""
+    sim = idle_run()
+    sim.connect("chat")
+    sim.run(4)
+    code = sim.connect("code")  # waits at its gate for chat to stop
+    sim.post(*[i.model_copy(update={"exclusive_with": ()}) for i in instances()])
+    sim.run(5)
+    assert code.outcome == "served"
