@@ -28,7 +28,6 @@ HEARTBEAT_S = 1.0  # statuses are published at least this often, and the driver 
 BUSY_UNIT_READ_S = 0.5  # a unit with a job queued is re-read at most this often (crash-loop progress)
 RETRY_FAILED_PASS_S = 2.0
 WAKE_GRACE_S = 5.0  # a knock whose container did not move by then is not shown as starting any longer
-GATE_RETRY_S = 0.05  # a swap gate nobody read yet (its shell is starting) is opened again this much later
 DOWN = ("inactive", "failed")
 
 
@@ -57,12 +56,7 @@ class ReconcilerCore:
         self.gone: set[str] = set()  # unwanted units whose stop ended "done": their signals are not news
         self.waiting: set[str] = set()  # instances whose start waits for stops to end
         self.stopped_by_us: set[str] = set()  # instances Ozwald stopped: down on purpose, not held as failed
-        self.opened: dict[str, str] = {}  # swapping instance → the invocation whose gate Ozwald opened
-        self.gate_retry: dict[str, float] = {}  # swapping instance → when to open its gate again (nobody read it)
-        self.swap_waiting: dict[str, str] = {}  # swapping instance at its gate → what it waits for
-        self.draining: dict[str, float] = {}  # partner a swap wants stopped → since when
-        self.counted: dict[str, tuple[float, int]] = {}  # partner → (when, its requests in flight)
-        self.count_asked: dict[str, float] = {}  # partner → when its requests in flight were last asked for
+        self.swap = sw.SwapArbiter()  # starts of on-demand instances held at their gates
         self.last_read: dict[str, float] = {}
         self.reload_owed = False
         self.news = True  # something a status is composed from changed since the last publish
@@ -104,11 +98,8 @@ class ReconcilerCore:
             self.files = dict(event.files)
         elif isinstance(event, m.Nudge):
             return self._nudge(event, now)
-        elif isinstance(event, m.GateClosed):
-            self.opened.pop(event.name, None)
-            self.gate_retry[event.name] = now + GATE_RETRY_S
-        elif isinstance(event, m.ConnectionsCounted):
-            self.counted.update((name, (now, count)) for name, count in event.counts.items())
+        elif isinstance(event, m.GateClosed | m.ConnectionsCounted):
+            self.swap.handle(event, now)
         else:
             self.failures[event.name] = (event.state_change_usec, event.reason)
             self.news = True
@@ -216,9 +207,9 @@ class ReconcilerCore:
         return any(op == "stop" for _, op in self.jobs.values()) or "stop" in self.decided.values()
 
     def wait_seconds(self, now: float) -> float:
-        count = self._next_count()
+        swap = self.swap.due()
         due = min(self.next_resync, self.retry_at if self.retry_at is not None else self.next_resync,
-                  *self.gate_retry.values(), *([count] if count is not None else []))
+                  *([swap] if swap is not None else []))
         wait = min(HEARTBEAT_S, max(0.0, due - now))
         return min(wait, BUSY_UNIT_READ_S) if self.dirty else wait
 
@@ -254,60 +245,19 @@ class ReconcilerCore:
         if stray:
             self.decided.update({unit: "stop" for unit in stray})
             return [m.Enqueue("stop", stray)]
-        swap = self._swap(now, busy)
-        if swap:
-            return swap
+        swap = self.swap.decide({n: o.exclusive_with for n, o in self.on_demand.items()}, self.on_demand,
+                                self.states, busy, now)
+        if swap.news:
+            self.news = True
+        if swap.stop:
+            self.decided.update({unit: "stop" for unit in swap.stop})
+        if swap.commands:
+            return list(swap.commands)
         if self.reload_owed and not self.stopping():
             # Files of stopped units are removed at once; the reload waits for the last stop to end.
             self.reload_owed = False
             return [m.Reload()]
         return []
-
-    def _swap(self, now: float, busy: set[str]) -> list[m.Command]:
-        """Stop the partners in the way of a swapping instance's start once their requests in flight ended, and
-        open its gate once they are down."""
-        # Every on-demand instance: one out of any group now may still be at a gate its old drop-in set up.
-        groups = {n: o.exclusive_with for n, o in self.on_demand.items()}
-        self.opened = {n: run for n, run in self.opened.items() if n in groups
-                       and (state := self.states.get(unit_name(n))) is not None and state.invocation_id == run}
-        step = sw.swap_step(groups, self.states, busy, self.opened)
-        self.draining = {n: self.draining.get(n, now) for n in step.stop}
-        self.counted = {n: c for n, c in self.counted.items() if n in self.draining}
-        self.count_asked = {n: at for n, at in self.count_asked.items() if n in self.draining}
-        drain = sw.drain_step(step.stop, self.draining, self.counted, self.count_asked, now)
-        waiting = dict(step.waiting)
-        for name, partners in step.stopping.items():
-            serving = [p for p in partners if p in drain.draining]
-            waiting[name] = (f"waits for the requests in flight of {', '.join(serving)} to end (at most "
-                             f"{sw.SWAP_DRAIN_S:g} s), then stops it (they swap)") if serving else (
-                f"waits for {', '.join(partners)} to stop (they swap)")
-        if waiting != self.swap_waiting:
-            self.swap_waiting, self.news = waiting, True
-        for name in [n for n, at in self.gate_retry.items() if at <= now or n not in groups]:
-            del self.gate_retry[name]
-        opens = [n for n in step.open if n not in self.gate_retry]
-        for name in opens:
-            state = self.states.get(unit_name(name))
-            self.opened[name] = state.invocation_id if state is not None else ""
-        stop = tuple(unit_name(n) for n in drain.stop)
-        self.decided.update({unit: "stop" for unit in stop})
-        self.news = self.news or bool(opens or stop)
-        ports = {n: o.unit.on_demand.backend.host for n in drain.count
-                 if (o := self.on_demand.get(n)) is not None and o.unit.on_demand is not None
-                 and o.unit.on_demand.backend.host is not None}
-        self.count_asked.update((name, now) for name in ports)
-        commands: list[m.Command] = []
-        if stop:  # published before the stop is queued: `available` must not outlive the container
-            commands += [m.Publish(), m.Enqueue("stop", stop)]
-        commands += [m.OpenGate(n) for n in opens]
-        if ports:
-            commands.append(m.CountConnections(ports))
-        return commands
-
-    def _next_count(self) -> float | None:
-        """When the requests in flight of a draining partner are counted again."""
-        due = [at + sw.COUNT_EVERY_S for name, at in self.count_asked.items() if name in self.draining]
-        return min(due) if due else None
 
     # One pass --------------------------------------------------------------------------------------------
     def _pass(self, snap: m.Snapshot, now: float) -> list[m.Command]:
@@ -429,8 +379,8 @@ class ReconcilerCore:
         state = self.states.get(unit_name(instance.name))
         if instance.name in self.waiting:
             jobs = [*jobs, "start once the stops end"]
-        if instance.name in self.swap_waiting:
-            jobs = [*jobs, self.swap_waiting[instance.name]]
+        if instance.name in self.swap.waiting:
+            jobs = [*jobs, self.swap.waiting[instance.name]]
         observed = st.Observed(state=state, running=self._running(instance.name, state),
                                job=jobs[-1] if jobs else None, refused=self.refused.get(instance.name))
         status = st.status_of(observed, target_hash)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from ozwald.provisioner import reconcile_messages as m
 from ozwald.quadlet.naming import unit_name
 from ozwald.systemd.protocol import UnitState
 
@@ -34,6 +35,7 @@ def _loading(state: UnitState | None) -> bool:
         "start-pre", "auto-restart")
 
 
+GATE_RETRY_S = 0.05  # a gate nobody read yet (its shell is starting) is opened again this much later
 SWAP_DRAIN_S = 30.0  # how long a start waits for a running partner's requests in flight before stopping it
 COUNT_EVERY_S = 0.25  # how often those requests are counted meanwhile (nothing signals their end)
 
@@ -109,3 +111,74 @@ def swap_step(groups: Mapping[str, tuple[str, ...]], states: Mapping[str, UnitSt
             continue
         open_now.append(name)
     return SwapStep(tuple(dict.fromkeys(stop)), tuple(open_now), waiting, stopping)
+
+
+@dataclass(frozen=True)
+class Decision:
+    commands: tuple[m.Command, ...] = ()
+    stop: tuple[str, ...] = ()  # units whose stop the commands queue (the core shows them as decided)
+    news: bool = False  # what a status shows changed
+
+
+class SwapArbiter:
+    """The state of the swaps under way, for the reconciler's core: whose gate Ozwald opened, which partners
+    it waits to stop and their requests in flight. Events in, commands out, like the core itself."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, str] = {}  # instance → the invocation whose gate Ozwald opened
+        self.gate_retry: dict[str, float] = {}  # instance → when to open its gate again (nobody read it)
+        self.waiting: dict[str, str] = {}  # instance at its gate → what it waits for, as its status shows
+        self.draining: dict[str, float] = {}  # partner a start wants stopped → since when
+        self.counted: dict[str, tuple[float, int]] = {}  # partner → (when, its requests in flight)
+        self.count_asked: dict[str, float] = {}  # partner → when its requests in flight were last asked for
+
+    def handle(self, event: m.GateClosed | m.ConnectionsCounted, now: float) -> None:
+        if isinstance(event, m.GateClosed):
+            self.opened.pop(event.name, None)
+            self.gate_retry[event.name] = now + GATE_RETRY_S
+        else:
+            self.counted.update((name, (now, count)) for name, count in event.counts.items())
+
+    def due(self) -> float | None:
+        """When to decide again with nothing else happening: a gate to open again, connections to count."""
+        times = [*self.gate_retry.values(),
+                 *(at + COUNT_EVERY_S for name, at in self.count_asked.items() if name in self.draining)]
+        return min(times) if times else None
+
+    def decide(self, groups: Mapping[str, tuple[str, ...]], on_demand: Mapping[str, m.Rendered],
+               states: Mapping[str, UnitState], busy: Collection[str], now: float) -> Decision:
+        """`groups`: every on-demand instance → the instances it swaps with (none for most): one out of any
+        group now may still be at a gate its old drop-in set up."""
+        self.opened = {n: run for n, run in self.opened.items() if n in groups
+                       and (state := states.get(unit_name(n))) is not None and state.invocation_id == run}
+        step = swap_step(groups, states, busy, self.opened)
+        self.draining = {n: self.draining.get(n, now) for n in step.stop}
+        self.counted = {n: c for n, c in self.counted.items() if n in self.draining}
+        self.count_asked = {n: at for n, at in self.count_asked.items() if n in self.draining}
+        drain = drain_step(step.stop, self.draining, self.counted, self.count_asked, now)
+        waiting = dict(step.waiting)
+        for name, partners in step.stopping.items():
+            serving = [p for p in partners if p in drain.draining]
+            waiting[name] = (f"waits for the requests in flight of {', '.join(serving)} to end (at most "
+                             f"{SWAP_DRAIN_S:g} s), then stops it (they swap)") if serving else (
+                f"waits for {', '.join(partners)} to stop (they swap)")
+        news = waiting != self.waiting
+        self.waiting = waiting
+        for name in [n for n, at in self.gate_retry.items() if at <= now or n not in groups]:
+            del self.gate_retry[name]
+        opens = [n for n in step.open if n not in self.gate_retry]
+        for name in opens:
+            state = states.get(unit_name(name))
+            self.opened[name] = state.invocation_id if state is not None else ""
+        stop = tuple(unit_name(n) for n in drain.stop)
+        ports = {n: o.unit.on_demand.backend.host for n in drain.count
+                 if (o := on_demand.get(n)) is not None and o.unit.on_demand is not None
+                 and o.unit.on_demand.backend.host is not None}
+        self.count_asked.update((name, now) for name in ports)
+        commands: list[m.Command] = []
+        if stop:  # published before the stop is queued: `available` must not outlive the container
+            commands += [m.Publish(), m.Enqueue("stop", stop)]
+        commands += [m.OpenGate(n) for n in opens]
+        if ports:
+            commands.append(m.CountConnections(ports))
+        return Decision(tuple(commands), stop, news or bool(opens or stop))
