@@ -188,9 +188,12 @@ class FakeCore:
         with self.lock:
             self.plan_calls.append(items)
             current = self.desired.by_name()
+        swapping = [i.name for i in instances if i.service in self.on_demand_services]
         entries = [
             PlanEntry(name=i.name, action="keep" if current.get(i.name) == i else "start", reason="requested",
-                      service=i.service, variety=i.variety, profile=i.profile)
+                      service=i.service, variety=i.variety, profile=i.profile,
+                      # as if the on-demand ones did not fit together: each swaps with the others
+                      fit={"exclusive_with": [n for n in swapping if n != i.name]} if i.name in swapping else None)
             for i in instances
         ]
         wanted = {i.name for i in instances}

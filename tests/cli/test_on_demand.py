@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,15 @@ def test_update_services_wait_settles_on_idle(served: ApiServer, core: SettlingC
     core.set_status("lazy", "idle")
     assert cli.main(["update_services", "lazy", "--wait", "--timeout", "10"]) == cli.EXIT_OK
     assert "lazy: idle (lazy/-/-)" in capsys.readouterr().out
+
+
+def test_plan_says_which_on_demand_instances_swap(served: ApiServer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    wanted = tmp_path / "wanted.json"
+    items = [{"name": n, "service": "qwen1.5-vllm", "variety": "cpu-only"} for n in ("chat", "code")]
+    wanted.write_text(json.dumps([*items, {"name": "docs", "service": "fiction-sources"}]))
+    assert cli.main(["plan", "--file", str(wanted)]) == cli.EXIT_OK
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["chat"].endswith("requested; on demand, swaps with code")
+    assert rows["code"].endswith("requested; on demand, swaps with chat")
+    assert rows["docs"].endswith("requested")
