@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ SERVICES = """\
     image: localhost/ozwald-testserver:latest
     varieties:
       nvidia: {resources: {vram_gb: 60}}
+  - name: chat
+    image: localhost/ozwald-testserver:latest
+    health: {http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s}
+    on_demand: {idle_stop: 10m}
+    ports: ["8095:8000"]
+    devices: ["nvidia.com/gpu=0"]
+    resources: {vram_gb: 50}
+  - name: code
+    image: localhost/ozwald-testserver:latest
+    health: {http: "http://127.0.0.1:8000/health", probe: python3, interval: 1s}
+    on_demand: {idle_stop: 10m}
+    ports: ["8096:8000"]
+    devices: ["nvidia.com/gpu=0"]
+    resources: {vram_gb: 50}
 """
 
 
@@ -144,4 +159,36 @@ def test_a_set_that_does_not_fit_is_refused_with_409_and_nothing_changes(ozwald:
     assert huge["fit"]["does_not_fit"][0].startswith("vram:nvidia:0: ")
     status, reply = call(ozwald, "POST", "/srv/services/active/update/?force=true", body)
     assert status == 202, reply
+    call(ozwald, "POST", "/srv/services/active/update/", [])
+
+
+def test_on_demand_instances_that_do_not_fit_together_swap_under_the_installed_unit(
+        ozwald: ProvisionerDeployment, testhost: TestHost) -> None:
+    """Admission through the API puts them in one swap group, and Ozwald under its own sandboxed unit writes
+    their gate drop-ins and opens the gates (the FIFOs in /run/ozwald/swap)."""
+    body = [{"name": "chat"}, {"name": "code"}]
+    status, plan = call(ozwald, "POST", "/srv/services/active/plan/", body)
+    assert status == 200
+    planned = {e["name"]: e["fit"] for e in plan if e["name"] in ("chat", "code")}  # others may still stop
+    assert {n: fit["exclusive_with"] for n, fit in planned.items()} == {"chat": ["code"], "code": ["chat"]}
+    assert all("does_not_fit" not in fit for fit in planned.values())  # each alone fits: 50 of 80 GB
+    status, _ = call(ozwald, "POST", "/srv/services/active/update/", body)
+    assert status == 202
+
+    def statuses() -> dict[str, str]:
+        return {i["name"]: i["status"] for i in call(ozwald, "GET", "/srv/services/active/")[1]}
+
+    def settle(**wanted: str) -> None:
+        deadline = time.monotonic() + 60
+        while statuses() != wanted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert statuses() == wanted
+
+    settle(chat="idle", code="idle")
+    assert "ozwald-code.service" in testhost.read_file(
+        "/run/systemd/system/ozwald-chat.service.d/50-ozwald-swap.conf")
+    for name, port in (("chat", 8095), ("code", 8096)):
+        with urllib.request.urlopen(f"http://{testhost.ip}:{port}/env", timeout=60) as answer:
+            assert answer.status == 200  # held until ready: the other one is stopped first
+        settle(**{name: "available", ("code" if name == "chat" else "chat"): "idle"})
     call(ozwald, "POST", "/srv/services/active/update/", [])
