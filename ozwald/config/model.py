@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -251,11 +251,16 @@ class OnDemand(Strict):
     """Scale to zero: a systemd socket listens on the instance's published port and the container runs only
     while connections come (see the README's On-demand services)."""
 
+    # Fields that decide what Ozwald does, not what runs: outside the spec hash, so a change restarts nothing.
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"swap_drain"})
+
     enabled: bool = True
     idle_stop: Duration = Field(default=600.0, gt=0)
     # The loopback port the container publishes on, behind the proxy; None: the public port + 10000 (or
     # - 10000 above 55535).
     backend_port: int | None = Field(default=None, ge=1, le=65535)
+    # How long the start of an instance it swaps with waits for its requests in flight before stopping it.
+    swap_drain: Duration = Field(default=30.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -388,9 +393,10 @@ class Layer(Strict):
         container_only=False, default=Resources())] = None
     persistent: Annotated[bool | None, Key("`true` to survive a reboot (adds `[Install]`)", default=False)] = None
     on_demand: Annotated[OnDemand | None, Key(
-        "`true`, or `{idle_stop: 10m, backend_port: N}`: a socket listens on the one published TCP port and "
-        "the container starts on the first connection and stops after `idle_stop` (default 10 min) without "
-        "one; `false` turns it off (see On-demand services)", hashed_when_set=True)] = None
+        "`true`, or `{idle_stop: 10m, backend_port: N, swap_drain: 30s}`: a socket listens on the one published "
+        "TCP port and the container starts on the first connection and stops after `idle_stop` (default 10 min) "
+        "without one; `swap_drain` (default 30 s): how long a swap waits for its requests in flight; `false` "
+        "turns it off (see On-demand services)", hashed_when_set=True)] = None
 
     @field_validator("command", "entrypoint", mode="before")
     @classmethod

@@ -105,8 +105,8 @@ if _missing:  # a key added to Layer must reach the spec, or it would never chan
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    if isinstance(value, BaseModel):  # a model may keep fields out of the hash (what Ozwald does, not what runs)
+        return value.model_dump(mode="json", exclude=set(getattr(type(value), "UNHASHED", ())) or None)
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     return value

@@ -7,8 +7,8 @@ reached their gates (first come, first served):
 
 - a partner whose start is past its gate (loading its model) is never interrupted: the newcomer waits until
   it is ready (its first requests are served), then stops it;
-- partners that run are stopped once their requests in flight have ended (at most SWAP_DRAIN_S), and the
-  gate opens once they are down, so the GPU memory is free before the model loads;
+- partners that run are stopped once their requests in flight have ended (at most their `swap_drain`), and
+  the gate opens once they are down, so the GPU memory is free before the model loads;
 - a start that waits blocks the later starts of its own partners, so they cannot overtake it.
 
 A pure function of the units' states, like `plan`; the core executes its answer and asks again on news.
@@ -36,7 +36,6 @@ def _loading(state: UnitState | None) -> bool:
 
 
 GATE_RETRY_S = 0.05  # a gate nobody read yet (its shell is starting) is opened again this much later
-SWAP_DRAIN_S = 30.0  # how long a start waits for a running partner's requests in flight before stopping it
 COUNT_EVERY_S = 0.25  # how often those requests are counted meanwhile (nothing signals their end)
 
 
@@ -50,8 +49,8 @@ class SwapStep:
 
 @dataclass(frozen=True)
 class Drain:
-    """What to do with the partners a swap stops: stop those without a request in flight (or after
-    SWAP_DRAIN_S), count the connections of the others again."""
+    """What to do with the partners a swap stops: stop those without a request in flight (or after their
+    `swap_drain`), count the connections of the others again."""
 
     stop: tuple[str, ...] = ()
     count: tuple[str, ...] = ()
@@ -59,16 +58,16 @@ class Drain:
 
 
 def drain_step(want: tuple[str, ...], since: Mapping[str, float], counted: Mapping[str, tuple[float, int]],
-               asked: Mapping[str, float], now: float) -> Drain:
+               asked: Mapping[str, float], limit: Mapping[str, float], now: float) -> Drain:
     """`since`: partner → when a start first wanted it stopped; `counted`: partner → (when, connections from its
-    proxy to its container); `asked`: partner → when they were last asked for. A request in flight on a partner
-    is not cut by a swap, unless it outlasts SWAP_DRAIN_S (a stream that never ends, or clients that keep
-    connections open)."""
+    proxy to its container); `asked`: partner → when they were last asked for; `limit`: partner → its
+    `on_demand.swap_drain`. A request in flight on a partner is not cut by a swap, unless it outlasts that (a
+    stream that never ends, or clients that keep connections open)."""
     stop, count, draining = [], [], []
     for name in want:
         began = since.get(name, now)
         at, connections = counted.get(name, (float("-inf"), -1))
-        if now - began >= SWAP_DRAIN_S or (at >= began and connections == 0):
+        if now - began >= limit.get(name, 0.0) or (at >= began and connections == 0):
             stop.append(name)
             continue
         draining.append(name)
@@ -155,12 +154,14 @@ class SwapArbiter:
         self.draining = {n: self.draining.get(n, now) for n in step.stop}
         self.counted = {n: c for n, c in self.counted.items() if n in self.draining}
         self.count_asked = {n: at for n, at in self.count_asked.items() if n in self.draining}
-        drain = drain_step(step.stop, self.draining, self.counted, self.count_asked, now)
+        limit = {n: o.unit.on_demand.swap_drain for n, o in on_demand.items() if o.unit.on_demand is not None}
+        drain = drain_step(step.stop, self.draining, self.counted, self.count_asked, limit, now)
         waiting = dict(step.waiting)
         for name, partners in step.stopping.items():
             serving = [p for p in partners if p in drain.draining]
+            most = max((limit.get(p, 0.0) for p in serving), default=0.0)
             waiting[name] = (f"waits for the requests in flight of {', '.join(serving)} to end (at most "
-                             f"{SWAP_DRAIN_S:g} s), then stops it (they swap)") if serving else (
+                             f"{most:g} s), then stops it (they swap)") if serving else (
                 f"waits for {', '.join(partners)} to stop (they swap)")
         news = waiting != self.waiting
         self.waiting = waiting

@@ -42,6 +42,7 @@ class OnDemandUnits:
     public: Port
     backend: Port  # what the container publishes instead: loopback only
     idle_stop: float
+    swap_drain: float  # not in the units' text: what Ozwald waits before stopping it for a partner
     socket: CompanionUnit
     proxy: CompanionUnit
 
@@ -123,7 +124,7 @@ def render_on_demand(instance: str, on_demand: OnDemand, public: Port, service: 
         f"&& exec {SYSTEMCTL} reset-failed {unit_name(instance)}'",
     ]
     return OnDemandUnits(
-        public=public, backend=backend, idle_stop=on_demand.idle_stop,
+        public=public, backend=backend, idle_stop=on_demand.idle_stop, swap_drain=on_demand.swap_drain,
         socket=CompanionUnit(socket_name(instance), "\n".join(socket_lines) + "\n",
                              "sockets.target" if persistent else None),
         proxy=CompanionUnit(proxy_name(instance), "\n".join(proxy_lines) + "\n"))

@@ -73,8 +73,22 @@ def test_the_backend_port_cannot_be_the_public_one() -> None:
     ("{idle_stop: 0}", "greater than 0"),
     ("{idle_stop: soon}", "invalid duration"),
     ("{backend_port: 70000}", "less than or equal to 65535"),
+    ("{swap_drain: -1s}", "swap_drain"),
     ("{idel_stop: 5m}", "unknown key"),
 ])
 def test_bad_values_are_named(value: str, says: str) -> None:
     issues = issues_of(f"services:\n  - name: s\n    image: x\n    ports: ['8090:8000']\n    on_demand: {value}\n")
     assert any(issue.startswith("ozwald.yml:5: services[0].on_demand") and says in issue for issue in issues), issues
+
+
+def test_swap_drain_is_what_ozwald_does_not_what_runs_so_outside_the_spec_hash() -> None:
+    def spec(on_demand: str) -> tuple[str, float]:
+        resolved = resolve(parse_settings(
+            f"services:\n  - name: s\n    image: x\n    ports: ['8090:8000']\n    on_demand: {on_demand}\n"), "s")
+        assert resolved.on_demand is not None
+        return resolved.spec_hash, resolved.on_demand.swap_drain
+
+    default, longer, idle = spec("true"), spec("{swap_drain: 2m}"), spec("{idle_stop: 5m}")
+    assert (default[1], longer[1]) == (30, 120)
+    assert longer[0] == default[0]  # changing it restarts nothing
+    assert idle[0] != default[0]  # idle_stop is in the proxy's unit: a change of what runs

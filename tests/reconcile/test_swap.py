@@ -12,20 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ozwald.config import Settings
-from ozwald.provisioner.reconcile_swap import SWAP_DRAIN_S
 from ozwald.records import DesiredInstance
 from tests.support.simrun import SimRun, TruthViolation
 
 IDLE_S = 5.0
+SWAP_DRAIN_S = 30.0  # on_demand.swap_drain's default
 NAMES = ("chat", "code", "embed")
 PARTNERS = {"chat": ("code", "embed"), "code": ("chat",), "embed": ("chat",)}  # code + embed fit together
 
 
-def swap_settings() -> Settings:
+def swap_settings(drain: dict[str, str] | None = None) -> Settings:
     services: list[dict[str, Any]] = [
         {"name": name, "image": "localhost/x:latest", "ports": [f"{8090 + i}:8000"],
          "environment": {"SIM": "healthy:3"}, "health": {"command": ["true"]},
-         "on_demand": {"idle_stop": f"{IDLE_S}s"}} for i, name in enumerate(NAMES)]
+         "on_demand": {"idle_stop": f"{IDLE_S}s", **({"swap_drain": drain[name]} if name in (drain or {}) else {})}}
+        for i, name in enumerate(NAMES)]
     return Settings.model_validate({"services": services})
 
 
@@ -36,8 +37,8 @@ def instances() -> list[DesiredInstance]:
 class SwapRun(SimRun):
     """SimRun that also checks the swap rule at every change of the host."""
 
-    def __init__(self) -> None:
-        super().__init__(swap_settings())
+    def __init__(self, drain: dict[str, str] | None = None) -> None:
+        super().__init__(swap_settings(drain))
         self.loading_since: dict[str, float] = {}
         truth = self.host.on_change
 
@@ -69,8 +70,8 @@ class SwapRun(SimRun):
                 self.loading_since.pop(name, None)
 
 
-def idle_run() -> SwapRun:
-    sim = SwapRun()
+def idle_run(drain: dict[str, str] | None = None) -> SwapRun:
+    sim = SwapRun(drain)
     sim.post(*instances())
     sim.run(3)
     assert all(sim.status(n).status == "idle" for n in NAMES)
@@ -179,3 +180,16 @@ def test_a_start_at_its_gate_when_the_group_is_dissolved_goes_on() -> None:
     sim.post(*[i.model_copy(update={"exclusive_with": ()}) for i in instances()])
     sim.run(5)
     assert code.outcome == "served"
+
+
+def test_each_instance_says_how_long_a_swap_waits_for_its_requests() -> None:
+    sim = idle_run({"chat": "4s"})
+    long = sim.connect("chat", duration=60)
+    sim.run(4)
+    code = sim.connect("code")
+    sim.run(1)
+    assert sim.status("code").info["pending"]["job"] == (
+        "waits for the requests in flight of chat to end (at most 4 s), then stops it (they swap)")
+    sim.run(8)
+    assert long.outcome == "cut" and code.outcome == "served"
+    assert code.served_at is not None and long.served_at is not None and code.served_at < long.served_at + 10
