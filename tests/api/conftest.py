@@ -193,7 +193,8 @@ class FakeCore:
             PlanEntry(name=i.name, action="keep" if current.get(i.name) == i else "start", reason="requested",
                       service=i.service, variety=i.variety, profile=i.profile,
                       # as if the on-demand ones did not fit together: each swaps with the others
-                      fit={"exclusive_with": [n for n in swapping if n != i.name]} if i.name in swapping else None)
+                      fit={"exclusive_with": [n for n in swapping if n != i.name]}
+                      if i.name in swapping and len(swapping) > 1 else None)
             for i in instances
         ]
         wanted = {i.name for i in instances}
