@@ -22,10 +22,11 @@ PARTNERS = {"chat": ("code", "embed"), "code": ("chat",), "embed": ("chat",)}  #
 
 
 def swap_settings(drain: dict[str, str] | None = None) -> Settings:
+    drains = drain or {}
     services: list[dict[str, Any]] = [
         {"name": name, "image": "localhost/x:latest", "ports": [f"{8090 + i}:8000"],
          "environment": {"SIM": "healthy:3"}, "health": {"command": ["true"]},
-         "on_demand": {"idle_stop": f"{IDLE_S}s", **({"swap_drain": drain[name]} if name in (drain or {}) else {})}}
+         "on_demand": {"idle_stop": f"{IDLE_S}s", **({"swap_drain": drains[name]} if name in drains else {})}}
         for i, name in enumerate(NAMES)]
     return Settings.model_validate({"services": services})
 
