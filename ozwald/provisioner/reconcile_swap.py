@@ -11,7 +11,9 @@ reached their gates (first come, first served):
   the gate opens once they are down, so the GPU memory is free before the model loads;
 - a start that waits blocks the later starts of its own partners, so they cannot overtake it.
 
-A pure function of the units' states, like `plan`; the core executes its answer and asks again on news.
+`swap_step` and `drain_step` are pure functions of the units' states, like `plan`; `SwapArbiter` keeps what
+they need between turns (gates opened, partners draining) and answers with commands, with no I/O: the core
+executes them and asks again on news.
 """
 
 from __future__ import annotations
