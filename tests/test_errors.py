@@ -54,6 +54,7 @@ EXPECTED: dict[str, tuple[Exit, int, Callable[[type[Any]], BaseException]]] = {
     "ozwald.provisioner.profiler.Preempted": (Exit.BUG, 500, lambda c: c()),
     "ozwald.provisioner.wake.NotDesired": (Exit.USAGE, 404, lambda c: c("no instance 'x' in the desired set")),
     "ozwald.provisioner.wake.NotOnDemand": (Exit.USAGE, 409, lambda c: c("instance 'x' is not on demand")),
+    "ozwald.provisioner.wake.NotListening": (Exit.USAGE, 409, lambda c: c("cannot wake x: its socket is failed")),
     "ozwald.state.errors.StateError": (Exit.FAILED, 500, lambda c: c("x")),
     "ozwald.state.errors.StateUnavailable": (Exit.UNREACHABLE, 503, lambda c: c("down", "unix:/run/x")),
     "ozwald.state.errors.StateCorrupt": (Exit.FAILED, 500, lambda c: c("bad", "key")),

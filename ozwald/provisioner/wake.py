@@ -33,9 +33,10 @@ class NotOnDemand(OzwaldError):
 
 class NotListening(OzwaldError):
     """The instance's socket does not listen (its port is taken, or it is being restarted): a wake connects to
-    the port, and would reach whatever else listens there, or nothing."""
+    the port, and would reach whatever else listens there, or nothing. Refused like any request the API does not
+    admit now (409)."""
 
-    exit_status = Exit.FAILED
+    exit_status = Exit.USAGE
     http_status = 409
 
 
