@@ -69,7 +69,7 @@ EXPECTED: dict[str, tuple[Exit, int, Callable[[type[Any]], BaseException]]] = {
     "ozwald.state.resp.ReplyError": (Exit.FAILED, 500, lambda c: c("ERR x")),
     "ozwald.state.resp.ServerNotReady": (Exit.UNREACHABLE, 503, lambda c: c("LOADING")),
     "ozwald.api.auth.ApiKeyError": (Exit.USAGE, 500, lambda c: c("OZWALD_SYSTEM_KEY is not set")),
-    "ozwald.api.app.ApiError": (Exit.USAGE, 422, lambda c: c(422, {"field": "wait"})),
+    "ozwald.api.parse.ApiError": (Exit.USAGE, 422, lambda c: c(422, {"field": "wait"})),
     "ozwald.client.OzwaldClientError": (Exit.FAILED, 500, lambda c: c("x")),
     "ozwald.client.OzwaldAPIError": (Exit.UNREACHABLE, 503, lambda c: c(503, "cache unavailable")),
     "ozwald.client.OzwaldConnectionError": (Exit.UNREACHABLE, 503, lambda c: c("cannot reach")),

@@ -5,9 +5,10 @@ Start it from code with `create_server(core, key)`, then `.run()` (foreground) o
 (background thread); the contract is `api/openapi.yaml`.
 """
 
-from ozwald.api.app import MAX_BODY_BYTES, create_app
+from ozwald.api.app import create_app
 from ozwald.api.auth import KEY_ENV, MIN_KEY_LENGTH, ApiKeyError, check_key, key_from_env
 from ozwald.api.core import AdmissionError, CoreUnavailable, ProvisionerCore
+from ozwald.api.parse import MAX_BODY_BYTES
 from ozwald.api.server import ApiServer, create_server
 
 __all__ = [

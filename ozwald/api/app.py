@@ -14,43 +14,46 @@ increment under a lock. `GET /metrics` answers the Prometheus text format (`ozwa
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 import bottle
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from ozwald.api.auth import bearer_matches, check_key
 from ozwald.api.core import ProvisionerCore
-from ozwald.errors import Exit, OzwaldError
+from ozwald.api.parse import (
+    ApiError,
+    dumps,
+    error_body,
+    force_query,
+    parse_service_requests,
+    query,
+    read_body,
+    read_json,
+    wait_query,
+    watch_query,
+)
+from ozwald.errors import OzwaldError
 from ozwald.records import (
     ActiveService,
     NudgeAccepted,
     NudgeOperation,
     NudgeWait,
     PlanEntry,
-    ServiceRequest,
-    check_unique_names,
 )
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
-MAX_BODY_BYTES = 1024 * 1024
-MAX_REPORTED_ERRORS = 50
-_READ_CHUNK = 64 * 1024
 
 _ACTIVE_LIST: TypeAdapter[list[ActiveService]] = TypeAdapter(list[ActiveService])
 _PLAN_LIST: TypeAdapter[list[PlanEntry]] = TypeAdapter(list[PlanEntry])
 _HEALTHY = b'{"status":"healthy"}'
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off", ""})
 _REASONS = {
     400: "bad request",
     401: "unauthorized",
@@ -64,9 +67,6 @@ _REASONS = {
 }
 
 REVISION_HEADER = "X-Ozwald-Revision"
-MAX_REVISION = 2**63 - 1
-MAX_WAIT_S = 60.0
-DEFAULT_WAIT_S = 30.0
 WAIT_SLICE_S = 1.0  # a blocked request checks this often whether the server is closing
 DEFAULT_MAX_WAITERS = 4
 
@@ -76,52 +76,6 @@ Environ = Mapping[str, Any]
 Reply = tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]
 Handler = Callable[..., Reply]  # (environ, **the path's parameters)
 T = TypeVar("T")
-
-
-class ApiError(OzwaldError):
-    """An error of the HTTP layer itself (a bad query, a body too large, no token), answered as
-    `{"detail": detail}` with `status` (and any extra headers)."""
-
-    exit_status = Exit.USAGE
-
-    def __init__(self, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
-        self.status = self.http_status = status
-        self.detail = detail
-        self.headers = dict(headers or {})
-        super().__init__(f"{status}: {detail}")
-
-    def api_detail(self) -> Any:
-        return self.detail
-
-    def http_headers(self) -> dict[str, str]:
-        return dict(self.headers)
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN and infinities are refused rather than sent as invalid JSON."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-def error_body(detail: Any) -> bytes:
-    return dumps({"detail": detail})
-
-
-def _problem(index: int | None, field: str, message: str) -> dict[str, Any]:
-    return {"index": index, "field": field, "message": message}
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 class RequestCounts:
@@ -160,152 +114,10 @@ class JsonBottle(bottle.Bottle):  # type: ignore[misc]  # bottle is untyped
         return error_body(reason)
 
 
-def read_body(environ: Environ, limit: int = MAX_BODY_BYTES) -> bytes:
-    """Read the request body, refusing (413) anything over `limit` bytes.
-
-    A declared Content-Length over the limit is refused before reading; otherwise at most
-    `limit + 1` bytes are ever read, so a body without a (truthful) length cannot grow unbounded.
-    """
-    declared = environ.get("CONTENT_LENGTH") or ""
-    want = limit + 1
-    if declared:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length") from None
-        if length < 0:
-            raise ApiError(400, "invalid Content-Length")
-        if length > limit:
-            raise ApiError(413, f"request body too large: at most {limit} bytes")
-        want = length
-    stream = environ.get("wsgi.input")
-    if stream is None or want == 0:
-        return b""
-    chunks: list[bytes] = []
-    total = 0
-    while total < want:
-        chunk = stream.read(min(_READ_CHUNK, want - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > limit:
-        raise ApiError(413, f"request body too large: at most {limit} bytes")
-    return b"".join(chunks)
-
-
-def read_json(environ: Environ, what: str) -> Any:
-    """The body as parsed JSON; 422 when it is empty or not JSON."""
-    raw = read_body(environ)
-    if not raw.strip():
-        raise ApiError(422, _problem(None, "body", f"the body is empty: send {what}"))
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ApiError(422, _problem(None, "body", "the body is nested too deeply")) from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ApiError(422, _problem(None, "body", f"the body is not valid JSON ({exc})")) from None
-
-
-def _validation_problems(index: int, exc: ValidationError) -> list[dict[str, Any]]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        field = ".".join(str(part) for part in error["loc"])
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            message = "unknown field (a service request has name, service, variety, profile)"
-        elif kind == "missing":
-            message = "required field is missing"
-        else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(_problem(index, field, message))
-    return problems
-
-
-def parse_service_requests(data: Any) -> list[ServiceRequest]:
-    """Validate an update/plan body: a JSON array of ServiceRequest objects with unique names.
-
-    Raises ApiError(422) when the body is not an array of objects, ApiError(400) naming the item
-    index and field when an item is invalid, and UpdateError for a duplicate instance name.
-    """
-    if not isinstance(data, list):
-        raise ApiError(422, _problem(None, "body", f"expected a JSON array of service requests, got {_kind(data)}"))
-    items: list[ServiceRequest] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise ApiError(422, _problem(index, "", f"expected a JSON object, got {_kind(item)}"))
-        try:
-            items.append(ServiceRequest.model_validate(item))
-        except ValidationError as exc:
-            problems.extend(_validation_problems(index, exc))
-    if problems:
-        raise ApiError(400, {**problems[0], "errors": problems[:MAX_REPORTED_ERRORS]})
-    check_unique_names(items)
-    return items
-
-
-def _query(environ: Environ, allowed: frozenset[str]) -> list[tuple[str, str]]:
-    """The query parameters, refusing unknown ones: a misspelt `forse=true` must not pass silently."""
-    pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    for name, _ in pairs:
-        if name not in allowed:
-            shown = name if name.isprintable() and len(name) <= 40 else repr(name[:40])
-            raise ApiError(422, _problem(None, "query", f"unknown query parameter {shown}"))
-    return pairs
-
-
-def _force(environ: Environ) -> bool:
-    values = [value for name, value in _query(environ, frozenset({"force"})) if name == "force"]
-    if not values:
-        return False
-    value = values[-1]
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ApiError(422, _problem(None, "force", "expected true or false"))
-
-
-def _watch_query(environ: Environ) -> tuple[int | None, float]:
-    """`after` (a revision) and `wait` (seconds) of GET /srv/services/active/; 422 naming the field."""
-    after: int | None = None
-    wait: float | None = None
-    for name, value in _query(environ, frozenset({"after", "wait"})):
-        if name == "after":
-            if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_REVISION:
-                raise ApiError(422, _problem(None, "after", "expected a revision: the X-Ozwald-Revision "
-                                                            "header of an earlier answer"))
-            after = int(value)
-        else:
-            wait = _wait_seconds(value)
-    return after, DEFAULT_WAIT_S if wait is None else wait  # without after, wait has nothing to wait past
-
-
-def _wait_seconds(value: str) -> float:
-    """A `wait` query value: seconds from 0 to MAX_WAIT_S, else 422 naming the field."""
-    try:
-        wait = float(value)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT_S:  # also refuses nan and inf
-        raise ApiError(422, _problem(None, "wait", f"expected seconds from 0 to {MAX_WAIT_S:g}"))
-    return wait
-
-
 def _nudge_body(answer: NudgeAccepted) -> bytes:
     """The answer's JSON; `instance` and `settled` only with `wait` (the instance's own nulls are kept)."""
     body = answer.model_dump(mode="json")
     return dumps({key: value for key, value in body.items() if value is not None})
-
-
-def _wait_query(environ: Environ) -> float | None:
-    """`wait` (seconds) of a wake or sleep, None when not given; 422 naming the field."""
-    wait: float | None = None
-    for _, value in _query(environ, frozenset({"wait"})):
-        wait = _wait_seconds(value)
-    return wait
 
 
 def twins(path: str) -> tuple[str, str]:
@@ -350,7 +162,7 @@ class _Routes:
         """With `after`, a blocking query: answered when the watched data differ from that revision, or after
         `wait` seconds. Each blocked request holds a server thread, so at most `max_waiters` may wait (the
         statuses' and the profiling queue's waiters together)."""
-        after, wait = _watch_query(environ)
+        after, wait = watch_query(environ)
         if after is None or wait == 0:
             return watch(after, 0)
         with self._waiter("or ask without after"):
@@ -396,7 +208,7 @@ class _Routes:
             return body
 
     def update(self, environ: Environ) -> Reply:
-        force = _force(environ)
+        force = force_query(environ)
         items = parse_service_requests(read_json(environ, "a JSON array of service requests"))
         desired = self.core.update(items, force=force)
         count = len(desired.instances)
@@ -414,7 +226,7 @@ class _Routes:
         """Wake or sleep an on-demand instance. With `wait`, a blocking query on the statuses: answered 200 with
         the instance's status once it reached the operation's target or failed, else 202 with it after `wait`
         seconds. The waiter's slot is taken before the nudge, so a 429 means nothing was done."""
-        wait = _wait_query(environ)
+        wait = wait_query(environ)
         read_body(environ)  # none is needed; one over the limit is still refused (413)
         nudge = self.core.wake if operation == "wake" else self.core.sleep
         if wait is None:
@@ -434,7 +246,7 @@ class _Routes:
         return 200 if over else 202, _nudge_body(answer), {REVISION_HEADER: str(revision)}
 
     def plan(self, environ: Environ) -> Reply:
-        _query(environ, frozenset())
+        query(environ, frozenset())
         items = parse_service_requests(read_json(environ, "a JSON array of service requests"))
         return 200, _PLAN_LIST.dump_json(self.core.plan(items))
 
@@ -456,7 +268,7 @@ class _Routes:
         return 202, dumps(self.core.enqueue_profile(body))
 
     def metrics(self, environ: Environ) -> Reply:
-        _query(environ, frozenset())
+        query(environ, frozenset())
         if self.exposition is None:
             raise ApiError(404, "not found: metrics are off (api.metrics in the provisioner's settings)")
         body, content_type = self.exposition()

@@ -22,8 +22,9 @@ from waitress import server as waitress_server
 from waitress import task as waitress_task
 from waitress import wasyncore
 
-from ozwald.api.app import JSON_TYPE, MAX_BODY_BYTES, create_app, error_body
+from ozwald.api.app import JSON_TYPE, create_app
 from ozwald.api.core import ProvisionerCore
+from ozwald.api.parse import MAX_BODY_BYTES, error_body
 
 log = logging.getLogger(__name__)
 
