@@ -13,13 +13,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from ozwald.config import ResolveError, Settings, resolve
 from ozwald.config.model import AdmissionSettings, ProfilingSettings
 from ozwald.config.secrets import public_service
-from ozwald.provisioner.admission import Fit, Footprint, assess, place, reservations
+from ozwald.provisioner.admission import Fit, FootprintLookup, assess, place, reservations
+from ozwald.provisioner.footprints import footprint_lookup
 from ozwald.provisioner.observe import StatusObserver
 from ozwald.provisioner.ports import (
     PortConflict,
@@ -28,9 +28,10 @@ from ozwald.provisioner.ports import (
     ports_in_unit_file,
     published_ports,
 )
+from ozwald.provisioner.profile_items import profile_items
 from ozwald.provisioner.profiler import Profiler
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.provisioner.requests import HostCapabilities, pick_variety, validate_requests
+from ozwald.provisioner.requests import HostCapabilities, validate_requests
 from ozwald.provisioner.status_writer import StatusWriter
 from ozwald.provisioner.wake import check_listening, check_nudge
 from ozwald.records import (
@@ -50,7 +51,6 @@ from ozwald.resources.cdi import cdi_device_names
 from ozwald.state import (
     DesiredStateStore,
     ProfileQueue,
-    ProfileRequestBody,
     ProfileResult,
     ProfileResults,
     QueueFull,
@@ -58,7 +58,6 @@ from ozwald.state import (
     StateUnavailable,
     StatusCache,
     result_json,
-    validate_profile_request,
 )
 from ozwald.systemd import SystemdClient
 
@@ -232,36 +231,9 @@ class Provisioner:
         return assess(self.settings, instances, snapshot, lookup if lookup is not None else self._footprint_lookup(),
                       self.admission.reserve_memory_gb)
 
-    def _footprint_lookup(self) -> Any:
+    def _footprint_lookup(self) -> FootprintLookup:
         """Measured footprints (fresh profiling results plus the margin) for instances that declare none."""
-        results = self._profile_results()
-        margin = self.profiling.margin
-
-        def lookup(instance: DesiredInstance) -> tuple[Footprint | None, str | None]:
-            try:
-                spec_hash = resolve(self.settings, instance.service, instance.variety, instance.profile).spec_hash
-            except ResolveError:
-                return None, None
-            key = (instance.service, instance.variety, instance.profile)
-            measured = [r for r in results if r.config_key == key and r.outcome == "measured"]
-            fresh = next((r for r in measured if r.spec_hash == spec_hash), None)
-            if fresh is None:
-                if measured:
-                    old = measured[0]
-                    return None, (f"profiling result of {_when(old)} is stale (spec {old.spec_hash}, now {spec_hash}): "
-                                  "not used")
-                return None, None
-            vram = max(fresh.vram_peak_mib.values(), default=0.0)
-            parts = [f"RAM peak {fresh.ram_peak_mib:g} MiB" if fresh.ram_peak_mib is not None else "RAM not measured"]
-            if vram:
-                parts.append(f"VRAM peak {vram:g} MiB per GPU")
-            source = (f"measured {_when(fresh)} (spec {fresh.spec_hash}): {', '.join(parts)}, "
-                      f"+{margin * 100:g} % margin")
-            memory = round((fresh.ram_peak_mib or 0) * (1 + margin) / 1024, 3) or None
-            return Footprint(memory_gb=memory, vram_gb=round(vram * (1 + margin) / 1024, 3) or None,
-                             source=source), None
-
-        return lookup
+        return footprint_lookup(self.settings, self._profile_results(), self.profiling.margin)
 
     def _profile_results(self) -> list[ProfileResult]:
         if self.results is None:
@@ -439,7 +411,7 @@ class Provisioner:
     def enqueue_profile(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise UpdateError(None, "body", "a profiling request is a JSON object")
-        items = self._profile_items(body)
+        items = profile_items(self.settings, body, self._host_capabilities())
         try:
             request_id = self.profiles.enqueue_many(items)
         except QueueFull:
@@ -452,63 +424,6 @@ class Provisioner:
         return {"status": "accepted", "request_id": request_id,
                 "items": [item.model_dump(mode="json") for item in items]}
 
-    def _profile_items(self, body: dict[str, Any]) -> list[ProfileRequestBody]:
-        """The contract's `{service, variety?, profile?}`, `{"services": [...]}` or `{"all": true}`, as items
-        with the variety chosen for this host where none was given; UpdateError names a bad item."""
-        caps = self._host_capabilities()
-        if "all" in body:
-            extra = sorted(set(body) - {"all"})
-            if extra:
-                raise UpdateError(None, extra[0], "unknown field next to `all`")
-            if body["all"] is not True:
-                raise UpdateError(None, "all", "`all` must be true")
-            items = []
-            for service in self.settings.services:
-                if service.type != "container":
-                    continue
-                varieties: list[str | None] = [v for v in service.varieties
-                                               if caps.can_run(self.settings, service, v)[0]] or [None]
-                if service.varieties and varieties == [None]:
-                    continue  # no variety of it runs here
-                profiles: list[str | None] = [*service.profiles] or [None]
-                for variety in varieties:
-                    for profile in profiles:
-                        items.append(ProfileRequestBody(service=service.name, variety=variety, profile=profile))
-            if not items:
-                raise UpdateError(None, "all", "no container service of the settings can run on this host")
-            return items
-        if "services" in body:
-            extra = sorted(set(body) - {"services"})
-            if extra:
-                raise UpdateError(None, extra[0], "unknown field next to `services`")
-            listed = body["services"]
-            if not isinstance(listed, list) or not listed:
-                raise UpdateError(None, "services", "a non-empty list of {name, variety, profile}")
-            return [self._profile_item(item, index, caps) for index, item in enumerate(listed)]
-        return [self._profile_item(body, None, caps)]
-
-    def _profile_item(self, item: Any, index: int | None, caps: HostCapabilities) -> ProfileRequestBody:
-        if isinstance(item, dict) and "name" in item:
-            item = dict(item)
-            name = item.pop("name")
-            item.setdefault("service", name)
-        try:
-            body = validate_profile_request(item, self.settings)
-        except UpdateError as exc:
-            raise UpdateError(index, exc.field, exc.message) from None
-        service = self.settings.service(body.service)
-        assert service is not None  # validated above
-        variety = body.variety
-        if variety is None and service.varieties:
-            variety, why = pick_variety(self.settings, service, caps)
-            if variety is None:
-                raise UpdateError(index, "variety", f"no variety of {service.name!r} can run on this host: {why}")
-        elif variety is not None:
-            ok, why = caps.can_run(self.settings, service, variety)
-            if not ok:
-                raise UpdateError(index, "variety", f"variety {variety!r} of {service.name!r} cannot run here: {why}")
-        return body.model_copy(update={"variety": variety})
-
     def health(self) -> dict[str, str]:
         components: dict[str, str] = {}
         components["cache"] = "ok" if self.statuses.reachable() else "unreachable"
@@ -520,6 +435,3 @@ class Provisioner:
         components["reconciler"] = "ok" if self.reconciler.alive else "stopped"
         return components
 
-
-def _when(result: ProfileResult) -> str:
-    return result.finished_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
