@@ -134,9 +134,8 @@ def render_swap_gate(instance: str, partners: Sequence[str]) -> CompanionUnit:
     """A drop-in for the container's service of an on-demand instance that swaps with `partners`: its start
     waits at a gate (a FIFO) until Ozwald, which sees every start of the group, has stopped the partners that
     run and lets it go on. Not systemd's `Conflicts=`: a start it triggers cancels a partner's start under
-    way, whose connection still waiting in its socket then starts the partner again, which cancels this start,
-    and so on while both have a connection waiting. The gate lets a start under way finish first; a drop-in,
-    so a change of the group restarts nothing."""
+    way, and systemd resets the partner's request waiting in its socket (seen in the test host). The gate lets
+    a start under way finish first; a drop-in, so a change of the group restarts nothing."""
     gate = swap_gate(instance)
     units = " ".join(unit_name(p) for p in partners)
     text = "\n".join([

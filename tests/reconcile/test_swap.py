@@ -110,8 +110,8 @@ def test_partners_that_fit_together_run_together() -> None:
 
 
 def test_a_start_under_way_is_never_interrupted_and_both_requests_are_served() -> None:
-    """systemd's Conflicts= would cancel chat's start, whose waiting connection starts it again, which cancels
-    code's: a livelock (SimRun fails after 1000 turns in one instant). The gate serves them in turn."""
+    """systemd's Conflicts= cancels chat's start and resets its waiting request (a probe in the test host); the
+    gate serves them in turn."""
     sim = idle_run()
     chat = sim.connect("chat")
     sim.run(1)
