@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from ozwald import sockets
 from ozwald.config import Settings
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.records import ActiveService, DesiredInstance
-from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
+from ozwald.records import DesiredInstance
+from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, http_json, server
+from tests.integration.on_demand_kit import Statuses, host_post, host_settle, is_status, reconciler_on, sim_settle
 from tests.integration.test_reconciler import Desired, Published
 from tests.support.simrun import SimRun
 from tests.testhost.harness import TestHost
@@ -28,7 +28,6 @@ from tests.testhost.harness import TestHost
 IDLE_S = 3
 CHAT = DesiredInstance(name="chat", service="chat")
 BROKEN = DesiredInstance(name="broken", service="broken")
-Statuses = dict[str, ActiveService]
 
 
 def settings() -> Settings:
@@ -51,16 +50,12 @@ class Scenario:
 
     def run(self) -> dict[str, list[str]]:
         self.post(CHAT, BROKEN)
-        self.settle(lambda s: _is(s, chat="idle", broken="idle"))
+        self.settle(lambda s: is_status(s, chat="idle", broken="idle"))
         assert self.request("chat")  # held until the container is ready, then served
-        self.settle(lambda s: _is(s, chat="idle"))  # after idle_stop without a connection
+        self.settle(lambda s: is_status(s, chat="idle"))  # after idle_stop without a connection
         assert not self.request("broken")  # its start fails: the connection is closed, the socket listens on
-        self.settle(lambda s: _is(s, broken="failed"))
+        self.settle(lambda s: is_status(s, broken="failed"))
         return {"chat": self.statuses("chat"), "broken": self.statuses("broken")}
-
-
-def _is(statuses: Statuses, **wanted: str) -> bool:
-    return all(name in statuses and statuses[name].status == status for name, status in wanted.items())
 
 
 EXPECTED = {"chat": ["starting", "idle", "starting", "available", "stopping", "idle"],
@@ -69,13 +64,7 @@ EXPECTED = {"chat": ["starting", "idle", "starting", "available", "stopping", "i
 
 def test_the_simulator_gives_the_expected_sequence() -> None:
     sim = SimRun(settings())
-
-    def settle(check: Callable[[Statuses], bool]) -> Statuses:
-        for _ in range(600):
-            if check({s.name: s for s in sim.published}):
-                return {s.name: s for s in sim.published}
-            sim.run(0.1)
-        raise AssertionError(f"did not settle: {sim.published}")
+    settle = sim_settle(sim)
 
     def request(name: str) -> bool:
         connection = sim.connect(name)
@@ -87,19 +76,8 @@ def test_the_simulator_gives_the_expected_sequence() -> None:
 
 @pytest.fixture(scope="module")
 def on_demand_host(testhost: TestHost) -> Iterator[tuple[Drivers, Reconciler, Desired, Published]]:
-    desired, published = Desired(), Published()
-    with drivers_for(testhost) as drivers:
-        reconciler = Reconciler(settings(), desired, drivers.systemd, drivers.store, published,
-                                podman=drivers.podman, journal_prefix=drivers.journal_prefix, resync_interval=30,
-                                knock=lambda _, port, timeout: sockets.knock(testhost.ip, port, timeout))
-        reconciler.start()
-        try:
-            yield drivers, reconciler, desired, published
-        finally:
-            desired.set()
-            reconciler.wake(desired.value.generation)
-            published.wait(lambda s: not s, timeout=60)
-            reconciler.stop()
+    with reconciler_on(testhost, settings()) as running:
+        yield running
 
 
 def _request(host: TestHost, name: str, timeout: float = 60.0) -> bool:
@@ -115,22 +93,14 @@ def _post_idle_chat(reconciler: Reconciler, desired: Desired, published: Publish
     """Only `chat` desired, and idle."""
     desired.set(CHAT)
     reconciler.wake(desired.value.generation)
-    published.wait(lambda s: _is(s, chat="idle") and set(s) == {"chat"})
+    published.wait(lambda s: is_status(s, chat="idle") and set(s) == {"chat"})
 
 
 @pytest.mark.testhost
 def test_the_test_host_gives_the_same_sequence(on_demand_host: Any) -> None:
     drivers, reconciler, desired, published = on_demand_host
-
-    def post(*instances: DesiredInstance) -> None:
-        desired.set(*instances)
-        reconciler.wake(desired.value.generation)
-
-    def settle(check: Callable[[Statuses], bool]) -> Statuses:
-        settled: Statuses = published.wait(check, timeout=60)
-        return settled
-
-    seen = Scenario(post, settle, lambda name: _request(drivers.host, name), published.statuses_of).run()
+    seen = Scenario(host_post(reconciler, desired), host_settle(published), lambda name: _request(drivers.host, name),
+                    published.statuses_of).run()
     assert seen == EXPECTED
     chat = published.by_name()["chat"]
     assert chat.info.on_demand is not None and chat.info.on_demand.socket_state == "active/listening"
@@ -147,10 +117,10 @@ def test_requests_during_the_idle_stop_and_many_cycles_are_all_served(on_demand_
     results = []
     for cycle in range(8):
         results.append(_request(drivers.host, "chat"))
-        published.wait(lambda s: _is(s, chat="stopping"), timeout=60)
+        published.wait(lambda s: is_status(s, chat="stopping"), timeout=60)
         if cycle % 2 == 0:
             results.append(_request(drivers.host, "chat"))  # while the container stops: held, then served
-        published.wait(lambda s: _is(s, chat="idle"), timeout=60)
+        published.wait(lambda s: is_status(s, chat="idle"), timeout=60)
     assert results == [True] * len(results)
     unit = drivers.systemd.unit_states(["ozwald-chat.service"])[0]
     assert unit.result != "start-limit-hit"
@@ -162,15 +132,15 @@ def test_wake_warms_it_and_sleep_frees_it(on_demand_host: Any) -> None:
     drivers, reconciler, desired, published = on_demand_host
     _post_idle_chat(reconciler, desired, published)
     reconciler.nudge("chat", "wake")
-    published.wait(lambda s: _is(s, chat="available"))
+    published.wait(lambda s: is_status(s, chat="available"))
     reconciler.nudge("chat", "sleep")
-    published.wait(lambda s: _is(s, chat="idle"))
+    published.wait(lambda s: is_status(s, chat="idle"))
     assert drivers.systemd.unit_states(["ozwald-chat.service"])[0].active_state == "inactive"
     assert _request(drivers.host, "chat")  # the socket still listens and starts it again
-    published.wait(lambda s: _is(s, chat="idle"), timeout=60)
+    published.wait(lambda s: is_status(s, chat="idle"), timeout=60)
     reconciler.nudge("chat", "wake")  # woken without a connection: it idles out all the same
-    published.wait(lambda s: _is(s, chat="available"), timeout=60)
-    published.wait(lambda s: _is(s, chat="idle"), timeout=60)
+    published.wait(lambda s: is_status(s, chat="available"), timeout=60)
+    published.wait(lambda s: is_status(s, chat="idle"), timeout=60)
 
 
 @pytest.mark.testhost

@@ -15,19 +15,15 @@ import socket
 import threading
 import urllib.error
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ozwald import sockets
 from ozwald.config import Settings
-from ozwald.files import write_fifo
 from ozwald.provisioner.reconciler import Reconciler
-from ozwald.quadlet.naming import swap_gate
-from ozwald.records import ActiveService, DesiredInstance
-from ozwald.sockets import connections_to
-from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, drivers_for, http_json, server
+from ozwald.records import DesiredInstance
+from tests.integration.driver_kit import PYTHON_HEALTH, Drivers, http_json, server
+from tests.integration.on_demand_kit import Statuses, host_post, host_settle, is_status, reconciler_on, sim_settle
 from tests.integration.test_reconciler import Desired, Published
 from tests.support.simrun import SimRun
 from tests.testhost.harness import TestHost
@@ -36,7 +32,6 @@ IDLE_S = 3
 PORTS = {"chat": 8093, "code": 8094}
 CHAT = DesiredInstance(name="chat", service="chat", exclusive_with=("code",))
 CODE = DesiredInstance(name="code", service="code", exclusive_with=("chat",))
-Statuses = dict[str, ActiveService]
 
 
 def settings() -> Settings:
@@ -44,10 +39,6 @@ def settings() -> Settings:
     return Settings.model_validate({"services": [
         server(name, ports=[f"{port}:8000"], health=PYTHON_HEALTH, on_demand={"idle_stop": f"{IDLE_S}s"},
                environment={"SIM": "healthy:2", "START_DELAY_S": "2"}) for name, port in PORTS.items()]})
-
-
-def _is(statuses: Statuses, **wanted: str) -> bool:
-    return all(name in statuses and statuses[name].status == status for name, status in wanted.items())
 
 
 class Scenario:
@@ -62,23 +53,23 @@ class Scenario:
 
     def run(self) -> dict[str, list[str]]:
         self.post(CHAT, CODE)
-        self.settle(lambda s: _is(s, chat="idle", code="idle"))
+        self.settle(lambda s: is_status(s, chat="idle", code="idle"))
         assert self.request("chat")()
         assert self.request("code")()  # chat is stopped first
-        self.settle(lambda s: _is(s, chat="idle", code="idle"))
+        self.settle(lambda s: is_status(s, chat="idle", code="idle"))
         chat = self.request("chat")
-        self.settle(lambda s: _is(s, chat="starting"))
+        self.settle(lambda s: is_status(s, chat="starting"))
         code = self.request("code")  # chat is loading: code waits at its gate, chat is served first
         assert chat() and code()
-        self.settle(lambda s: _is(s, chat="idle", code="idle"))
+        self.settle(lambda s: is_status(s, chat="idle", code="idle"))
         close = self.hold("chat")  # a connection open on chat: a request in flight, which a swap lets end
-        self.settle(lambda s: _is(s, chat="available"))
+        self.settle(lambda s: is_status(s, chat="available"))
         code = self.request("code")
         seen = self.settle(lambda s: "requests in flight of chat" in str(s["code"].info.get("pending")))
-        assert _is(seen, chat="available", code="starting")
+        assert is_status(seen, chat="available", code="starting")
         close()
         assert code()
-        self.settle(lambda s: _is(s, chat="idle", code="idle"))
+        self.settle(lambda s: is_status(s, chat="idle", code="idle"))
         return {"chat": self.statuses("chat"), "code": self.statuses("code")}
 
 
@@ -88,13 +79,7 @@ EXPECTED = {"chat": ["starting", "idle", *CYCLE * 3], "code": ["starting", "idle
 
 def test_the_simulator_gives_the_expected_sequences() -> None:
     sim = SimRun(settings())
-
-    def settle(check: Callable[[Statuses], bool]) -> Statuses:
-        for _ in range(600):
-            if check({s.name: s for s in sim.published}):
-                return {s.name: s for s in sim.published}
-            sim.run(0.1)
-        raise AssertionError(f"did not settle: {sim.published}")
+    settle = sim_settle(sim)
 
     def request(name: str) -> Callable[[], bool]:
         connection = sim.connect(name)
@@ -113,21 +98,8 @@ def test_the_simulator_gives_the_expected_sequences() -> None:
 
 @pytest.fixture(scope="module")
 def swap_host(testhost: TestHost) -> Iterator[tuple[Drivers, Reconciler, Desired, Published]]:
-    desired, published = Desired(), Published()
-    with drivers_for(testhost) as drivers:
-        reconciler = Reconciler(settings(), desired, drivers.systemd, drivers.store, published,
-                                podman=drivers.podman, journal_prefix=drivers.journal_prefix, resync_interval=30,
-                                knock=lambda _, port, timeout: sockets.knock(testhost.ip, port, timeout),
-                                open_gate=lambda name: write_fifo(str(testhost.guest_path(swap_gate(name))), "go"),
-                                count_connections=lambda port: connections_to(port, Path(f"/proc/{testhost.pid1}/net")))
-        reconciler.start()
-        try:
-            yield drivers, reconciler, desired, published
-        finally:
-            desired.set()
-            reconciler.wake(desired.value.generation)
-            published.wait(lambda s: not s, timeout=60)
-            reconciler.stop()
+    with reconciler_on(testhost, settings()) as running:
+        yield running
 
 
 def _request(host: TestHost, name: str) -> Callable[[], bool]:
@@ -155,19 +127,12 @@ def _request(host: TestHost, name: str) -> Callable[[], bool]:
 def test_the_test_host_gives_the_same_sequences(swap_host: Any) -> None:
     drivers, reconciler, desired, published = swap_host
 
-    def post(*instances: DesiredInstance) -> None:
-        desired.set(*instances)
-        reconciler.wake(desired.value.generation)
-
-    def settle(check: Callable[[Statuses], bool]) -> Statuses:
-        settled: Statuses = published.wait(check, timeout=60)
-        return settled
-
     def hold(name: str) -> Callable[[], None]:
         connection = socket.create_connection((drivers.host.ip, PORTS[name]), timeout=60)
         return connection.close
 
-    seen = Scenario(post, settle, lambda name: _request(drivers.host, name), hold, published.statuses_of).run()
+    seen = Scenario(host_post(reconciler, desired), host_settle(published), lambda name: _request(drivers.host, name),
+                    hold, published.statuses_of).run()
     assert seen == EXPECTED
     chat = published.by_name()["chat"]
     assert chat.info.on_demand is not None and chat.info.on_demand.exclusive_with == ["code"]
