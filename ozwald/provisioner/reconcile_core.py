@@ -337,20 +337,19 @@ class ReconcilerCore:
             report.reloaded = changed
             return [*commands, *([m.Reload()] if changed else []), m.Publish()]
         self.stopped_by_us -= set(deliberate)  # started now, not while stops end: a later pass must still start them
-        for name in deliberate:
-            new, old, state = rendered[name], files.get(name), states.get(unit_name(name))
-            if old is not None and old.text != new.unit.text and state is not None \
-                    and state.active_state in st.RUNNING_STATES and started_from(old, state):
-                self.replaced[name] = spec_of(old)  # it keeps running the old spec until restarted
-            if old is None or old.text != new.unit.text or old.persistent != new.persistent:
-                commands.append(m.Write(new.unit, new.persistent))
-                changed = True
-            self.refused.pop(name, None)
-            self.failures.pop(name, None)
-        for name, new in rendered.items():  # a swap group changed: its gate is rewritten, nothing restarts
+        for name, new in rendered.items():
             old = files.get(name)
             gate = new.unit.swap_gate.text if new.unit.swap_gate is not None else None
-            if name not in deliberate and old is not None and old.swap_gate != gate:
+            rewrite = old is not None and old.swap_gate != gate  # a swap group changed: nothing restarts for it
+            if name in deliberate:
+                state = states.get(unit_name(name))
+                if old is not None and old.text != new.unit.text and state is not None \
+                        and state.active_state in st.RUNNING_STATES and started_from(old, state):
+                    self.replaced[name] = spec_of(old)  # it keeps running the old spec until restarted
+                rewrite = rewrite or old is None or old.text != new.unit.text or old.persistent != new.persistent
+                self.refused.pop(name, None)
+                self.failures.pop(name, None)
+            if rewrite:
                 commands.append(m.Write(new.unit, new.persistent))
                 changed = True
         report.reloaded = changed

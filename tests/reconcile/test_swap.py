@@ -194,3 +194,13 @@ def test_each_instance_says_how_long_a_swap_waits_for_its_requests() -> None:
     sim.run(8)
     assert long.outcome == "cut" and code.outcome == "served"
     assert code.served_at is not None and long.served_at is not None and code.served_at < long.served_at + 10
+
+
+def test_a_group_change_reaches_the_gate_in_the_pass_that_starts_the_socket_again() -> None:
+    """An instance the pass starts (its socket was down) gets its new gate in that same pass, as one it keeps."""
+    sim = idle_run()
+    sim.host.enqueue("stop", ["ozwald-chat.socket"])  # down, unseen by the reconciler yet
+    sim.host.take_events()
+    sim.post(*[i.model_copy(update={"exclusive_with": ()}) for i in instances()])
+    assert "ozwald-chat.service.d/50-ozwald-swap.conf" not in sim.host.companions["chat"]
+    assert sim.host.files["chat"].swap_gate is None
