@@ -355,9 +355,11 @@ class ReconcilerCore:
         report.reloaded = changed
         commands += [m.ReadFiles(), m.Reload()] if changed else []
         # Ozwald's own starts must never count towards the crash-loop limit: only systemd's restarts do. An
-        # on-demand container's failure is kept (its socket may be restarted by a retry) until a new post.
+        # on-demand container's failure is kept (its socket may be restarted by a retry) until a new post or a
+        # change of its spec (a crash loop of the old spec must not refuse the first start of the new one, also
+        # when a restarted provisioner applies the change).
         resets = [self._primary(n) for n in deliberate]
-        resets += [unit_name(n) for n in deliberate if n in on_demand and new_generation]
+        resets += [unit_name(n) for n in deliberate if n in on_demand and (new_generation or n in act["restart"])]
         commands.append(m.ResetFailed(tuple(resets)))
         commands += [m.Enqueue(op, tuple(self._primary(n) for n in act[op])) for op in ("start", "restart")]
         self.applied_generation = desired.generation

@@ -219,3 +219,25 @@ def test_the_profiling_queue_runs_an_on_demand_service_like_any_other() -> None:
     assert sim.status("profile-chat").status == "available" and sim.host.running("profile-chat")
     assert not sim.host.listening("profile-chat") and "ozwald-profile-chat.socket" not in sim.host.units
     assert "PublishPort=8090:8000" in sim.host.files["profile-chat"].text
+
+
+def test_a_crash_loop_of_the_old_spec_does_not_refuse_the_first_start_on_demand() -> None:
+    """`plain` crash-looped until systemd gave up; then it is posted on demand while the provisioner is down,
+    and a new process applies the change: the first connection is served (found by a random run)."""
+    def with_plain(**plain: Any) -> Settings:
+        services = settings().model_dump(mode="json", exclude_defaults=True)["services"]
+        return Settings.model_validate({"services": [s | plain if s["name"] == "plain" else s for s in services]})
+
+    sim = SimRun(with_plain(environment={"SIM": "fail"}, restart="on-failure"))
+    sim.post(PLAIN)
+    sim.run(15)
+    assert sim.host.units["ozwald-plain.service"].result == "start-limit-hit"
+    sim.desired_unreadable = True
+    sim.reload(with_plain(ports=["8091:8000"], on_demand={"idle_stop": f"{IDLE_S}s"}))
+    sim.restart_provisioner()
+    sim.desired_unreadable = False
+    sim.run(5)
+    assert sim.status("plain").status == "idle"
+    served = sim.connect("plain")
+    sim.run(5)
+    assert served.outcome == "served" and sim.status("plain").status == "available"
