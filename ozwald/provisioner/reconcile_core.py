@@ -135,16 +135,20 @@ class ReconcilerCore:
         if event.operation == "wake" and (sock is None or sock.active_state != "active"):
             return []  # not listening: a knock would wake whatever else holds the port (its status says why)
         self.news = True
+        # What systemd signalled and is not read yet is read before these publishes: they are out of turn, and a
+        # unit that crashed meanwhile must not be published as available.
+        news: list[m.Command] = [m.ReadUnits(tuple(sorted(self.dirty)))] if self.dirty else []
+        self.dirty.clear()
         if event.operation == "wake":
             # Published as starting before the knock: the container starts before systemd's signal is heard.
             host, port = knock_address(outcome.unit.on_demand.public)
             self.waking[event.name] = now
-            return [m.ResetFailed((unit_name(event.name),)), m.Publish(), m.Knock(event.name, host, port),
+            return [*news, m.ResetFailed((unit_name(event.name),)), m.Publish(), m.Knock(event.name, host, port),
                     m.Publish()]
         if unit_name(event.name) in self._busy():
-            return []
+            return news
         self.decided[unit_name(event.name)] = "stop"
-        return [m.Publish(), m.Enqueue("stop", (unit_name(event.name),))]
+        return [*news, m.Publish(), m.Enqueue("stop", (unit_name(event.name),))]
 
     def _wanted_units(self) -> set[str]:
         return {unit_name(n) for n in self.wanted} | {u for n in self.on_demand for u in od.units_of(n)}

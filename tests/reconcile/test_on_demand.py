@@ -241,3 +241,16 @@ def test_a_crash_loop_of_the_old_spec_does_not_refuse_the_first_start_on_demand(
     served = sim.connect("plain")
     sim.run(5)
     assert served.outcome == "served" and sim.status("plain").status == "available"
+
+
+def test_a_wake_never_publishes_news_it_has_not_read() -> None:
+    """`plain` crashes, unheard yet, as a wake of `chat` arrives: the wake's publishes come after a read, so
+    `plain` is never said available while down (found by a random run, on an always-on instance)."""
+    sim = idle_run()
+    sim.host.crash("ozwald-plain.service")
+    sim.nudge("chat", "wake")
+    assert sim.status("plain").status != "available"
+    sim.run(1)
+    sim.host.crash("ozwald-plain.service")
+    sim.nudge("chat", "sleep")
+    assert sim.status("plain").status != "available"
